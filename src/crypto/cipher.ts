@@ -1,0 +1,217 @@
+import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { VaultError } from '../core/errors.js';
+import { isValidKeyId, type Keyring, type KeyringKey } from './keyring.js';
+
+/**
+ * What a sealed value belongs to. All four fields are bound into the ciphertext as
+ * additional authenticated data, so a value copied onto another record fails to open.
+ */
+export interface SealContext {
+  readonly org: string;
+  readonly environment: string;
+  readonly accountId: string;
+  /** The credential key name, or a purpose label such as `session-token:<id>`. */
+  readonly name: string;
+}
+
+/** The format version this module writes; the first dot-separated part of every sealed string. */
+export const SEALED_FORMAT_VERSION = 'cv1';
+
+const ALGORITHM = 'aes-256-gcm';
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+const BASE64URL = /^[A-Za-z0-9_-]*$/;
+// With the u flag, surrogate pairs are one code point, so this matches lone surrogates only.
+const LONE_SURROGATE = /\p{Surrogate}/u;
+
+const OPAQUE_MESSAGE = 'Stored credential could not be decrypted';
+
+/** One error for every cause, so a failure tells nobody which check it tripped. */
+function decryptionFailed(): VaultError {
+  return new VaultError('DECRYPTION_FAILED', OPAQUE_MESSAGE);
+}
+
+/** Strings with lone surrogates become U+FFFD in UTF-8, which would break round trips and injectivity. */
+function isWellFormed(value: unknown): value is string {
+  return typeof value === 'string' && !LONE_SURROGATE.test(value);
+}
+
+function contextIsWellFormed(context: SealContext): boolean {
+  return (
+    isWellFormed(context.org) &&
+    isWellFormed(context.environment) &&
+    isWellFormed(context.accountId) &&
+    isWellFormed(context.name)
+  );
+}
+
+/**
+ * AAD = for each of [version, keyId, org, environment, accountId, name]: its UTF-8 byte
+ * length as a 4-byte big-endian integer, then those bytes. Length prefixes make it
+ * injective whatever characters the fields hold.
+ */
+function additionalData(keyId: string, context: SealContext): Buffer {
+  const fields = [SEALED_FORMAT_VERSION, keyId, context.org, context.environment, context.accountId, context.name];
+  const parts: Buffer[] = [];
+  for (const field of fields) {
+    const bytes = Buffer.from(field, 'utf8');
+    const length = Buffer.alloc(4);
+    length.writeUInt32BE(bytes.length);
+    parts.push(length, bytes);
+  }
+  return Buffer.concat(parts);
+}
+
+/** Strict base64url: Buffer.from ignores bad characters and stray bits, which would make sealed strings malleable. */
+function decodeBase64url(text: string): Buffer | undefined {
+  if (!BASE64URL.test(text)) return undefined;
+  const bytes = Buffer.from(text, 'base64url');
+  return bytes.toString('base64url') === text ? bytes : undefined;
+}
+
+interface SealedParts {
+  readonly keyId: string;
+  readonly nonce: Buffer;
+  readonly ciphertext: Buffer;
+  readonly tag: Buffer;
+}
+
+function parseSealed(sealed: unknown): SealedParts | undefined {
+  if (typeof sealed !== 'string') return undefined;
+  const parts = sealed.split('.');
+  if (parts.length !== 5) return undefined;
+  const [version, keyId, nonceText, ciphertextText, tagText] = parts;
+  if (version !== SEALED_FORMAT_VERSION || keyId === undefined || !isValidKeyId(keyId)) return undefined;
+  if (nonceText === undefined || ciphertextText === undefined || tagText === undefined) return undefined;
+  const nonce = decodeBase64url(nonceText);
+  const ciphertext = decodeBase64url(ciphertextText);
+  const tag = decodeBase64url(tagText);
+  if (nonce?.length !== NONCE_BYTES || ciphertext === undefined || tag?.length !== TAG_BYTES) return undefined;
+  return { keyId, nonce, ciphertext, tag };
+}
+
+/**
+ * Encrypt `plaintext` with the keyring's primary key (AES-256-GCM, a fresh random 96-bit
+ * nonce each call), bound to `context`. Returns
+ * `cv1.<keyId>.<nonce>.<ciphertext>.<tag>` (the last three base64url, unpadded).
+ * Throws `VALIDATION_ERROR` if `plaintext` or a context field holds a lone UTF-16
+ * surrogate (it could not round-trip).
+ *
+ * @example
+ * ```ts
+ * const sealed = sealCredential(keyring, 'sk_live_…', { org: 'acme', environment: 'prod', accountId: 'u1', name: 'api_key' });
+ * // 'cv1.k20250314-9f2c.q3J…'
+ * ```
+ */
+export function sealCredential(keyring: Keyring, plaintext: string, context: SealContext): string {
+  if (!isWellFormed(plaintext)) {
+    throw new VaultError('VALIDATION_ERROR', 'Value to encrypt is not a well-formed Unicode string');
+  }
+  if (!contextIsWellFormed(context)) {
+    throw new VaultError('VALIDATION_ERROR', 'Encryption context is not made of well-formed Unicode strings');
+  }
+  const { id, key } = keyring.primary;
+  const nonce = randomBytes(NONCE_BYTES);
+  const cipher = createCipheriv(ALGORITHM, key, nonce, { authTagLength: TAG_BYTES });
+  cipher.setAAD(additionalData(id, context));
+  const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
+  const tag = cipher.getAuthTag();
+  return [
+    SEALED_FORMAT_VERSION,
+    id,
+    nonce.toString('base64url'),
+    ciphertext.toString('base64url'),
+    tag.toString('base64url'),
+  ].join('.');
+}
+
+/**
+ * Decrypt a string made by {@link sealCredential}, choosing the key by the id it names.
+ * Any failure — malformed string, unknown version, key id not in the keyring, wrong key,
+ * tampering, a different `context` — throws the same opaque
+ * `VaultError('DECRYPTION_FAILED', 'Stored credential could not be decrypted')`.
+ *
+ * @example
+ * ```ts
+ * const value = openCredential(keyring, sealed, { org: 'acme', environment: 'prod', accountId: 'u1', name: 'api_key' });
+ * ```
+ */
+export function openCredential(keyring: Keyring, sealed: string, context: SealContext): string {
+  const parts = parseSealed(sealed);
+  if (parts === undefined || !contextIsWellFormed(context)) throw decryptionFailed();
+  const entry: KeyringKey | undefined = keyring.keys.get(parts.keyId);
+  if (entry === undefined) throw decryptionFailed();
+  try {
+    const decipher = createDecipheriv(ALGORITHM, entry.key, parts.nonce, { authTagLength: TAG_BYTES });
+    decipher.setAAD(additionalData(parts.keyId, context));
+    decipher.setAuthTag(parts.tag);
+    const plaintext = Buffer.concat([decipher.update(parts.ciphertext), decipher.final()]);
+    return plaintext.toString('utf8');
+  } catch {
+    // Node's error says nothing secret, but dropping it keeps every failure identical.
+    throw decryptionFailed();
+  }
+}
+
+/**
+ * The id of the key that sealed `sealed`, read from its header without decrypting, or
+ * `undefined` if the string is not a well-formed sealed value. For rotation: find what
+ * still needs re-sealing under the new primary.
+ *
+ * @example
+ * ```ts
+ * if (sealedKeyId(sealed) !== keyring.primary.id) {
+ *   sealed = sealCredential(keyring, openCredential(keyring, sealed, context), context);
+ * }
+ * ```
+ */
+export function sealedKeyId(sealed: string): string | undefined {
+  return parseSealed(sealed)?.keyId;
+}
+
+/** A stored sealed value and the context it was sealed under, for {@link assertKeyringOpens}. */
+export interface SealedSample {
+  readonly sealed: string;
+  readonly context: SealContext;
+}
+
+/**
+ * Startup check: throw `KEYRING_MISMATCH` unless the keyring opens every sample (pass, say,
+ * one stored value per key id). The message names key ids only, never values, and tells
+ * apart "key id missing from the keyring" from "key present but wrong".
+ *
+ * @example
+ * ```ts
+ * assertKeyringOpens(keyring, [{ sealed: stored.value, context: stored.context }]);
+ * ```
+ */
+export function assertKeyringOpens(keyring: Keyring, samples: Iterable<SealedSample>): void {
+  const missing = new Set<string>();
+  const wrong = new Set<string>();
+  let unreadable = 0;
+  for (const { sealed, context } of samples) {
+    const keyId = sealedKeyId(sealed);
+    if (keyId === undefined) {
+      unreadable += 1;
+    } else if (!keyring.keys.has(keyId)) {
+      missing.add(keyId);
+    } else {
+      try {
+        openCredential(keyring, sealed, context);
+      } catch {
+        wrong.add(keyId);
+      }
+    }
+  }
+  const problems: string[] = [];
+  if (missing.size > 0) problems.push(`sealed with key id(s) not in the keyring: ${[...missing].join(', ')}`);
+  if (wrong.size > 0) problems.push(`key id(s) present but unable to open stored data: ${[...wrong].join(', ')}`);
+  if (unreadable > 0) problems.push(`${unreadable} stored value(s) not in a known sealed format`);
+  if (problems.length > 0) {
+    throw new VaultError(
+      'KEYRING_MISMATCH',
+      `The configured keys cannot open what is stored: ${problems.join('; ')}`,
+      { details: { missingKeyIds: [...missing], wrongKeyIds: [...wrong] } },
+    );
+  }
+}
