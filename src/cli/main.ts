@@ -1,0 +1,222 @@
+#!/usr/bin/env node
+import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
+import { createVault, type Vault } from '../core/vault.js';
+import { VaultError, isVaultError } from '../core/errors.js';
+import { DEFAULT_STORE_URL, parseStoreUrl } from '../core/store-url.js';
+import { createApiKey, revokeApiKey, anyApiKeyCreated } from '../core/api-keys.js';
+import { createLinkedAccount } from '../core/accounts.js';
+import { issueSessionToken } from '../core/session-tokens.js';
+import { listDefaultAppCredentials } from '../core/credentials.js';
+import { generateKey } from '../crypto/keyring.js';
+import { createApiServer, FRAMEWORKS, type Framework } from './server.js';
+
+/** Usage errors exit 2; failures of the operation itself exit 1. */
+const USAGE = 2;
+const FAILURE = 1;
+
+interface StoreFlags {
+  store?: string;
+  keysFile?: string;
+}
+
+const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value)}\n`);
+
+function storeOption(command: Command): Command {
+  return command
+    .option('--store <url>', `store URL: memory:, sqlite:<path>, redis://..., postgres://... (default $CREDVAULT_STORE, else ${DEFAULT_STORE_URL})`)
+    .option('--keys-file <path>', 'file holding the keys (default $CREDVAULT_KEYS_FILE; $CREDVAULT_KEYS wins when set)');
+}
+
+function accountOptions(command: Command): Command {
+  return command
+    .requiredOption('--org <org>', 'org id')
+    .addOption(new Option('--environment <environment>', 'environment').choices(['test', 'production']).default('test'))
+    .requiredOption('--id <linked_account_id>', 'linked account id');
+}
+
+function positiveInt(name: string) {
+  return (raw: string): number => {
+    if (!/^\d+$/.test(raw) || Number(raw) <= 0) throw new InvalidArgumentError(`${name} must be a positive whole number.`);
+    return Number(raw);
+  };
+}
+
+function port(raw: string): number {
+  if (!/^\d+$/.test(raw) || Number(raw) > 65535) throw new InvalidArgumentError('port must be a whole number from 0 to 65535.');
+  return Number(raw);
+}
+
+function credentialPair(raw: string, previous: Array<[string, string]> = []): Array<[string, string]> {
+  const at = raw.indexOf('=');
+  if (at <= 0) throw new InvalidArgumentError('expected KEY=VALUE.');
+  return [...previous, [raw.slice(0, at), raw.slice(at + 1)]];
+}
+
+/** Opens the vault the flags and environment describe. A bad URL is a usage error. */
+async function openVault(flags: StoreFlags): Promise<Vault> {
+  const store = flags.store ?? process.env['CREDVAULT_STORE'] ?? DEFAULT_STORE_URL;
+  try {
+    parseStoreUrl(store);
+  } catch (error) {
+    throw new CommanderError(USAGE, 'credvault.badStore', isVaultError(error) ? error.message : 'Invalid store URL');
+  }
+  const keys = process.env['CREDVAULT_KEYS'];
+  const keyFile = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
+  return createVault({
+    store,
+    ...(keys !== undefined && keys !== '' ? { keys } : keyFile !== undefined ? { keyFile } : {}),
+  });
+}
+
+/** Runs a provisioning command against a vault, closing it afterwards. */
+async function withVault<T>(flags: StoreFlags, run: (vault: Vault) => Promise<T>): Promise<T> {
+  const vault = await openVault(flags);
+  try {
+    return await run(vault);
+  } finally {
+    await vault.close();
+  }
+}
+
+export function buildProgram(): Command {
+  const program = new Command('credvault')
+    .description('An encrypted vault for linked accounts\' default-app auth credentials')
+    .showSuggestionAfterError(true)
+    .exitOverride()
+    .configureOutput({ writeErr: (text) => process.stderr.write(text), outputError: (text, write) => write(text) });
+
+  storeOption(program.command('serve').description('serve the HTTP API'))
+    .option('--port <port>', 'port to listen on', port, 3000)
+    .option('--host <host>', 'address to listen on', '127.0.0.1')
+    .addOption(new Option('--framework <framework>', 'HTTP framework').choices(FRAMEWORKS).default('express'))
+    .option('--base-path <path>', 'where the API is mounted', '/api/v2/public')
+    .action(async (flags: StoreFlags & { port: number; host: string; framework: Framework; basePath: string }) => {
+      await serve(flags);
+    });
+
+  const apiKey = program.command('api-key').description('create and revoke org API keys');
+  storeOption(apiKey.command('create').description('create an API key; prints it once'))
+    .requiredOption('--org <org>', 'org id')
+    .addOption(new Option('--environment <environment>', 'environment').choices(['test', 'production']).default('test'))
+    .action(async (flags: StoreFlags & { org: string; environment: string }) => {
+      printJson(await withVault(flags, (vault) => createApiKey(vault, { org: flags.org, environment: flags.environment })));
+    });
+  storeOption(apiKey.command('revoke').description('revoke an API key by its key id'))
+    .requiredOption('--key-id <id>', 'the key_id printed when the key was created')
+    .action(async (flags: StoreFlags & { keyId: string }) => {
+      const revoked = await withVault(flags, (vault) => revokeApiKey(vault, flags.keyId));
+      if (!revoked) throw new VaultError('CREDENTIAL_NOT_FOUND', `No API key with key id ${flags.keyId}`);
+      printJson({ revoked: true });
+    });
+
+  const linkedAccount = program.command('linked-account').description('manage linked accounts');
+  accountOptions(storeOption(linkedAccount.command('create').description('create a linked account')))
+    .option('--name <name>', 'display name (default: the id)')
+    .option('--credential <key=value>', 'seed a default-app credential (repeatable)', credentialPair)
+    .action(async (flags: StoreFlags & { org: string; environment: string; id: string; name?: string; credential?: Array<[string, string]> }) => {
+      const account = await withVault(flags, (vault) =>
+        createLinkedAccount(
+          vault,
+          { org: flags.org, environment: flags.environment, accountId: flags.id },
+          {
+            ...(flags.name !== undefined ? { name: flags.name } : {}),
+            ...(flags.credential !== undefined ? { credentials: Object.fromEntries(flags.credential) } : {}),
+          },
+        ),
+      );
+      printJson(account);
+    });
+
+  const sessionToken = program.command('session-token').description('issue session tokens');
+  accountOptions(storeOption(sessionToken.command('create').description('issue a session token for a linked account')))
+    .option('--ttl <seconds>', 'lifetime in seconds (default 86400)', positiveInt('ttl'))
+    .action(async (flags: StoreFlags & { org: string; environment: string; id: string; ttl?: number }) => {
+      const issued = await withVault(flags, (vault) =>
+        issueSessionToken(
+          vault,
+          { org: flags.org, environment: flags.environment, accountId: flags.id },
+          { forceRefresh: true, ...(flags.ttl !== undefined ? { ttlSeconds: flags.ttl } : {}) },
+        ),
+      );
+      printJson(issued);
+    });
+
+  const credentials = program.command('credentials').description('inspect stored credentials');
+  accountOptions(storeOption(credentials.command('list').description("list a linked account's credentials")))
+    .option('--reveal', 'also print the decrypted values')
+    .action(async (flags: StoreFlags & { org: string; environment: string; id: string; reveal?: boolean }) => {
+      const list = await withVault(flags, (vault) =>
+        listDefaultAppCredentials(vault, { org: flags.org, environment: flags.environment, accountId: flags.id }, { reveal: flags.reveal === true }),
+      );
+      printJson({ credentials: list });
+    });
+
+  const keys = program.command('keys').description('manage encryption keys');
+  keys
+    .command('generate')
+    .description('print a fresh key to put first in CREDVAULT_KEYS')
+    .option('--id <id>', 'key id (1 to 32 of A-Z a-z 0-9 _ -)')
+    .action((flags: { id?: string }) => {
+      printJson(generateKey(flags.id));
+    });
+
+  return program;
+}
+
+async function serve(flags: StoreFlags & { port: number; host: string; framework: Framework; basePath: string }): Promise<void> {
+  const vault = await openVault(flags);
+  const server = createApiServer(vault, flags.framework, { basePath: flags.basePath });
+  await new Promise<void>((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(flags.port, flags.host, () => resolve());
+  });
+  const address = server.address();
+  const actualPort = typeof address === 'object' && address !== null ? address.port : flags.port;
+  const host = flags.host.includes(':') ? `[${flags.host}]` : flags.host;
+  process.stdout.write(`credvault listening on http://${host}:${actualPort}\n`);
+  if (!(await anyApiKeyCreated(vault))) {
+    process.stderr.write(
+      'credvault: this store has no API key yet; create one with: npm run --silent credvault -- api-key create --org <your-org>\n',
+    );
+  }
+  const shutdown = () => {
+    // Finish in-flight requests, then close the store; a second signal forces the exit.
+    process.once('SIGTERM', () => process.exit(1));
+    process.once('SIGINT', () => process.exit(1));
+    server.close(() => {
+      vault.close().then(
+        () => process.exit(0),
+        () => process.exit(1),
+      );
+    });
+    server.closeIdleConnections();
+  };
+  process.once('SIGTERM', shutdown);
+  process.once('SIGINT', shutdown);
+}
+
+export async function main(argv: string[]): Promise<number> {
+  const program = buildProgram();
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return 0;
+  } catch (error) {
+    if (error instanceof CommanderError) {
+      if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return 0;
+      // Commander has already printed its own errors; ours are printed here.
+      if (error.code === 'credvault.badStore') process.stderr.write(`credvault: ${error.message}\n`);
+      return USAGE;
+    }
+    if (isVaultError(error)) {
+      process.stderr.write(`credvault: ${error.message}\n`);
+      return error.code === 'VALIDATION_ERROR' || error.code === 'INVALID_CONFIGURATION' ? USAGE : FAILURE;
+    }
+    const name = error instanceof Error ? error.name : 'error';
+    process.stderr.write(`credvault: unexpected ${name}\n`);
+    return FAILURE;
+  }
+}
+
+const exitCode = await main(process.argv.slice(2));
+// serve keeps running; every other command exits with its code.
+if (exitCode !== 0 || process.argv[2] !== 'serve') process.exitCode = exitCode;

@@ -1,0 +1,140 @@
+import { randomBytes } from 'node:crypto';
+import { z } from 'zod';
+import { VaultError } from './errors.js';
+import { accountGroup, DEFAULT_APP, PROFILE } from './layout.js';
+import type { AccountRef } from './layout.js';
+import { actorOf, checkAccountRef, type Principal } from './principal.js';
+import { accountNameSchema, credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
+import { accountNotFound, upsertDefaultAppCredential } from './credentials.js';
+import type { Vault } from './vault.js';
+
+/** A linked account as the API returns it: never a credential, never a token. */
+export interface LinkedAccount {
+  _id: string;
+  account_id: string;
+  name: string;
+  environment: string;
+  integrations: null;
+}
+
+/** The stored profile of a linked account. */
+interface AccountProfile {
+  _id: string;
+  account_id: string;
+  name: string;
+  environment: string;
+  associated_org: string;
+  udf: Array<{ key_name: string; key_value: string }>;
+}
+
+export interface CreateLinkedAccountInput {
+  /** Display name; defaults to the account id. */
+  name?: string;
+  /** Custom key/value fields. */
+  udf?: Record<string, unknown>;
+  /**
+   * Seeds the default-app integration with these credentials. Present (even empty) means
+   * the account gets a default app; absent means it has none yet.
+   */
+  credentials?: Record<string, unknown>;
+}
+
+const udfValueSchema = z.string({ error: 'must be a string' });
+
+/**
+ * Validates a JSON object of named values into pairs. Pairs, not an object: a key such as
+ * `__proto__` stays an ordinary name.
+ */
+function parseEntries<T>(input: unknown, field: string, valueSchema: z.ZodType<T>): Array<[string, T]> {
+  if (typeof input !== 'object' || input === null || Array.isArray(input)) {
+    throw new VaultError('VALIDATION_ERROR', `${field} must be an object`);
+  }
+  return Object.entries(input).map(([key, value]) => [
+    parseInput(credentialKeySchema, key, `${field} key`),
+    parseInput(valueSchema, value, `${field}.${key}`),
+  ]);
+}
+
+/**
+ * Creates a linked account inside the principal's org and environment, optionally with a
+ * default app seeded with credentials.
+ *
+ * @throws VaultError `LINKED_ACCOUNT_EXISTS`, `VALIDATION_ERROR`, `STORE_UNAVAILABLE`
+ * @example
+ * ```ts
+ * await createLinkedAccount(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' },
+ *   { name: 'Customer One', credentials: { api_key: 'sk_test_123' } });
+ * ```
+ */
+export async function createLinkedAccount(
+  vault: Vault,
+  principal: Principal,
+  input: CreateLinkedAccountInput = {},
+): Promise<LinkedAccount> {
+  const ref = checkAccountRef(principal);
+  const name = input.name === undefined ? ref.accountId : parseInput(accountNameSchema, input.name, 'name');
+  const udf = input.udf === undefined ? [] : parseEntries(input.udf, 'udf', udfValueSchema);
+  // Every seeded value is checked before anything is written.
+  const credentials =
+    input.credentials === undefined
+      ? undefined
+      : parseEntries(input.credentials, 'your_app.auth_credentials', credentialValueSchema(vault.maxValueBytes));
+  const profile: AccountProfile = {
+    _id: randomBytes(12).toString('hex'),
+    account_id: ref.accountId,
+    name,
+    environment: ref.environment,
+    associated_org: ref.org,
+    udf: udf.map(([key_name, key_value]) => ({ key_name, key_value })),
+  };
+  const group = accountGroup(ref);
+  if (!(await vault.store.insert(group, PROFILE, JSON.stringify(profile)))) {
+    throw new VaultError('LINKED_ACCOUNT_EXISTS', `Linked account ${ref.accountId} already exists`);
+  }
+  if (credentials !== undefined) {
+    try {
+      await vault.store.put(group, DEFAULT_APP, JSON.stringify({ type: 'default_app' }));
+      for (const [key, value] of credentials) {
+        await upsertDefaultAppCredential(vault, principal, key, value);
+      }
+    } catch (error) {
+      // A create that fails changes nothing: take back the half-made account.
+      await vault.store.removeGroup(group).catch(() => undefined);
+      throw error;
+    }
+  }
+  await vault.emit({ type: 'account.created', ...ref, actor: actorOf(principal) });
+  return toLinkedAccount(profile);
+}
+
+/**
+ * Reads a linked account (without credentials).
+ *
+ * @throws VaultError `LINKED_ACCOUNT_NOT_FOUND`
+ * @example
+ * ```ts
+ * const account = await getLinkedAccount(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' });
+ * ```
+ */
+export async function getLinkedAccount(vault: Vault, ref: AccountRef): Promise<LinkedAccount> {
+  const account = checkAccountRef(ref);
+  const entry = await vault.store.get(accountGroup(account), PROFILE);
+  if (entry === undefined) throw accountNotFound(account);
+  return toLinkedAccount(JSON.parse(entry.value) as AccountProfile);
+}
+
+/** Whether the linked account exists. */
+export async function linkedAccountExists(vault: Vault, ref: AccountRef): Promise<boolean> {
+  const account = checkAccountRef(ref);
+  return (await vault.store.get(accountGroup(account), PROFILE)) !== undefined;
+}
+
+function toLinkedAccount(profile: AccountProfile): LinkedAccount {
+  return {
+    _id: profile._id,
+    account_id: profile.account_id,
+    name: profile.name,
+    environment: profile.environment,
+    integrations: null,
+  };
+}

@@ -1,0 +1,104 @@
+import { randomBytes } from 'node:crypto';
+import { VaultError } from './errors.js';
+import { API_KEY_EXISTS, META_GROUP, RECORD, apiKeyGroup } from './layout.js';
+import { environmentSchema, orgIdSchema, parseInput, type Environment } from './validation.js';
+import type { Vault } from './vault.js';
+import type { Actor } from './events.js';
+import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
+
+/** A freshly created API key. `api_key` is shown once and never stored. */
+export interface CreatedApiKey {
+  api_key: string;
+  key_id: string;
+  org_id: string;
+  environment: Environment;
+}
+
+/** The org and environment an API key acts for. */
+export interface ApiKeyIdentity {
+  org: string;
+  environment: Environment;
+  keyId: string;
+}
+
+interface ApiKeyRecord {
+  hash: string;
+  org: string;
+  environment: Environment;
+}
+
+const PREFIX: Record<Environment, string> = { test: 'tk_', production: 'pk_' };
+// tk_/pk_, a 16-hex public id, then 43 base64url characters of secret (256 bits).
+const API_KEY_FORMAT = /^(tk|pk)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+
+/**
+ * Creates an API key for one org and environment. Only a hash of its secret is stored.
+ *
+ * @example
+ * ```ts
+ * const { api_key, key_id } = await createApiKey(vault, { org: 'acme', environment: 'test' });
+ * // api_key: 'tk_3f2a..._Xk9...'
+ * ```
+ */
+export async function createApiKey(
+  vault: Vault,
+  input: { org: string; environment?: string },
+  actor: Actor = { type: 'system' },
+): Promise<CreatedApiKey> {
+  const org = parseInput(orgIdSchema, input.org, 'org');
+  const environment = parseInput(environmentSchema, input.environment ?? 'test', 'environment');
+  const keyId = randomBytes(8).toString('hex');
+  const secret = randomToken(32);
+  const record: ApiKeyRecord = { hash: hashSecret(secret), org, environment };
+  if (!(await vault.store.insert(apiKeyGroup(keyId), RECORD, JSON.stringify(record)))) {
+    throw new VaultError('INTERNAL', 'API key id collision; try again');
+  }
+  await vault.store.put(META_GROUP, API_KEY_EXISTS, '1');
+  await vault.emit({ type: 'api_key.created', org, environment, actor });
+  return { api_key: `${PREFIX[environment]}${keyId}_${secret}`, key_id: keyId, org_id: org, environment };
+}
+
+/**
+ * Revokes an API key by its public id; it stops working at once on every process.
+ * Returns whether the key existed.
+ *
+ * @example
+ * ```ts
+ * await revokeApiKey(vault, '3f2a9c...');
+ * ```
+ */
+export async function revokeApiKey(vault: Vault, keyId: string, actor: Actor = { type: 'system' }): Promise<boolean> {
+  if (!/^[0-9a-f]{16}$/.test(keyId)) return false;
+  const entry = await vault.store.get(apiKeyGroup(keyId), RECORD);
+  const removed = await vault.store.remove(apiKeyGroup(keyId), RECORD);
+  if (removed && entry !== undefined) {
+    const record = JSON.parse(entry.value) as ApiKeyRecord;
+    await vault.emit({ type: 'api_key.revoked', org: record.org, environment: record.environment, actor });
+  }
+  return removed;
+}
+
+/**
+ * Checks an API key against the store, in constant time.
+ *
+ * @throws VaultError `INVALID_API_KEY` when it is malformed, unknown or revoked
+ */
+export async function verifyApiKey(vault: Vault, apiKey: string): Promise<ApiKeyIdentity> {
+  const match = API_KEY_FORMAT.exec(apiKey);
+  if (match === null) throw invalidApiKey();
+  const [, prefix, keyId, secret] = match as unknown as [string, string, string, string];
+  const entry = await vault.store.get(apiKeyGroup(keyId), RECORD);
+  if (entry === undefined) throw invalidApiKey();
+  const record = JSON.parse(entry.value) as ApiKeyRecord;
+  if (!secretsEqual(hashSecret(secret), record.hash) || `${prefix}_` !== PREFIX[record.environment]) {
+    throw invalidApiKey();
+  }
+  return { org: record.org, environment: record.environment, keyId };
+}
+
+/** Whether any API key was ever created in this store (for the `serve` hint). */
+export async function anyApiKeyCreated(vault: Vault): Promise<boolean> {
+  return (await vault.store.get(META_GROUP, API_KEY_EXISTS)) !== undefined;
+}
+
+const invalidApiKey = () => new VaultError('INVALID_API_KEY', 'Invalid Credentials');

@@ -1,0 +1,136 @@
+import { VaultError } from './errors.js';
+import { accountGroup, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE, unescapeComponent } from './layout.js';
+import type { AccountRef } from './layout.js';
+import { actorOf, checkAccountRef, type Principal } from './principal.js';
+import { credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
+import type { Vault } from './vault.js';
+import { sealCredential, openCredential } from '../crypto/cipher.js';
+
+/** What an upsert did. */
+export interface UpsertResult {
+  action: 'added' | 'updated';
+}
+
+/** One stored credential, by name; its value only when asked for. */
+export interface CredentialInfo {
+  key: string;
+  /** ISO-8601. */
+  created_at: string;
+  /** ISO-8601. */
+  updated_at: string;
+}
+
+/**
+ * Adds or replaces one default-app auth credential of a linked account, sealed with the
+ * keyring's primary key. Numbers and booleans are stored as `String(value)`.
+ *
+ * @throws VaultError `VALIDATION_ERROR`, `LINKED_ACCOUNT_NOT_FOUND`, `DEFAULT_APP_NOT_FOUND`, `STORE_UNAVAILABLE`
+ * @example
+ * ```ts
+ * const { action } = await upsertDefaultAppCredential(
+ *   vault, { org: 'acme', environment: 'test', accountId: 'cust-1' }, 'api_key', 'sk_test_123');
+ * // action === 'added' the first time, 'updated' after
+ * ```
+ */
+export async function upsertDefaultAppCredential(
+  vault: Vault,
+  principal: Principal,
+  key: string,
+  value: unknown,
+): Promise<UpsertResult> {
+  const ref = checkAccountRef(principal);
+  const name = parseInput(credentialKeySchema, key, 'key');
+  const plaintext = parseInput(credentialValueSchema(vault.maxValueBytes), value, 'value');
+  const sealed = sealCredential(vault.keyring, plaintext, { ...ref, name });
+  const group = accountGroup(ref);
+  // Conditional on the default app existing at the moment of writing: a write racing the
+  // account's deletion can never leave an orphan credential behind.
+  const result = await vault.store.put(group, credentialMember(name), sealed, { requires: DEFAULT_APP });
+  if (result === 'missing') throw await whyNoDefaultApp(vault, ref);
+  await vault.emit({ type: `credential.${result}`, ...ref, key: name, actor: actorOf(principal) });
+  return { action: result };
+}
+
+/**
+ * Reads and decrypts one credential for the embedding server's own use.
+ * Returns `undefined` when the key is not stored.
+ *
+ * @example
+ * ```ts
+ * const apiKey = await getDefaultAppCredential(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' }, 'api_key');
+ * ```
+ */
+export async function getDefaultAppCredential(vault: Vault, ref: AccountRef, key: string): Promise<string | undefined> {
+  const account = checkAccountRef(ref);
+  const name = parseInput(credentialKeySchema, key, 'key');
+  const entry = await vault.store.get(accountGroup(account), credentialMember(name));
+  if (entry === undefined) return undefined;
+  return openCredential(vault.keyring, entry.value, { ...account, name });
+}
+
+/**
+ * Lists the names and timestamps of an account's credentials, sorted by name; with
+ * `{ reveal: true }`, their decrypted values too.
+ *
+ * @throws VaultError `LINKED_ACCOUNT_NOT_FOUND` when the account does not exist
+ * @example
+ * ```ts
+ * const list = await listDefaultAppCredentials(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' });
+ * // [{ key: 'api_key', created_at: '2026-...', updated_at: '2026-...' }]
+ * ```
+ */
+export async function listDefaultAppCredentials(
+  vault: Vault,
+  ref: AccountRef,
+  options: { reveal?: boolean } = {},
+): Promise<Array<CredentialInfo & { value?: string }>> {
+  const account = checkAccountRef(ref);
+  const group = accountGroup(account);
+  const items = await vault.store.list(group, CREDENTIAL_PREFIX);
+  if (items.length === 0 && (await vault.store.get(group, PROFILE)) === undefined) {
+    throw accountNotFound(account);
+  }
+  return items.map(({ member, entry }) => {
+    const key = unescapeComponent(member.slice(CREDENTIAL_PREFIX.length));
+    const info: CredentialInfo & { value?: string } = {
+      key,
+      created_at: new Date(entry.createdAt).toISOString(),
+      updated_at: new Date(entry.updatedAt).toISOString(),
+    };
+    if (options.reveal === true) info.value = openCredential(vault.keyring, entry.value, { ...account, name: key });
+    return info;
+  });
+}
+
+/**
+ * Deletes one credential.
+ *
+ * @throws VaultError `CREDENTIAL_NOT_FOUND`, `LINKED_ACCOUNT_NOT_FOUND`, `DEFAULT_APP_NOT_FOUND`
+ * @example
+ * ```ts
+ * await deleteDefaultAppCredential(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' }, 'api_key');
+ * ```
+ */
+export async function deleteDefaultAppCredential(vault: Vault, principal: Principal, key: string): Promise<void> {
+  const ref = checkAccountRef(principal);
+  const name = parseInput(credentialKeySchema, key, 'key');
+  const group = accountGroup(ref);
+  if (!(await vault.store.remove(group, credentialMember(name)))) {
+    if ((await vault.store.get(group, DEFAULT_APP)) === undefined) throw await whyNoDefaultApp(vault, ref);
+    throw new VaultError('CREDENTIAL_NOT_FOUND', `Auth credential key '${name}' not found`);
+  }
+  await vault.emit({ type: 'credential.deleted', ...ref, key: name, actor: actorOf(principal) });
+}
+
+/** Called only on the failure path, so the warm path stays one store write. */
+async function whyNoDefaultApp(vault: Vault, ref: AccountRef): Promise<VaultError> {
+  if ((await vault.store.get(accountGroup(ref), PROFILE)) === undefined) return accountNotFound(ref);
+  return new VaultError('DEFAULT_APP_NOT_FOUND', `Default app integration not found for linked account ${ref.accountId}`);
+}
+
+export function accountNotFound(ref: AccountRef): VaultError {
+  return new VaultError(
+    'LINKED_ACCOUNT_NOT_FOUND',
+    `Linked Account with account id ${ref.accountId} for org ${ref.org} in environment ${ref.environment} not found`,
+  );
+}

@@ -1,0 +1,54 @@
+/**
+ * Where each record lives in the store. Every component is escaped so that distinct
+ * (org, environment, account, key) tuples can never produce the same group or member.
+ */
+
+/** Escapes every UTF-16 unit outside `A-Z a-z 0-9 _ . -` as `%XXXX`: injective, and the output never holds `:`, `{` or `}`. */
+export function escapeComponent(value: string): string {
+  let out = '';
+  for (let i = 0; i < value.length; i++) {
+    const c = value.charCodeAt(i);
+    const safe =
+      (c >= 0x30 && c <= 0x39) ||
+      (c >= 0x41 && c <= 0x5a) ||
+      (c >= 0x61 && c <= 0x7a) ||
+      c === 0x5f ||
+      c === 0x2e ||
+      c === 0x2d;
+    out += safe ? value[i] : `%${c.toString(16).padStart(4, '0')}`;
+  }
+  return out;
+}
+
+/** Identifies one linked account inside one org and environment. */
+export interface AccountRef {
+  org: string;
+  environment: string;
+  accountId: string;
+}
+
+export const accountGroup = (ref: AccountRef): string =>
+  `acct:${escapeComponent(ref.org)}:${escapeComponent(ref.environment)}:${escapeComponent(ref.accountId)}`;
+
+/** Members of an account group. */
+export const PROFILE = 'profile';
+export const DEFAULT_APP = 'app:default';
+export const CREDENTIAL_PREFIX = 'cred:';
+export const credentialMember = (key: string): string => CREDENTIAL_PREFIX + escapeComponent(key);
+export const SESSION_PREFIX = 'session:';
+export const sessionMember = (tokenId: string): string => SESSION_PREFIX + escapeComponent(tokenId);
+
+/** One group per API key and per session token, looked up by the id the caller presents. */
+export const apiKeyGroup = (keyId: string): string => `apikey:${escapeComponent(keyId)}`;
+export const sessionTokenGroup = (tokenId: string): string => `token:${escapeComponent(tokenId)}`;
+export const RECORD = 'record';
+
+/** Vault-wide bookkeeping: key canaries and first-run facts. */
+export const META_GROUP = 'meta';
+export const CANARY_PREFIX = 'canary:';
+export const canaryMember = (keyId: string): string => CANARY_PREFIX + escapeComponent(keyId);
+export const API_KEY_EXISTS = 'apikey-exists';
+
+export function unescapeComponent(value: string): string {
+  return value.replace(/%([0-9a-f]{4})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));
+}

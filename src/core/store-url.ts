@@ -1,0 +1,75 @@
+import path from 'node:path';
+import { VaultError } from './errors.js';
+import type { VaultStore } from './store.js';
+
+/** The embedded default. */
+export const DEFAULT_STORE_URL = 'sqlite:./data/credvault.db';
+
+export interface OpenStoreOptions {
+  namespace?: string | undefined;
+}
+
+type ParsedStoreUrl =
+  | { kind: 'memory' }
+  | { kind: 'sqlite'; path: string }
+  | { kind: 'redis'; url: string }
+  | { kind: 'postgres'; url: string };
+
+/** Parses a store URL, or throws `INVALID_CONFIGURATION` with one line saying what is accepted. */
+export function parseStoreUrl(url: string): ParsedStoreUrl {
+  if (url === 'memory:' || url === 'memory://') return { kind: 'memory' };
+  if (url.startsWith('sqlite:')) {
+    const file = url.slice('sqlite:'.length).replace(/^\/\//, '');
+    if (file.length === 0) throw new VaultError('INVALID_CONFIGURATION', `Invalid store URL: sqlite: needs a file path, e.g. sqlite:./data/credvault.db`);
+    return { kind: 'sqlite', path: file };
+  }
+  if (/^rediss?:\/\//.test(url)) return { kind: 'redis', url: checkUrl(url) };
+  if (/^postgres(ql)?:\/\//.test(url)) return { kind: 'postgres', url: checkUrl(url) };
+  throw new VaultError(
+    'INVALID_CONFIGURATION',
+    `Invalid store URL '${redactUrl(url)}': use memory:, sqlite:<path>, redis://host:port or postgres://user@host/db`,
+  );
+}
+
+function checkUrl(url: string): string {
+  try {
+    new URL(url);
+    return url;
+  } catch {
+    throw new VaultError('INVALID_CONFIGURATION', `Invalid store URL '${redactUrl(url)}'`);
+  }
+}
+
+/** Hides a password in a URL before it reaches a message. */
+export function redactUrl(url: string): string {
+  return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
+}
+
+/**
+ * Opens the store a URL names. Adapters load lazily, so `credvault` alone pulls in no
+ * SQLite, Redis or PostgreSQL client.
+ */
+export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<VaultStore> {
+  const parsed = parseStoreUrl(url);
+  const namespace = options.namespace;
+  switch (parsed.kind) {
+    case 'memory': {
+      const { createMemoryStore } = await import('../../adapters/memory.js');
+      return createMemoryStore(namespace === undefined ? {} : { namespace });
+    }
+    case 'sqlite': {
+      const { createSqliteStore } = await import('../../adapters/sqlite.js');
+      return createSqliteStore(namespace === undefined ? { path: parsed.path } : { path: parsed.path, namespace });
+    }
+    default:
+      throw new VaultError('INVALID_CONFIGURATION', `The ${parsed.kind} store is not available in this build`);
+  }
+}
+
+/** For a SQLite store, the key file that sits beside its database (`data/credvault.db` -> `data/credvault.keys`). */
+export function defaultKeyFileFor(url: string): string | undefined {
+  const parsed = parseStoreUrl(url);
+  if (parsed.kind !== 'sqlite') return undefined;
+  const { dir, name } = path.parse(parsed.path);
+  return path.join(dir, `${name}.keys`);
+}

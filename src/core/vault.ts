@@ -1,0 +1,150 @@
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { VaultError, isVaultError } from './errors.js';
+import type { VaultStore } from './store.js';
+import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
+import type { EventSink, VaultEvent } from './events.js';
+import { CANARY_PREFIX, META_GROUP, canaryMember, unescapeComponent } from './layout.js';
+import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
+import { openStore, defaultKeyFileFor } from './store-url.js';
+import { type Keyring, parseKeyring, ensureKeyFile, readKeyFile } from '../crypto/keyring.js';
+import { sealCredential, openCredential } from '../crypto/cipher.js';
+
+export const DEFAULT_SESSION_TOKEN_TTL_SECONDS = 24 * 60 * 60;
+
+export interface VaultOptions {
+  /**
+   * Where records live: a {@link VaultStore}, or a URL: `memory:`, `sqlite:<path>`,
+   * `redis://...`, `postgres://...`.
+   */
+  store: VaultStore | string;
+  /** Keeps this vault's records apart from other vaults sharing one backend. */
+  namespace?: string;
+  /**
+   * The keyring: a parsed {@link Keyring} or text in the `id:base64,id:base64` format
+   * (the first key seals, all open). Without it, `keyFile` is read; without both, a SQLite
+   * store gets a generated key file beside its database, and `memory:` an ephemeral key.
+   */
+  keys?: Keyring | string;
+  /** A file holding the keyring text. */
+  keyFile?: string;
+  /** Lifetime of issued session tokens. Default 24 h. */
+  sessionTokenTtlSeconds?: number;
+  /** Deadline for each store call; past it the caller gets `STORE_UNAVAILABLE`. Default 2000. */
+  storeTimeoutMs?: number;
+  /** Largest credential value accepted, in UTF-8 bytes. Default 64 KiB. */
+  maxValueBytes?: number;
+  /** Receives audit events. Its failures are ignored unless `failClosedEvents` is set. */
+  onEvent?: EventSink;
+  /** When the `onEvent` sink throws, refuse the operation with `STORE_UNAVAILABLE`. */
+  failClosedEvents?: boolean;
+  /** Where notices (such as "created a key file") go. Default: stderr. */
+  log?: (line: string) => void;
+}
+
+/** An open vault. Pass it to the operations (`upsertDefaultAppCredential`, ...). */
+export interface Vault {
+  readonly store: VaultStore;
+  readonly keyring: Keyring;
+  readonly sessionTokenTtlSeconds: number;
+  readonly maxValueBytes: number;
+  /** Delivers an audit event to the sink. */
+  emit(event: Omit<VaultEvent, 'time'>): Promise<void>;
+  /** Closes the store. */
+  close(): Promise<void>;
+}
+
+const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: 'credvault:keyring-canary' };
+
+/**
+ * Opens a vault: connects the store, loads the keyring and checks that it opens what the
+ * store already holds.
+ *
+ * @example
+ * ```ts
+ * const vault = await createVault({ store: 'sqlite:./data/credvault.db' });
+ * await upsertDefaultAppCredential(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' }, 'api_key', 'sk_live_...');
+ * ```
+ */
+export async function createVault(options: VaultOptions): Promise<Vault> {
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+  const keyring = await resolveKeyring(options, log);
+  const rawStore =
+    typeof options.store === 'string' ? await openStore(options.store, { namespace: options.namespace }) : options.store;
+  const store = withDeadline(rawStore, options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
+  try {
+    await checkKeyring(store, keyring);
+  } catch (error) {
+    await rawStore.close().catch(() => undefined);
+    throw error;
+  }
+  const sink = options.onEvent;
+  const failClosed = options.failClosedEvents === true;
+  return {
+    store,
+    keyring,
+    sessionTokenTtlSeconds: options.sessionTokenTtlSeconds ?? DEFAULT_SESSION_TOKEN_TTL_SECONDS,
+    maxValueBytes: options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
+    async emit(event) {
+      if (!sink) return;
+      try {
+        await sink({ ...event, time: new Date().toISOString() });
+      } catch (error) {
+        if (failClosed) throw new VaultError('STORE_UNAVAILABLE', 'The audit sink is unavailable', { cause: error });
+      }
+    },
+    close: () => rawStore.close(),
+  };
+}
+
+async function resolveKeyring(options: VaultOptions, log: (line: string) => void): Promise<Keyring> {
+  if (options.keys !== undefined) return typeof options.keys === 'string' ? parseKeyring(options.keys) : options.keys;
+  if (options.keyFile !== undefined) return readKeyFile(options.keyFile);
+  if (typeof options.store === 'string') {
+    if (options.store === 'memory:' || options.store.startsWith('memory:')) {
+      return parseKeyring(`ephemeral:${randomBytes(32).toString('base64')}`);
+    }
+    const keyFile = defaultKeyFileFor(options.store);
+    if (keyFile !== undefined) {
+      const { keyring, created } = await ensureKeyFile(keyFile);
+      if (created) log(`credvault: created a new encryption key file at ${path.resolve(keyFile)} (mode 0600); back it up: without it the stored credentials cannot be read`);
+      return keyring;
+    }
+  }
+  throw new VaultError(
+    'INVALID_CONFIGURATION',
+    'No encryption keys given: set CREDVAULT_KEYS (or the keys / keyFile option) for this store',
+  );
+}
+
+/**
+ * Each key that ever sealed into this store left a canary sealed under it. A keyring that
+ * lacks one of those keys, or holds different material under its id, cannot open what is
+ * stored: refuse to start rather than write under the wrong keys.
+ */
+async function checkKeyring(store: VaultStore, keyring: Keyring): Promise<void> {
+  const canaries = await store.list(META_GROUP, CANARY_PREFIX);
+  for (const { member, entry } of canaries) {
+    const keyId = unescapeComponent(member.slice(CANARY_PREFIX.length));
+    if (!keyring.keys.has(keyId)) {
+      throw new VaultError(
+        'KEYRING_MISMATCH',
+        `The store holds data sealed with key '${keyId}', which the configured keys do not include`,
+      );
+    }
+    try {
+      openCredential(keyring, entry.value, CANARY_CONTEXT);
+    } catch (error) {
+      if (!isVaultError(error) || error.code !== 'DECRYPTION_FAILED') throw error;
+      throw new VaultError(
+        'KEYRING_MISMATCH',
+        `Key '${keyId}' in the configured keys is not the key that sealed this store's data`,
+      );
+    }
+  }
+  const primary = keyring.primary.id;
+  if (!canaries.some((c) => unescapeComponent(c.member.slice(CANARY_PREFIX.length)) === primary)) {
+    const sealed = sealCredential(keyring, randomBytes(16).toString('base64url'), CANARY_CONTEXT);
+    await store.insert(META_GROUP, canaryMember(primary), sealed);
+  }
+}

@@ -1,0 +1,36 @@
+/**
+ * credvault: an embeddable, encrypted-at-rest vault for linked accounts' default-app
+ * auth credentials. Framework bindings live in `credvault/express` and `credvault/koa`;
+ * storage adapters in `credvault/adapters/*`; the store conformance suite in
+ * `credvault/testing`.
+ */
+export { createVault, DEFAULT_SESSION_TOKEN_TTL_SECONDS } from './core/vault.js';
+export type { Vault, VaultOptions } from './core/vault.js';
+export { VaultError, isVaultError } from './core/errors.js';
+export type { VaultErrorCode } from './core/errors.js';
+export type { VaultStore, StoreEntry, StoreListItem, ScanPage, PutOptions, PutResult, InsertOptions } from './core/store.js';
+export { openStore, parseStoreUrl, DEFAULT_STORE_URL } from './core/store-url.js';
+export type { AccountRef } from './core/layout.js';
+export type { Principal } from './core/principal.js';
+export type { Actor, VaultEvent, VaultEventType, EventSink } from './core/events.js';
+export {
+  upsertDefaultAppCredential,
+  getDefaultAppCredential,
+  listDefaultAppCredentials,
+  deleteDefaultAppCredential,
+} from './core/credentials.js';
+export type { UpsertResult, CredentialInfo } from './core/credentials.js';
+export { createLinkedAccount, getLinkedAccount, linkedAccountExists } from './core/accounts.js';
+export type { LinkedAccount, CreateLinkedAccountInput } from './core/accounts.js';
+export { createApiKey, revokeApiKey, verifyApiKey } from './core/api-keys.js';
+export type { CreatedApiKey, ApiKeyIdentity } from './core/api-keys.js';
+export { issueSessionToken, verifySessionToken, revokeSessionToken } from './core/session-tokens.js';
+export type { IssuedSessionToken, SessionIdentity } from './core/session-tokens.js';
+export { resolveApiKey, resolveSessionToken, resolveCaller, defaultResolvers } from './auth/index.js';
+export type { AuthRequest, AuthResolver, Caller } from './auth/index.js';
+export { createHandler, DEFAULT_BASE_PATH } from './http/handler.js';
+export type { CredvaultHandler, HandlerOptions, HandlerRequest, HandlerResponse } from './http/handler.js';
+export type { ErrorEnvelope } from './http/errors.js';
+export { DEFAULT_BODY_LIMIT_BYTES } from './http/body.js';
+export { parseKeyring, generateKey } from './crypto/index.js';
+export type { Keyring } from './crypto/index.js';
