@@ -14,16 +14,16 @@ export function withDeadline(store: VaultStore, timeoutMs: number): VaultStore {
   const wrapped: Record<string, unknown> = { kind: store.kind, close: () => store.close() };
   for (const method of METHODS) {
     const original = store[method] as (...args: unknown[]) => Promise<unknown>;
-    wrapped[method] = (...args: unknown[]) => callWithDeadline(() => original.apply(store, args), store.kind, timeoutMs);
+    wrapped[method] = (...args: unknown[]) => callWithDeadline(() => original.apply(store, args), timeoutMs);
   }
   return wrapped as unknown as VaultStore;
 }
 
-async function callWithDeadline<T>(call: () => Promise<T>, kind: string, timeoutMs: number): Promise<T> {
+async function callWithDeadline<T>(call: () => Promise<T>, timeoutMs: number): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const deadline = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new VaultError('STORE_UNAVAILABLE', `The ${kind} store did not answer within ${timeoutMs} ms`)),
+      () => reject(new VaultError('STORE_UNAVAILABLE', `The credential store did not answer within ${timeoutMs} ms`)),
       timeoutMs,
     );
     timer.unref();
@@ -32,7 +32,8 @@ async function callWithDeadline<T>(call: () => Promise<T>, kind: string, timeout
     return await Promise.race([call(), deadline]);
   } catch (error) {
     if (isVaultError(error)) throw error;
-    throw new VaultError('STORE_UNAVAILABLE', `The ${kind} store is unavailable`, { cause: error });
+    // The cause keeps the backend's own error for operators; the message stays generic.
+    throw new VaultError('STORE_UNAVAILABLE', 'The credential store is unavailable', { cause: error });
   } finally {
     clearTimeout(timer);
   }
