@@ -1,4 +1,5 @@
 #!/usr/bin/env node
+import type http from 'node:http';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createVault, type Vault } from '../core/vault.js';
 import { VaultError, isVaultError } from '../core/errors.js';
@@ -7,7 +8,7 @@ import { createApiKey, revokeApiKey, anyApiKeyCreated } from '../core/api-keys.j
 import { createLinkedAccount } from '../core/accounts.js';
 import { issueSessionToken } from '../core/session-tokens.js';
 import { listDefaultAppCredentials } from '../core/credentials.js';
-import { generateKey } from '../crypto/keyring.js';
+import { generateKey, parseKeyring } from '../crypto/keyring.js';
 import { createApiServer, FRAMEWORKS, type Framework } from './server.js';
 
 /** Usage errors exit 2; failures of the operation itself exit 1. */
@@ -46,9 +47,13 @@ function port(raw: string): number {
   return Number(raw);
 }
 
+/** A usage error whose message main() prints itself (Commander's own would quote the argument). */
+const usageError = (message: string) => new CommanderError(USAGE, 'credvault.usage', message);
+
 function credentialPair(raw: string, previous: Array<[string, string]> = []): Array<[string, string]> {
   const at = raw.indexOf('=');
-  if (at <= 0) throw new InvalidArgumentError('expected KEY=VALUE.');
+  // The argument may be a secret pasted without its key: never echo it.
+  if (at <= 0) throw usageError("option '--credential <key=value>' expects KEY=VALUE");
   return [...previous, [raw.slice(0, at), raw.slice(at + 1)]];
 }
 
@@ -58,13 +63,14 @@ async function openVault(flags: StoreFlags): Promise<Vault> {
   try {
     parseStoreUrl(store);
   } catch (error) {
-    throw new CommanderError(USAGE, 'credvault.badStore', isVaultError(error) ? error.message : 'Invalid store URL');
+    throw usageError(isVaultError(error) ? error.message : 'Invalid store URL');
   }
   const keys = process.env['CREDVAULT_KEYS'];
   const keyFile = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
   return createVault({
     store,
-    ...(keys !== undefined && keys !== '' ? { keys } : keyFile !== undefined ? { keyFile } : {}),
+    // Parsed here so that a bad entry is reported as CREDVAULT_KEYS, not as "keyring".
+    ...(keys !== undefined && keys.trim() !== '' ? { keys: parseKeyring(keys, 'CREDVAULT_KEYS') } : keyFile !== undefined ? { keyFile } : {}),
   });
 }
 
@@ -166,23 +172,32 @@ export function buildProgram(): Command {
 async function serve(flags: StoreFlags & { port: number; host: string; framework: Framework; basePath: string }): Promise<void> {
   const vault = await openVault(flags);
   const server = createApiServer(vault, flags.framework, { basePath: flags.basePath });
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(flags.port, flags.host, () => resolve());
-  });
-  const address = server.address();
-  const actualPort = typeof address === 'object' && address !== null ? address.port : flags.port;
   const host = flags.host.includes(':') ? `[${flags.host}]` : flags.host;
-  process.stdout.write(`credvault listening on http://${host}:${actualPort}\n`);
-  if (!(await anyApiKeyCreated(vault))) {
-    process.stderr.write(
-      'credvault: this store has no API key yet; create one with: npm run --silent credvault -- api-key create --org <your-org>\n',
-    );
+  try {
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(flags.port, flags.host, () => resolve());
+    });
+  } catch (error) {
+    await vault.close().catch(() => undefined);
+    const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown error';
+    throw new VaultError('INTERNAL', `Cannot listen on ${host}:${flags.port} (${code})`);
   }
+  // While draining, every response closes its connection: an in-flight request on a
+  // keep-alive connection must not hold the exit back until the keep-alive timeout.
+  let draining = false;
+  const open = new Set<http.ServerResponse>();
+  server.prependListener('request', (_request: http.IncomingMessage, response: http.ServerResponse) => {
+    if (draining) response.setHeader('connection', 'close');
+    open.add(response);
+    response.once('close', () => open.delete(response));
+  });
   const shutdown = () => {
     // Finish in-flight requests, then close the store; a second signal forces the exit.
     process.once('SIGTERM', () => process.exit(1));
     process.once('SIGINT', () => process.exit(1));
+    draining = true;
+    for (const response of open) if (!response.headersSent) response.setHeader('connection', 'close');
     server.close(() => {
       vault.close().then(
         () => process.exit(0),
@@ -193,6 +208,15 @@ async function serve(flags: StoreFlags & { port: number; host: string; framework
   };
   process.once('SIGTERM', shutdown);
   process.once('SIGINT', shutdown);
+  const address = server.address();
+  const actualPort = typeof address === 'object' && address !== null ? address.port : flags.port;
+  process.stdout.write(`credvault listening on http://${host}:${actualPort}\n`);
+  // Only a hint: a store hiccup here must not leave a running server reported as failed.
+  if (!(await anyApiKeyCreated(vault).catch(() => true))) {
+    process.stderr.write(
+      'credvault: this store has no API key yet; create one with: npm run --silent credvault -- api-key create --org <your-org>\n',
+    );
+  }
 }
 
 export async function main(argv: string[]): Promise<number> {
@@ -204,7 +228,7 @@ export async function main(argv: string[]): Promise<number> {
     if (error instanceof CommanderError) {
       if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.exitCode === 0) return 0;
       // Commander has already printed its own errors; ours are printed here.
-      if (error.code === 'credvault.badStore') process.stderr.write(`credvault: ${error.message}\n`);
+      if (error.code === 'credvault.usage') process.stderr.write(`credvault: ${error.message}\n`);
       return USAGE;
     }
     if (isVaultError(error)) {

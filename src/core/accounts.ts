@@ -17,6 +17,11 @@ export interface LinkedAccount {
   integrations: null;
 }
 
+/** `PUT /linked-account` answers with the account and whether it was created. */
+export interface UpsertedLinkedAccount extends LinkedAccount {
+  new_account: boolean;
+}
+
 /** The stored profile of a linked account. */
 interface AccountProfile {
   _id: string;
@@ -93,10 +98,7 @@ export async function createLinkedAccount(
   }
   if (credentials !== undefined) {
     try {
-      await vault.store.put(group, DEFAULT_APP, JSON.stringify({ type: 'default_app' }));
-      for (const [key, value] of credentials) {
-        await upsertDefaultAppCredential(vault, principal, key, value);
-      }
+      await seedDefaultApp(vault, principal, credentials);
     } catch (error) {
       // A create that fails changes nothing: take back the half-made account.
       await vault.store.removeGroup(group).catch(() => undefined);
@@ -105,6 +107,87 @@ export async function createLinkedAccount(
   }
   await vault.emit({ type: 'account.created', ...ref, actor: actorOf(principal) });
   return toLinkedAccount(profile);
+}
+
+/** Gives the account its default app (if it has none) and writes the credentials into it. */
+async function seedDefaultApp(vault: Vault, principal: Principal, credentials: Array<[string, string]>): Promise<void> {
+  const ref = checkAccountRef(principal);
+  const group = accountGroup(ref);
+  if ((await vault.store.get(group, DEFAULT_APP)) === undefined) {
+    const result = await vault.store.put(group, DEFAULT_APP, JSON.stringify({ type: 'default_app' }), { requires: PROFILE });
+    if (result === 'missing') throw accountNotFound(ref);
+  }
+  for (const [key, value] of credentials) {
+    await upsertDefaultAppCredential(vault, principal, key, value);
+  }
+}
+
+/**
+ * Updates a linked account, or creates it if it does not exist yet. Given `credentials`,
+ * the account gets a default app (if it had none) and those credentials are added or
+ * replaced; `udf` entries are merged over the existing ones.
+ *
+ * @example
+ * ```ts
+ * const { new_account } = await upsertLinkedAccount(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' },
+ *   { name: 'Customer One', credentials: { api_key: 'sk_test_123' } });
+ * ```
+ */
+export async function upsertLinkedAccount(
+  vault: Vault,
+  principal: Principal,
+  input: CreateLinkedAccountInput = {},
+): Promise<UpsertedLinkedAccount> {
+  const ref = checkAccountRef(principal);
+  const group = accountGroup(ref);
+  const existing = await vault.store.get(group, PROFILE);
+  if (existing === undefined) {
+    try {
+      return { ...(await createLinkedAccount(vault, principal, input)), new_account: true };
+    } catch (error) {
+      // Lost a race with another creator: carry on as an update.
+      if (!(error instanceof VaultError && error.code === 'LINKED_ACCOUNT_EXISTS')) throw error;
+      return upsertLinkedAccount(vault, principal, input);
+    }
+  }
+  const name = input.name === undefined ? undefined : parseInput(accountNameSchema, input.name, 'name');
+  const udf = input.udf === undefined ? undefined : parseEntries(input.udf, 'udf', udfValueSchema);
+  const credentials =
+    input.credentials === undefined
+      ? undefined
+      : parseEntries(input.credentials, 'your_app.auth_credentials', credentialValueSchema(vault.maxValueBytes));
+  const profile = JSON.parse(existing.value) as AccountProfile;
+  if (name !== undefined || udf !== undefined) {
+    if (name !== undefined) profile.name = name;
+    if (udf !== undefined) {
+      const merged = new Map(profile.udf.map((entry) => [entry.key_name, entry.key_value]));
+      for (const [key, value] of udf) merged.set(key, value);
+      profile.udf = [...merged].map(([key_name, key_value]) => ({ key_name, key_value }));
+    }
+    const result = await vault.store.put(group, PROFILE, JSON.stringify(profile), { requires: PROFILE });
+    if (result === 'missing') throw accountNotFound(ref);
+  }
+  if (credentials !== undefined) await seedDefaultApp(vault, principal, credentials);
+  await vault.emit({ type: 'account.updated', ...ref, actor: actorOf(principal) });
+  return { ...toLinkedAccount(profile), new_account: false };
+}
+
+/**
+ * Deletes a linked account with everything it owns: profile, default app, credentials
+ * and session tokens are removed from the store, not merely hidden.
+ *
+ * @throws VaultError `LINKED_ACCOUNT_NOT_FOUND`
+ * @example
+ * ```ts
+ * await deleteLinkedAccount(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' });
+ * ```
+ */
+export async function deleteLinkedAccount(vault: Vault, principal: Principal): Promise<void> {
+  const ref = checkAccountRef(principal);
+  const group = accountGroup(ref);
+  if ((await vault.store.get(group, PROFILE)) === undefined) throw accountNotFound(ref);
+  await vault.store.removeGroup(group);
+  await vault.emit({ type: 'account.deleted', ...ref, actor: actorOf(principal) });
 }
 
 /**

@@ -38,9 +38,8 @@ export const credentialMember = (key: string): string => CREDENTIAL_PREFIX + esc
 export const SESSION_PREFIX = 'session:';
 export const sessionMember = (tokenId: string): string => SESSION_PREFIX + escapeComponent(tokenId);
 
-/** One group per API key and per session token, looked up by the id the caller presents. */
+/** One group per API key, looked up by the public id inside the key. */
 export const apiKeyGroup = (keyId: string): string => `apikey:${escapeComponent(keyId)}`;
-export const sessionTokenGroup = (tokenId: string): string => `token:${escapeComponent(tokenId)}`;
 export const RECORD = 'record';
 
 /** Vault-wide bookkeeping: key canaries and first-run facts. */

@@ -1,5 +1,5 @@
 import { VaultError } from './errors.js';
-import { PROFILE, RECORD, SESSION_PREFIX, accountGroup, sessionMember, sessionTokenGroup } from './layout.js';
+import { PROFILE, SESSION_PREFIX, accountGroup, sessionMember } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { checkAccountRef } from './principal.js';
 import type { Environment } from './validation.js';
@@ -21,17 +21,26 @@ export interface SessionIdentity extends AccountRef {
   tokenId: string;
 }
 
+/** Stored in the account's own group, so deleting the account takes its tokens along. */
 interface SessionTokenRecord {
+  /** Hash of the secret part, for checking. */
   hash: string;
-  org: string;
-  environment: Environment;
-  accountId: string;
+  /** The whole token, sealed, so a still-valid token can be handed out again. */
+  sealed: string;
 }
 
-// cvs_, a 128-bit public id, a dot, then 256 bits of secret, all base64url.
-const TOKEN_FORMAT = /^cvs_([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/;
+// cvs_<account locator>.<128-bit id>.<256-bit secret>, all base64url. The locator names
+// the account (org, environment, id) so one store read checks the token.
+const TOKEN_FORMAT = /^cvs_([A-Za-z0-9_-]{1,2048})\.([A-Za-z0-9_-]{22})\.([A-Za-z0-9_-]{43})$/;
 // A token about to expire is not worth handing out again.
 const MIN_REUSE_SECONDS = 60;
+
+const unknownAccount = (account: AccountRef) =>
+  new VaultError(
+    'UNKNOWN_LINKED_ACCOUNT',
+    `No linked account found for account id : ${account.accountId} in environment ${account.environment}`,
+  );
+const sealContext = (account: AccountRef, tokenId: string) => ({ ...account, name: `session-token:${tokenId}` });
 
 /**
  * Issues a session token for a linked account, or hands back a still-valid one unless
@@ -51,12 +60,6 @@ export async function issueSessionToken(
 ): Promise<IssuedSessionToken> {
   const account = checkAccountRef(ref);
   const group = accountGroup(account);
-  if ((await vault.store.get(group, PROFILE)) === undefined) {
-    throw new VaultError(
-      'UNKNOWN_LINKED_ACCOUNT',
-      `No linked account found for account id : ${account.accountId} in environment ${account.environment}`,
-    );
-  }
   const ttlSeconds = options.ttlSeconds ?? vault.sessionTokenTtlSeconds;
   if (!Number.isInteger(ttlSeconds) || ttlSeconds <= 0) {
     throw new VaultError('VALIDATION_ERROR', 'ttl must be a positive whole number of seconds');
@@ -65,14 +68,21 @@ export async function issueSessionToken(
     const reusable = await findReusableToken(vault, account, Math.min(MIN_REUSE_SECONDS, ttlSeconds / 2));
     if (reusable !== undefined) return reusable;
   }
+  const locator = Buffer.from(JSON.stringify([account.org, account.environment, account.accountId])).toString('base64url');
   const tokenId = randomToken(16);
   const secret = randomToken(32);
-  const token = `cvs_${tokenId}.${secret}`;
-  const record: SessionTokenRecord = { hash: hashSecret(secret), ...account, environment: account.environment as Environment };
-  const ttlMs = ttlSeconds * 1000;
-  await vault.store.insert(sessionTokenGroup(tokenId), RECORD, JSON.stringify(record), { ttlMs });
-  const sealed = sealCredential(vault.keyring, token, { ...account, name: `session-token:${tokenId}` });
-  await vault.store.insert(group, sessionMember(tokenId), sealed, { ttlMs });
+  const token = `cvs_${locator}.${tokenId}.${secret}`;
+  const record: SessionTokenRecord = {
+    hash: hashSecret(secret),
+    sealed: sealCredential(vault.keyring, token, sealContext(account, tokenId)),
+  };
+  // Conditional on the profile: a token issued while the account is being deleted must
+  // not survive into a later account with the same id.
+  const inserted = await vault.store.insert(group, sessionMember(tokenId), JSON.stringify(record), {
+    ttlMs: ttlSeconds * 1000,
+    requires: PROFILE,
+  });
+  if (!inserted) throw unknownAccount(account);
   await vault.emit({ type: 'session_token.issued', ...account, actor: options.actor ?? { type: 'system' } });
   return { token, expires_in: ttlSeconds };
 }
@@ -84,33 +94,51 @@ async function findReusableToken(
 ): Promise<IssuedSessionToken | undefined> {
   const now = Date.now();
   const sessions = await vault.store.list(accountGroup(account), SESSION_PREFIX);
-  const live = sessions
-    .filter(({ entry }) => entry.expiresAt !== undefined && entry.expiresAt - now > minRemainingSeconds * 1000)
-    .sort((a, b) => (b.entry.expiresAt ?? 0) - (a.entry.expiresAt ?? 0));
-  for (const { member, entry } of live) {
-    const tokenId = member.slice(SESSION_PREFIX.length);
-    // Revocation removes the token record first; a leftover copy must not be reissued.
-    if ((await vault.store.get(sessionTokenGroup(tokenId), RECORD)) === undefined) continue;
-    const token = openCredential(vault.keyring, entry.value, { ...account, name: `session-token:${tokenId}` });
-    return { token, expires_in: Math.floor(((entry.expiresAt ?? now) - now) / 1000) };
+  let best: (typeof sessions)[number] | undefined;
+  for (const item of sessions) {
+    const remaining = (item.entry.expiresAt ?? 0) - now;
+    if (remaining > minRemainingSeconds * 1000 && (best === undefined || (item.entry.expiresAt ?? 0) > (best.entry.expiresAt ?? 0))) {
+      best = item;
+    }
   }
-  return undefined;
+  if (best === undefined) return undefined;
+  const tokenId = best.member.slice(SESSION_PREFIX.length);
+  const record = JSON.parse(best.entry.value) as SessionTokenRecord;
+  const token = openCredential(vault.keyring, record.sealed, sealContext(account, tokenId));
+  return { token, expires_in: Math.floor(((best.entry.expiresAt ?? now) - now) / 1000) };
+}
+
+/** Splits a token into its account, id and secret; `undefined` if it is not one of ours. */
+function parseToken(token: string): { account: AccountRef; tokenId: string; secret: string } | undefined {
+  const match = TOKEN_FORMAT.exec(token);
+  if (match === null) return undefined;
+  const [, locator, tokenId, secret] = match as unknown as [string, string, string, string];
+  let parts: unknown;
+  try {
+    parts = JSON.parse(Buffer.from(locator, 'base64url').toString('utf8'));
+  } catch {
+    return undefined;
+  }
+  if (!Array.isArray(parts) || parts.length !== 3 || !parts.every((p) => typeof p === 'string' && p.length > 0)) return undefined;
+  const [org, environment, accountId] = parts as [string, string, string];
+  if (environment !== 'test' && environment !== 'production') return undefined;
+  return { account: { org, environment, accountId }, tokenId, secret };
 }
 
 /**
- * Checks a session token against the store; revocation and expiry take effect at once.
+ * Checks a session token against the store (one read); revocation, expiry and the
+ * account's deletion take effect at once.
  *
  * @throws VaultError `INVALID_SESSION_TOKEN`
  */
 export async function verifySessionToken(vault: Vault, token: string): Promise<SessionIdentity> {
-  const match = TOKEN_FORMAT.exec(token);
-  if (match === null) throw invalidToken();
-  const [, tokenId, secret] = match as unknown as [string, string, string];
-  const entry = await vault.store.get(sessionTokenGroup(tokenId), RECORD);
+  const parsed = parseToken(token);
+  if (parsed === undefined) throw invalidToken();
+  const entry = await vault.store.get(accountGroup(parsed.account), sessionMember(parsed.tokenId));
   if (entry === undefined) throw invalidToken();
   const record = JSON.parse(entry.value) as SessionTokenRecord;
-  if (!secretsEqual(hashSecret(secret), record.hash)) throw invalidToken();
-  return { org: record.org, environment: record.environment, accountId: record.accountId, tokenId };
+  if (!secretsEqual(hashSecret(parsed.secret), record.hash)) throw invalidToken();
+  return { ...parsed.account, environment: parsed.account.environment as Environment, tokenId: parsed.tokenId };
 }
 
 /**
@@ -123,8 +151,7 @@ export async function verifySessionToken(vault: Vault, token: string): Promise<S
  */
 export async function revokeSessionToken(vault: Vault, token: string): Promise<number> {
   const identity = await verifySessionToken(vault, token);
-  const removed = await vault.store.remove(sessionTokenGroup(identity.tokenId), RECORD);
-  await vault.store.remove(accountGroup(identity), sessionMember(identity.tokenId));
+  const removed = await vault.store.remove(accountGroup(identity), sessionMember(identity.tokenId));
   if (removed) {
     await vault.emit({
       type: 'session_token.revoked',

@@ -34,8 +34,9 @@ export interface VaultStore {
   put(group: string, member: string, value: string, options?: PutOptions): Promise<PutResult>;
 
   /**
-   * Insert only if absent (an expired entry counts as absent). Returns `true` if this call
-   * inserted. When N writers race, exactly one gets `true`.
+   * Insert only if absent (an expired entry counts as absent) and, with `requires`, only
+   * if that member of the same group exists. Returns `true` if this call inserted. When N
+   * writers race, exactly one gets `true`.
    */
   insert(group: string, member: string, value: string, options?: InsertOptions): Promise<boolean>;
 
@@ -97,6 +98,8 @@ export interface PutOptions {
 export interface InsertOptions {
   /** Lifetime in milliseconds. */
   ttlMs?: number;
+  /** Insert only if this member of the same group exists (else `false`, nothing written). */
+  requires?: string;
 }
 
 export type PutResult = 'added' | 'updated' | 'missing';

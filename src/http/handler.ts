@@ -1,12 +1,10 @@
 import { VaultError, isVaultError } from '../core/errors.js';
-import { upsertDefaultAppCredential, deleteDefaultAppCredential } from '../core/credentials.js';
-import { linkedAccountIdSchema, parseInput } from '../core/validation.js';
-import type { Principal } from '../core/principal.js';
 import type { Vault } from '../core/vault.js';
 import { defaultResolvers, resolveCaller } from '../auth/resolvers.js';
 import type { AuthRequest, AuthResolver, Caller } from '../auth/types.js';
 import { DEFAULT_BODY_LIMIT_BYTES, tooLarge } from './body.js';
 import { errorEnvelope } from './errors.js';
+import { routes, type Route, type RouteAuth } from './routes.js';
 
 /** A request as any framework can describe it. */
 export interface HandlerRequest {
@@ -55,45 +53,37 @@ export interface CredvaultHandler {
 
 export const DEFAULT_BASE_PATH = '/api/v2/public';
 
-interface RouteContext {
-  vault: Vault;
-  request: HandlerRequest;
-  auth: AuthRequest;
-  params: string[];
-  caller: () => Promise<Caller>;
-  body: () => Promise<unknown>;
-}
-
-type Operation = (context: RouteContext) => Promise<unknown>;
-
-interface Route {
+/** A route with its path template compiled, grouped by path for 405 answers. */
+interface CompiledPath {
   pattern: RegExp;
-  methods: Partial<Record<string, Operation>>;
+  paramNames: string[];
+  byMethod: Map<string, Route>;
 }
 
-const routes: Route[] = [
-  {
-    pattern: /^\/linked-account\/default-app\/auth-credentials\/([^/]*)$/,
-    methods: {
-      PUT: async ({ vault, params, caller, auth, body }) => {
-        const principal = accountPrincipal(await caller(), auth);
-        const payload = await body();
-        if (typeof payload !== 'object' || payload === null || Array.isArray(payload)) {
-          throw new VaultError('VALIDATION_ERROR', 'Request body must be a JSON object with a "value" field');
-        }
-        const key = params[0] as string;
-        const { action } = await upsertDefaultAppCredential(vault, principal, key, (payload as { value?: unknown }).value);
-        return { success: true, message: `Auth credential '${key}' ${action} successfully`, action };
-      },
-      DELETE: async ({ vault, params, caller, auth }) => {
-        const principal = accountPrincipal(await caller(), auth);
-        const key = params[0] as string;
-        await deleteDefaultAppCredential(vault, principal, key);
-        return { success: true, message: `Auth credential '${key}' deleted successfully` };
-      },
-    },
-  },
-];
+function compileRoutes(list: readonly Route[]): CompiledPath[] {
+  const byPath = new Map<string, CompiledPath>();
+  for (const route of list) {
+    let compiled = byPath.get(route.path);
+    if (compiled === undefined) {
+      const paramNames: string[] = [];
+      const source = route.path.replace(/[.*+?^$()|[\]\\]/g, '\\$&').replace(/\{(\w+)\}/g, (_, name: string) => {
+        paramNames.push(name);
+        return '([^/]*)';
+      });
+      compiled = { pattern: new RegExp(`^${source}$`), paramNames, byMethod: new Map() };
+      byPath.set(route.path, compiled);
+    }
+    compiled.byMethod.set(route.method, route);
+  }
+  return [...byPath.values()];
+}
+
+const compiledRoutes = compileRoutes(routes);
+
+const WRONG_KIND: Record<Exclude<RouteAuth, 'either'>, string> = {
+  api_key: 'This endpoint requires an org API key (x-api-key); session tokens are not accepted',
+  session: 'This endpoint requires a linked-account session token (Authorization: Bearer); API keys are not accepted',
+};
 
 /**
  * Builds the API as one function from {@link HandlerRequest} to {@link HandlerResponse}.
@@ -121,40 +111,53 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
 
   async function dispatch(request: HandlerRequest): Promise<HandlerResponse> {
     const relative = request.path.slice(basePath.length) || '/';
-    const route = routes.find((r) => r.pattern.test(relative));
-    if (route === undefined) {
-      throw new VaultError('ROUTE_NOT_FOUND', `No route for ${request.method.toUpperCase()} ${request.path}`);
-    }
     const method = request.method.toUpperCase();
-    const operation = route.methods[method];
-    if (operation === undefined) {
-      const allowed = Object.keys(route.methods).join(', ');
+    let compiled: CompiledPath | undefined;
+    let match: RegExpExecArray | null = null;
+    for (const candidate of compiledRoutes) {
+      match = candidate.pattern.exec(relative);
+      if (match !== null) {
+        compiled = candidate;
+        break;
+      }
+    }
+    if (compiled === undefined || match === null) {
+      throw new VaultError('ROUTE_NOT_FOUND', `No route for ${method} ${request.path}`);
+    }
+    const route = compiled.byMethod.get(method);
+    if (route === undefined) {
+      const allowed = [...compiled.byMethod.keys()].join(', ');
       throw new VaultError('METHOD_NOT_ALLOWED', `Method ${method} is not allowed on ${request.path}; allowed: ${allowed}`, {
         details: { allow: allowed },
       });
     }
-    const params = (route.pattern.exec(relative) as RegExpExecArray).slice(1).map(decodeParam);
+    const params: Record<string, string> = {};
+    compiled.paramNames.forEach((name, i) => {
+      params[name] = decodeParam(match[i + 1] as string);
+    });
     const auth: AuthRequest = { headers: lowerCaseHeaders(request.headers), query: toSearchParams(request.query) };
-    const context: RouteContext = {
+    const body = await route.run({
       vault,
-      request,
       auth,
       params,
-      caller: () => authenticate(auth),
+      caller: () => authenticate(auth, route.auth),
       body: () => parseBody(request, bodyLimitBytes),
-    };
-    return { status: 200, headers: {}, body: await operation(context) };
+    });
+    return { status: 200, headers: {}, body };
   }
 
-  async function authenticate(auth: AuthRequest): Promise<Caller> {
+  async function authenticate(auth: AuthRequest, kind: RouteAuth): Promise<Caller> {
+    let caller: Caller;
     try {
-      return await resolveCaller(resolvers, auth, vault);
+      caller = await resolveCaller(resolvers, auth, vault);
     } catch (error) {
       if (isVaultError(error)) {
         await vault.emit({ type: 'auth.failed', actor: { type: 'system' }, reason: error.code }).catch(() => undefined);
       }
       throw error;
     }
+    if (kind !== 'either' && caller.kind !== kind) throw new VaultError('FORBIDDEN', WRONG_KIND[kind]);
+    return caller;
   }
 
   return {
@@ -188,35 +191,6 @@ export function errorResponse(error: unknown, logError: (line: string) => void =
   if (typeof allow === 'string') headers['allow'] = allow;
   if (vaultError.code === 'PAYLOAD_TOO_LARGE') headers['connection'] = 'close';
   return { status: envelope.status_code, headers, body: envelope };
-}
-
-/**
- * The account a credential request acts on. API keys name it with `linked_account_id`
- * (header or query; both must agree); session tokens carry it, and may not name another.
- */
-function accountPrincipal(caller: Caller, auth: AuthRequest): Principal {
-  const fromHeader = auth.headers['linked_account_id'];
-  const fromQueryAll = auth.query.getAll('linked_account_id');
-  if (fromQueryAll.length > 1) throw new VaultError('VALIDATION_ERROR', 'linked_account_id query parameter must be given once');
-  const fromQuery = fromQueryAll[0];
-  if (fromHeader !== undefined && fromQuery !== undefined && fromHeader !== fromQuery) {
-    throw new VaultError('VALIDATION_ERROR', 'linked_account_id header and query parameter name different accounts');
-  }
-  const named = fromHeader ?? fromQuery;
-  if (caller.kind === 'session') {
-    if (named !== undefined && named !== caller.accountId) {
-      throw new VaultError('FORBIDDEN', 'This session token belongs to a different linked account than linked_account_id names');
-    }
-    return { org: caller.org, environment: caller.environment, accountId: caller.accountId, actor: caller.actor };
-  }
-  if (named === undefined || named === '') {
-    throw new VaultError(
-      'MISSING_LINKED_ACCOUNT_ID',
-      'linked_account_id header is required when using org API key authentication.',
-    );
-  }
-  const accountId = parseInput(linkedAccountIdSchema, named, 'linked_account_id');
-  return { org: caller.org, environment: caller.environment, accountId, actor: caller.actor };
 }
 
 async function parseBody(request: HandlerRequest, limit: number): Promise<unknown> {

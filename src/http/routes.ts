@@ -1,0 +1,306 @@
+import type { z } from 'zod';
+import { VaultError, type VaultErrorCode } from '../core/errors.js';
+import { upsertDefaultAppCredential, deleteDefaultAppCredential } from '../core/credentials.js';
+import {
+  createLinkedAccount,
+  deleteLinkedAccount,
+  getLinkedAccount,
+  upsertLinkedAccount,
+  type CreateLinkedAccountInput,
+} from '../core/accounts.js';
+import { issueSessionToken, revokeSessionToken } from '../core/session-tokens.js';
+import { credentialKeySchema, linkedAccountIdSchema, parseInput } from '../core/validation.js';
+import type { AccountRef } from '../core/layout.js';
+import type { Principal } from '../core/principal.js';
+import type { Vault } from '../core/vault.js';
+import type { AuthRequest, Caller } from '../auth/types.js';
+import * as schemas from './schemas.js';
+
+/** Which credentials an endpoint takes. */
+export type RouteAuth = 'api_key' | 'session' | 'either';
+
+/** What an operation gets to work with. */
+export interface RouteContext {
+  vault: Vault;
+  auth: AuthRequest;
+  params: Record<string, string>;
+  /** Authenticates the request with the route's rules (resolvers, then the kind check). */
+  caller: () => Promise<Caller>;
+  /** Reads and parses the JSON body. */
+  body: () => Promise<unknown>;
+}
+
+/** One endpoint: its contract (for validation and for the OpenAPI document) and its operation. */
+export interface Route {
+  method: 'GET' | 'PUT' | 'POST' | 'DELETE';
+  /** OpenAPI-style template under the base path, e.g. `/linked-account/{linked_account_id}`. */
+  path: string;
+  operationId: string;
+  tag: string;
+  summary: string;
+  description: string;
+  auth: RouteAuth;
+  pathParams?: Record<string, { schema: z.ZodType; description: string }>;
+  /** Takes `linked_account_id` as a header or query parameter (API-key callers). */
+  linkedAccountParam?: boolean;
+  query?: Record<string, { schema: z.ZodType; description: string }>;
+  body?: z.ZodType;
+  response: z.ZodType;
+  /** Error codes this endpoint can answer, beyond those every endpoint can. */
+  errors: VaultErrorCode[];
+  run(context: RouteContext): Promise<unknown>;
+}
+
+const keyParam = {
+  key: { schema: credentialKeySchema, description: 'The credential key name: 1 to 128 of A-Z a-z 0-9 _ . -' },
+};
+const accountParam = {
+  linked_account_id: { schema: linkedAccountIdSchema, description: 'The linked account id.' },
+};
+
+async function validBody<S extends z.ZodType>(context: RouteContext, schema: S): Promise<{ raw: Record<string, unknown>; data: z.output<S> }> {
+  const raw = await context.body();
+  const data = parseInput(schema, raw, '');
+  return { raw: raw as Record<string, unknown>, data };
+}
+
+/**
+ * The account a credential request acts on. API keys name it with `linked_account_id`
+ * (header or query; both must agree); session tokens carry it, and may not name another.
+ */
+function credentialPrincipal(caller: Caller, auth: AuthRequest): Principal {
+  const fromHeader = auth.headers['linked_account_id'];
+  const fromQueryAll = auth.query.getAll('linked_account_id');
+  if (fromQueryAll.length > 1) throw new VaultError('VALIDATION_ERROR', 'linked_account_id query parameter must be given once');
+  const fromQuery = fromQueryAll[0];
+  if (fromHeader !== undefined && fromQuery !== undefined && fromHeader !== fromQuery) {
+    throw new VaultError('VALIDATION_ERROR', 'linked_account_id header and query parameter name different accounts');
+  }
+  const named = fromHeader ?? fromQuery;
+  if (caller.kind === 'session') return sessionPrincipal(caller, named);
+  if (named === undefined || named === '') {
+    throw new VaultError('MISSING_LINKED_ACCOUNT_ID', 'linked_account_id header is required when using org API key authentication.');
+  }
+  return apiKeyPrincipal(caller, parseInput(linkedAccountIdSchema, named, 'linked_account_id'));
+}
+
+function sessionPrincipal(caller: Extract<Caller, { kind: 'session' }>, named: string | undefined): Principal {
+  if (named !== undefined && named !== caller.accountId) {
+    throw new VaultError('FORBIDDEN', 'This session token belongs to a different linked account than linked_account_id names');
+  }
+  return { org: caller.org, environment: caller.environment, accountId: caller.accountId, actor: caller.actor };
+}
+
+const apiKeyPrincipal = (caller: Caller, accountId: string): Principal => ({
+  org: caller.org,
+  environment: caller.environment,
+  accountId,
+  actor: caller.actor,
+});
+
+/** The account id a linked-account body names: `account_id` or its alias, which must agree. */
+function bodyAccountId(data: { account_id?: string | undefined; linked_account_id?: string | undefined }): string | undefined {
+  if (data.account_id !== undefined && data.linked_account_id !== undefined && data.account_id !== data.linked_account_id) {
+    throw new VaultError('VALIDATION_ERROR', 'account_id and linked_account_id name different accounts');
+  }
+  return data.account_id ?? data.linked_account_id;
+}
+
+type AccountBody = Record<string, unknown> & { your_app?: { auth_credentials?: unknown }; udf?: unknown };
+
+/** Linked-account fields from a (validated) body, maps taken raw so `__proto__` stays a key. */
+function accountInput(fields: AccountBody | undefined, name: string | undefined): CreateLinkedAccountInput {
+  const input: CreateLinkedAccountInput = {};
+  if (name !== undefined) input.name = name;
+  if (fields?.udf !== undefined) input.udf = fields.udf as Record<string, unknown>;
+  if (fields?.your_app !== undefined) input.credentials = fields.your_app.auth_credentials as Record<string, unknown>;
+  return input;
+}
+
+const accountView = (vault: Vault, ref: AccountRef) => getLinkedAccount(vault, ref);
+
+export const routes: readonly Route[] = [
+  {
+    method: 'PUT',
+    path: '/linked-account/default-app/auth-credentials/{key}',
+    operationId: 'upsertDefaultAppAuthCredential',
+    tag: 'Credentials',
+    summary: "Add or replace one credential of the linked account's default app",
+    description:
+      'Encrypts the value and stores it under the key name. Answers `added` the first time and `updated` after. With an org API key, name the account in the `linked_account_id` header or query parameter.',
+    auth: 'either',
+    pathParams: keyParam,
+    linkedAccountParam: true,
+    body: schemas.credentialValueBody,
+    response: schemas.credentialActionResponse,
+    errors: ['MISSING_LINKED_ACCOUNT_ID', 'LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    async run(context) {
+      const principal = credentialPrincipal(await context.caller(), context.auth);
+      const { raw } = await validBody(context, schemas.credentialValueBody);
+      const key = context.params['key'] as string;
+      const { action } = await upsertDefaultAppCredential(context.vault, principal, key, raw['value']);
+      return { success: true, message: `Auth credential '${key}' ${action} successfully`, action };
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/linked-account/default-app/auth-credentials/{key}',
+    operationId: 'deleteDefaultAppAuthCredential',
+    tag: 'Credentials',
+    summary: "Delete one credential of the linked account's default app",
+    description: 'Removes the named credential. Answers 404 when the key is not stored.',
+    auth: 'either',
+    pathParams: keyParam,
+    linkedAccountParam: true,
+    response: schemas.genericSuccessResponse,
+    errors: ['MISSING_LINKED_ACCOUNT_ID', 'LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND', 'CREDENTIAL_NOT_FOUND', 'VALIDATION_ERROR'],
+    async run(context) {
+      const principal = credentialPrincipal(await context.caller(), context.auth);
+      const key = context.params['key'] as string;
+      await deleteDefaultAppCredential(context.vault, principal, key);
+      return { success: true, message: `Auth credential '${key}' deleted successfully` };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/linked-account',
+    operationId: 'createLinkedAccount',
+    tag: 'Linked Accounts',
+    summary: 'Create a linked account',
+    description:
+      "Creates a linked account in the API key's org and environment. `your_app.auth_credentials` gives it a default app seeded with those credentials.",
+    auth: 'api_key',
+    body: schemas.createLinkedAccountBody,
+    response: schemas.linkedAccountResponse,
+    errors: ['LINKED_ACCOUNT_EXISTS', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    async run(context) {
+      const caller = await context.caller();
+      const { raw, data } = await validBody(context, schemas.createLinkedAccountBody);
+      const accountId = bodyAccountId(data);
+      if (accountId === undefined) throw new VaultError('VALIDATION_ERROR', 'account_id (or linked_account_id) is required');
+      return createLinkedAccount(context.vault, apiKeyPrincipal(caller, accountId), accountInput(raw as AccountBody, data.name));
+    },
+  },
+  {
+    method: 'PUT',
+    path: '/linked-account',
+    operationId: 'upsertLinkedAccount',
+    tag: 'Linked Accounts',
+    summary: 'Update a linked account, or create it',
+    description:
+      'With an org API key the account is named by `account_id` (or `linked_account_id`); with a session token it is the token\'s account. Fields may be flat or nested under `payload`; `payload` wins. Answers with the account and `new_account`.',
+    auth: 'either',
+    body: schemas.upsertLinkedAccountBody,
+    response: schemas.upsertedLinkedAccountResponse,
+    errors: ['FORBIDDEN', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    async run(context) {
+      const caller = await context.caller();
+      const { raw, data } = await validBody(context, schemas.upsertLinkedAccountBody);
+      const named = bodyAccountId(data);
+      let principal: Principal;
+      if (caller.kind === 'session') {
+        principal = sessionPrincipal(caller, named);
+      } else {
+        if (named === undefined) throw new VaultError('VALIDATION_ERROR', 'account_id (or linked_account_id) is required');
+        principal = apiKeyPrincipal(caller, named);
+      }
+      const nested = data.payload !== undefined;
+      const fields = (nested ? raw['payload'] : raw) as AccountBody;
+      const name = nested ? data.payload?.name : data.name;
+      return upsertLinkedAccount(context.vault, principal, accountInput(fields, name));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/linked-account/{linked_account_id}',
+    operationId: 'getLinkedAccountById',
+    tag: 'Linked Accounts',
+    summary: 'Read a linked account',
+    description: 'Answers the account without any credential or token. A session token may read only its own account.',
+    auth: 'either',
+    pathParams: accountParam,
+    response: schemas.linkedAccountResponse,
+    errors: ['FORBIDDEN', 'LINKED_ACCOUNT_NOT_FOUND', 'VALIDATION_ERROR'],
+    async run(context) {
+      const caller = await context.caller();
+      const accountId = parseInput(linkedAccountIdSchema, context.params['linked_account_id'], 'linked_account_id');
+      const principal = caller.kind === 'session' ? sessionPrincipal(caller, accountId) : apiKeyPrincipal(caller, accountId);
+      return accountView(context.vault, principal);
+    },
+  },
+  {
+    method: 'DELETE',
+    path: '/linked-account/{linked_account_id}',
+    operationId: 'deleteLinkedAccount',
+    tag: 'Linked Accounts',
+    summary: 'Delete a linked account with everything it owns',
+    description: 'Removes the account, its default app, its credentials and its session tokens from the store.',
+    auth: 'api_key',
+    pathParams: accountParam,
+    response: schemas.deleteLinkedAccountResponse,
+    errors: ['LINKED_ACCOUNT_NOT_FOUND', 'VALIDATION_ERROR'],
+    async run(context) {
+      const caller = await context.caller();
+      const accountId = parseInput(linkedAccountIdSchema, context.params['linked_account_id'], 'linked_account_id');
+      await deleteLinkedAccount(context.vault, apiKeyPrincipal(caller, accountId));
+      return { message: 'User deleted successfully' };
+    },
+  },
+  {
+    method: 'POST',
+    path: '/session-token',
+    operationId: 'generateSessionTokenForLinkedAccount',
+    tag: 'Session Tokens',
+    summary: 'Issue a session token for a linked account',
+    description: 'Hands back a still-valid token for the account unless `force_refresh=true`, in which case a new one is issued.',
+    auth: 'api_key',
+    query: { force_refresh: { schema: schemas.forceRefreshQuery, description: 'Issue a new token even when a valid one exists.' } },
+    body: schemas.sessionTokenBody,
+    response: schemas.sessionTokenResponse,
+    errors: ['UNKNOWN_LINKED_ACCOUNT', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    async run(context) {
+      const caller = await context.caller();
+      const forceRefreshAll = context.auth.query.getAll('force_refresh');
+      if (forceRefreshAll.length > 1) throw new VaultError('VALIDATION_ERROR', 'force_refresh must be given once');
+      const forceRefresh = forceRefreshAll[0] === undefined ? 'false' : parseInput(schemas.forceRefreshQuery, forceRefreshAll[0], '');
+      const { data } = await validBody(context, schemas.sessionTokenBody);
+      return issueSessionToken(context.vault, apiKeyPrincipal(caller, data.linked_account_id), {
+        forceRefresh: forceRefresh === 'true',
+        actor: caller.actor,
+      });
+    },
+  },
+  {
+    method: 'POST',
+    path: '/session-token/revoke',
+    operationId: 'revokeLinkedAccountSessionToken',
+    tag: 'Session Tokens',
+    summary: 'Revoke the session token that authenticates this request',
+    description: 'The token stops working at once, on every server sharing the store. The body is not used.',
+    auth: 'session',
+    response: schemas.revokeSessionTokenResponse,
+    errors: [],
+    async run(context) {
+      const caller = await context.caller();
+      if (caller.kind !== 'session' || caller.token === undefined) {
+        throw new VaultError('FORBIDDEN', 'Only a credvault session token can be revoked here');
+      }
+      return { success: true, revoked_count: await revokeSessionToken(context.vault, caller.token) };
+    },
+  },
+  {
+    method: 'GET',
+    path: '/session/active-linked-account',
+    operationId: 'getLinkedAccountBySessionToken',
+    tag: 'Linked Accounts',
+    summary: "Read the session token's linked account",
+    description: 'For front ends that hold only a session token.',
+    auth: 'session',
+    response: schemas.linkedAccountResponse,
+    errors: ['LINKED_ACCOUNT_NOT_FOUND'],
+    async run(context) {
+      const caller = await context.caller();
+      return accountView(context.vault, sessionPrincipal(caller as Extract<Caller, { kind: 'session' }>, undefined));
+    },
+  },
+];
