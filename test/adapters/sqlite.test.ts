@@ -1,0 +1,15 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
+import { createSqliteStore } from '../../adapters/sqlite.js';
+import { runStoreConformance } from '../../src/testing/index.js';
+
+// Every store opens its own connection to one shared file, nested to exercise mkdir.
+const dir = mkdtempSync(join(tmpdir(), 'credvault-sqlite-'));
+const path = join(dir, 'nested', 'vault.db');
+const open = ({ namespace }: { namespace: string }) => createSqliteStore({ path, namespace });
+
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+runStoreConformance({ describe, it, expect }, open, { name: 'sqlite', concurrencyFactory: open });
