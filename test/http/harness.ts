@@ -6,8 +6,14 @@ import type { Vault } from '../../src/core/vault.js';
 import type { HandlerOptions } from '../../src/http/handler.js';
 import { credvaultExpress } from '../../src/http/express.js';
 import { credvaultKoa } from '../../src/http/koa.js';
+import Fastify from 'fastify';
+import { Hono } from 'hono';
+import { serve } from '@hono/node-server';
+import { credvaultFastify, credvaultFrameworkErrors } from '../../src/http/fastify.js';
+import { credvaultFetch } from '../../src/http/fetch.js';
 
-export type BindingName = 'express' | 'koa';
+export const BINDINGS = ['express', 'koa', 'fastify', 'fetch'] as const;
+export type BindingName = (typeof BINDINGS)[number];
 
 /** A real HTTP server running one binding, on an ephemeral port. */
 export interface RunningServer {
@@ -15,7 +21,38 @@ export interface RunningServer {
   close(): Promise<void>;
 }
 
+/**
+ * Starts the binding inside its framework, with a route of the application's own outside
+ * the base path (answering 418) to show the binding passes such paths on.
+ */
 export async function startBinding(binding: BindingName, vault: Vault, options: HandlerOptions = {}): Promise<RunningServer> {
+  if (binding === 'fastify') {
+    const app = Fastify({ frameworkErrors: credvaultFrameworkErrors });
+    await app.register(credvaultFastify, { vault, ...options });
+    app.setNotFoundHandler((_request, reply) => reply.code(418).send({ outside: true }));
+    const address = await app.listen({ port: 0, host: '127.0.0.1' });
+    return { url: address, close: () => app.close() };
+  }
+  if (binding === 'fetch') {
+    // Through Hono, served by a real Node server.
+    const app = new Hono();
+    const api = credvaultFetch(vault, options);
+    const base = options.basePath ?? '/api/v2/public';
+    app.all(base, (c) => api(c.req.raw));
+    app.all(`${base}/*`, (c) => api(c.req.raw));
+    app.all('*', (c) => c.json({ outside: true }, 418));
+    const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as http.Server;
+    await new Promise<void>((resolve) => (server.listening ? resolve() : server.once('listening', () => resolve())));
+    const { port } = server.address() as AddressInfo;
+    return {
+      url: `http://127.0.0.1:${port}`,
+      close: () =>
+        new Promise<void>((resolve) => {
+          server.closeAllConnections();
+          server.close(() => resolve());
+        }),
+    };
+  }
   let listener: http.RequestListener;
   if (binding === 'express') {
     const app = express();

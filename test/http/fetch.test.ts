@@ -1,0 +1,3 @@
+import { credentialApiSuite } from './credential-api.suite.js';
+
+credentialApiSuite('fetch');
