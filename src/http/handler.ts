@@ -4,7 +4,8 @@ import { defaultResolvers, resolveCaller } from '../auth/resolvers.js';
 import type { AuthRequest, AuthResolver, Caller } from '../auth/types.js';
 import { DEFAULT_BODY_LIMIT_BYTES, tooLarge } from './body.js';
 import { errorEnvelope } from './errors.js';
-import { routes, type Route, type RouteAuth } from './routes.js';
+import { DEFAULT_BASE_PATH, routes, type Route, type RouteAuth } from './routes.js';
+import { openApiDocument } from './openapi.js';
 
 /** A request as any framework can describe it. */
 export interface HandlerRequest {
@@ -40,6 +41,8 @@ export interface HandlerOptions {
   bodyLimitBytes?: number;
   /** Where unexpected errors are reported (name and stack only, never data). Default stderr. */
   logError?: (line: string) => void;
+  /** Also answer `GET <openApiPath>` with the OpenAPI document, e.g. `/openapi.json`. Off by default. */
+  openApiPath?: string;
 }
 
 /** The framework-agnostic API: one function from request to response. */
@@ -51,7 +54,7 @@ export interface CredvaultHandler {
   handle(request: HandlerRequest): Promise<HandlerResponse>;
 }
 
-export const DEFAULT_BASE_PATH = '/api/v2/public';
+export { DEFAULT_BASE_PATH };
 
 /** A route with its path template compiled, grouped by path for 405 answers. */
 interface CompiledPath {
@@ -107,9 +110,21 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
   const bodyLimitBytes = options.bodyLimitBytes ?? DEFAULT_BODY_LIMIT_BYTES;
   const logError = options.logError ?? ((line: string) => process.stderr.write(`${line}\n`));
 
-  const owns = (path: string) => basePath === '' || path === basePath || path.startsWith(`${basePath}/`);
+  const openApiPath = options.openApiPath;
+  let openApi: unknown;
+  const owns = (path: string) =>
+    basePath === '' || path === basePath || path.startsWith(`${basePath}/`) || path === openApiPath;
 
   async function dispatch(request: HandlerRequest): Promise<HandlerResponse> {
+    if (request.path === openApiPath) {
+      if (request.method.toUpperCase() !== 'GET') {
+        throw new VaultError('METHOD_NOT_ALLOWED', `Method ${request.method.toUpperCase()} is not allowed on ${openApiPath}; allowed: GET`, {
+          details: { allow: 'GET' },
+        });
+      }
+      openApi ??= openApiDocument({ basePath });
+      return { status: 200, headers: {}, body: openApi };
+    }
     const relative = request.path.slice(basePath.length) || '/';
     const method = request.method.toUpperCase();
     let compiled: CompiledPath | undefined;

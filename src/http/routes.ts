@@ -16,6 +16,9 @@ import type { Vault } from '../core/vault.js';
 import type { AuthRequest, Caller } from '../auth/types.js';
 import * as schemas from './schemas.js';
 
+/** Where the API is mounted unless told otherwise. */
+export const DEFAULT_BASE_PATH = '/api/v2/public';
+
 /** Which credentials an endpoint takes. */
 export type RouteAuth = 'api_key' | 'session' | 'either';
 

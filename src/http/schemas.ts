@@ -21,7 +21,7 @@ const bodyObject = <T extends z.ZodRawShape>(shape: T) =>
 export const credentialValueBody = bodyObject({
   value: credentialValueSchema().meta({
     description: 'The credential value. Numbers and booleans are stored as their string form.',
-    example: 'sk_test_4eC39HqLyjWDarjtT1zdp7dc',
+    examples: ['sk_test_4eC39HqLyjWDarjtT1zdp7dc'],
   }),
 }).meta({ id: 'UpsertDefaultAppCredentialRequest' });
 
@@ -78,7 +78,7 @@ export const forceRefreshQuery = z
 export const credentialActionResponse = z
   .object({
     success: z.literal(true),
-    message: z.string().meta({ example: "Auth credential 'api_key' added successfully" }),
+    message: z.string().meta({ examples: ["Auth credential 'api_key' added successfully"] }),
     action: z.enum(['added', 'updated']),
   })
   .meta({ id: 'DefaultAppCredentialActionResponse' });
@@ -86,7 +86,7 @@ export const credentialActionResponse = z
 export const genericSuccessResponse = z
   .object({
     success: z.literal(true),
-    message: z.string().meta({ example: "Auth credential 'api_key' deleted successfully" }),
+    message: z.string().meta({ examples: ["Auth credential 'api_key' deleted successfully"] }),
   })
   .meta({ id: 'GenericSuccess' });
 
@@ -105,7 +105,7 @@ export const upsertedLinkedAccountResponse = linkedAccountResponse
   .meta({ id: 'UpsertedLinkedAccount' });
 
 export const deleteLinkedAccountResponse = z
-  .object({ message: z.string().meta({ example: 'User deleted successfully' }) })
+  .object({ message: z.string().meta({ examples: ['User deleted successfully'] }) })
   .meta({ id: 'DeleteLinkedAccountResponse' });
 
 export const sessionTokenResponse = z
