@@ -20,9 +20,12 @@ export {
   deleteDefaultAppCredential,
 } from './core/credentials.js';
 export type { UpsertResult, CredentialInfo } from './core/credentials.js';
-export { createLinkedAccount, getLinkedAccount, linkedAccountExists } from './core/accounts.js';
+export { createLinkedAccount, getLinkedAccount, linkedAccountExists, upsertLinkedAccount, deleteLinkedAccount } from './core/accounts.js';
+export type { UpsertedLinkedAccount } from './core/accounts.js';
 export type { LinkedAccount, CreateLinkedAccountInput } from './core/accounts.js';
 export { createApiKey, revokeApiKey, verifyApiKey } from './core/api-keys.js';
+export { rotateKeys } from './core/rotation.js';
+export type { RotationResult, RotationOptions } from './core/rotation.js';
 export type { CreatedApiKey, ApiKeyIdentity } from './core/api-keys.js';
 export { issueSessionToken, verifySessionToken, revokeSessionToken } from './core/session-tokens.js';
 export type { IssuedSessionToken, SessionIdentity } from './core/session-tokens.js';
@@ -34,3 +37,4 @@ export type { ErrorEnvelope } from './http/errors.js';
 export { DEFAULT_BODY_LIMIT_BYTES } from './http/body.js';
 export { parseKeyring, generateKey } from './crypto/index.js';
 export type { Keyring } from './crypto/index.js';
+export { openApiDocument } from './http/openapi.js';

@@ -6,6 +6,7 @@ import type { AccountRef } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';
 import { accountNameSchema, credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
 import { accountNotFound, upsertDefaultAppCredential } from './credentials.js';
+import { auditedRemoval } from './events.js';
 import type { Vault } from './vault.js';
 
 /** A linked account as the API returns it: never a credential, never a token. */
@@ -105,7 +106,7 @@ export async function createLinkedAccount(
       throw error;
     }
   }
-  await vault.emit({ type: 'account.created', ...ref, actor: actorOf(principal) });
+  await vault.emit({ type: 'account.created', ...ref, actor: actorOf(principal) }, () => vault.store.removeGroup(group));
   return toLinkedAccount(profile);
 }
 
@@ -168,7 +169,11 @@ export async function upsertLinkedAccount(
     if (result === 'missing') throw accountNotFound(ref);
   }
   if (credentials !== undefined) await seedDefaultApp(vault, principal, credentials);
-  await vault.emit({ type: 'account.updated', ...ref, actor: actorOf(principal) });
+  // Taking back an update restores the profile; credentials seeded with it were audited on their own.
+  const updated = JSON.stringify(profile);
+  await vault.emit({ type: 'account.updated', ...ref, actor: actorOf(principal) }, () =>
+    vault.store.replace(group, PROFILE, updated, existing.value),
+  );
   return { ...toLinkedAccount(profile), new_account: false };
 }
 
@@ -186,8 +191,10 @@ export async function deleteLinkedAccount(vault: Vault, principal: Principal): P
   const ref = checkAccountRef(principal);
   const group = accountGroup(ref);
   if ((await vault.store.get(group, PROFILE)) === undefined) throw accountNotFound(ref);
-  await vault.store.removeGroup(group);
-  await vault.emit({ type: 'account.deleted', ...ref, actor: actorOf(principal) });
+  const removed = await auditedRemoval(vault, { type: 'account.deleted', ...ref, actor: actorOf(principal) }, () =>
+    vault.store.removeGroup(group),
+  );
+  if (removed === 0) throw accountNotFound(ref);
 }
 
 /**

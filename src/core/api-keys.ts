@@ -3,7 +3,7 @@ import { VaultError } from './errors.js';
 import { API_KEY_EXISTS, META_GROUP, RECORD, apiKeyGroup } from './layout.js';
 import { environmentSchema, orgIdSchema, parseInput, type Environment } from './validation.js';
 import type { Vault } from './vault.js';
-import type { Actor } from './events.js';
+import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
 
 /** A freshly created API key. `api_key` is shown once and never stored. */
@@ -54,7 +54,7 @@ export async function createApiKey(
     throw new VaultError('INTERNAL', 'API key id collision; try again');
   }
   await vault.store.put(META_GROUP, API_KEY_EXISTS, '1');
-  await vault.emit({ type: 'api_key.created', org, environment, actor });
+  await vault.emit({ type: 'api_key.created', org, environment, actor }, () => vault.store.remove(apiKeyGroup(keyId), RECORD));
   return { api_key: `${PREFIX[environment]}${keyId}_${secret}`, key_id: keyId, org_id: org, environment };
 }
 
@@ -70,12 +70,11 @@ export async function createApiKey(
 export async function revokeApiKey(vault: Vault, keyId: string, actor: Actor = { type: 'system' }): Promise<boolean> {
   if (!/^[0-9a-f]{16}$/.test(keyId)) return false;
   const entry = await vault.store.get(apiKeyGroup(keyId), RECORD);
-  const removed = await vault.store.remove(apiKeyGroup(keyId), RECORD);
-  if (removed && entry !== undefined) {
-    const record = JSON.parse(entry.value) as ApiKeyRecord;
-    await vault.emit({ type: 'api_key.revoked', org: record.org, environment: record.environment, actor });
-  }
-  return removed;
+  if (entry === undefined) return false;
+  const record = JSON.parse(entry.value) as ApiKeyRecord;
+  return auditedRemoval(vault, { type: 'api_key.revoked', org: record.org, environment: record.environment, actor }, () =>
+    vault.store.remove(apiKeyGroup(keyId), RECORD),
+  );
 }
 
 /**

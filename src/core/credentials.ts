@@ -2,6 +2,7 @@ import { VaultError } from './errors.js';
 import { accountGroup, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE, unescapeComponent } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';
+import { auditedRemoval } from './events.js';
 import { credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
 import type { Vault } from './vault.js';
 import { sealCredential, openCredential } from '../crypto/cipher.js';
@@ -43,11 +44,16 @@ export async function upsertDefaultAppCredential(
   const plaintext = parseInput(credentialValueSchema(vault.maxValueBytes), value, 'value');
   const sealed = sealCredential(vault.keyring, plaintext, { ...ref, name });
   const group = accountGroup(ref);
+  const member = credentialMember(name);
+  // Only a fail-closed audit needs the old value, to take the write back.
+  const previous = vault.failClosedEvents ? await vault.store.get(group, member) : undefined;
   // Conditional on the default app existing at the moment of writing: a write racing the
   // account's deletion can never leave an orphan credential behind.
-  const result = await vault.store.put(group, credentialMember(name), sealed, { requires: DEFAULT_APP });
+  const result = await vault.store.put(group, member, sealed, { requires: DEFAULT_APP });
   if (result === 'missing') throw await whyNoDefaultApp(vault, ref);
-  await vault.emit({ type: `credential.${result}`, ...ref, key: name, actor: actorOf(principal) });
+  await vault.emit({ type: `credential.${result}`, ...ref, key: name, actor: actorOf(principal) }, () =>
+    previous === undefined ? vault.store.remove(group, member) : vault.store.replace(group, member, sealed, previous.value),
+  );
   return { action: result };
 }
 
@@ -115,11 +121,17 @@ export async function deleteDefaultAppCredential(vault: Vault, principal: Princi
   const ref = checkAccountRef(principal);
   const name = parseInput(credentialKeySchema, key, 'key');
   const group = accountGroup(ref);
-  if (!(await vault.store.remove(group, credentialMember(name)))) {
-    if ((await vault.store.get(group, DEFAULT_APP)) === undefined) throw await whyNoDefaultApp(vault, ref);
-    throw new VaultError('CREDENTIAL_NOT_FOUND', `Auth credential key '${name}' not found`);
-  }
-  await vault.emit({ type: 'credential.deleted', ...ref, key: name, actor: actorOf(principal) });
+  const member = credentialMember(name);
+  const notFound = async () => {
+    if ((await vault.store.get(group, DEFAULT_APP)) === undefined) return whyNoDefaultApp(vault, ref);
+    return new VaultError('CREDENTIAL_NOT_FOUND', `Auth credential key '${name}' not found`);
+  };
+  // A fail-closed audit reports before removing, so it must know the key exists.
+  if (vault.failClosedEvents && (await vault.store.get(group, member)) === undefined) throw await notFound();
+  const removed = await auditedRemoval(vault, { type: 'credential.deleted', ...ref, key: name, actor: actorOf(principal) }, () =>
+    vault.store.remove(group, member),
+  );
+  if (!removed) throw await notFound();
 }
 
 /** Called only on the failure path, so the warm path stays one store write. */

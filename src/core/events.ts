@@ -37,3 +37,22 @@ export interface VaultEvent {
 }
 
 export type EventSink = (event: VaultEvent) => void | Promise<void>;
+
+/**
+ * Runs a removal with its audit event. When events fail closed the event goes first, so a
+ * failing sink stops the removal; otherwise the event follows the removal it reports, and
+ * only if something was removed (a truthy result).
+ */
+export async function auditedRemoval<T extends boolean | number>(
+  vault: { failClosedEvents: boolean; emit(event: Omit<VaultEvent, 'time'>): Promise<void> },
+  event: Omit<VaultEvent, 'time'>,
+  remove: () => Promise<T>,
+): Promise<T> {
+  if (vault.failClosedEvents) {
+    await vault.emit(event);
+    return remove();
+  }
+  const result = await remove();
+  if (result) await vault.emit(event);
+  return result;
+}

@@ -4,7 +4,7 @@ import type { AccountRef } from './layout.js';
 import { checkAccountRef } from './principal.js';
 import type { Environment } from './validation.js';
 import type { Vault } from './vault.js';
-import type { Actor } from './events.js';
+import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
 import { openCredential, sealCredential } from '../crypto/cipher.js';
 
@@ -83,7 +83,9 @@ export async function issueSessionToken(
     requires: PROFILE,
   });
   if (!inserted) throw unknownAccount(account);
-  await vault.emit({ type: 'session_token.issued', ...account, actor: options.actor ?? { type: 'system' } });
+  await vault.emit({ type: 'session_token.issued', ...account, actor: options.actor ?? { type: 'system' } }, () =>
+    vault.store.remove(group, sessionMember(tokenId)),
+  );
   return { token, expires_in: ttlSeconds };
 }
 
@@ -151,16 +153,14 @@ export async function verifySessionToken(vault: Vault, token: string): Promise<S
  */
 export async function revokeSessionToken(vault: Vault, token: string): Promise<number> {
   const identity = await verifySessionToken(vault, token);
-  const removed = await vault.store.remove(accountGroup(identity), sessionMember(identity.tokenId));
-  if (removed) {
-    await vault.emit({
-      type: 'session_token.revoked',
-      org: identity.org,
-      environment: identity.environment,
-      accountId: identity.accountId,
-      actor: { type: 'session_token', tokenId: identity.tokenId },
-    });
-  }
+  const event = {
+    type: 'session_token.revoked',
+    org: identity.org,
+    environment: identity.environment,
+    accountId: identity.accountId,
+    actor: { type: 'session_token', tokenId: identity.tokenId },
+  } as const;
+  const removed = await auditedRemoval(vault, event, () => vault.store.remove(accountGroup(identity), sessionMember(identity.tokenId)));
   return removed ? 1 : 0;
 }
 

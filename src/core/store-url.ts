@@ -61,8 +61,14 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       const { createSqliteStore } = await import('../../adapters/sqlite.js');
       return createSqliteStore(namespace === undefined ? { path: parsed.path } : { path: parsed.path, namespace });
     }
-    default:
-      throw new VaultError('INVALID_CONFIGURATION', `The ${parsed.kind} store is not available in this build`);
+    case 'redis': {
+      const { createRedisStore } = await import('../../adapters/redis.js');
+      return createRedisStore(namespace === undefined ? { url: parsed.url } : { url: parsed.url, namespace });
+    }
+    case 'postgres': {
+      const { createPostgresStore } = await import('../../adapters/postgres.js');
+      return createPostgresStore(namespace === undefined ? { url: parsed.url } : { url: parsed.url, namespace });
+    }
   }
 }
 

@@ -36,7 +36,10 @@ export interface VaultOptions {
   maxValueBytes?: number;
   /** Receives audit events. Its failures are ignored unless `failClosedEvents` is set. */
   onEvent?: EventSink;
-  /** When the `onEvent` sink throws, refuse the operation with `STORE_UNAVAILABLE`. */
+  /**
+   * Fail closed: when the `onEvent` sink throws, the operation does not happen (a write
+   * already made is taken back) and the caller gets `STORE_UNAVAILABLE` (HTTP 503).
+   */
   failClosedEvents?: boolean;
   /** Where notices (such as "created a key file") go. Default: stderr. */
   log?: (line: string) => void;
@@ -48,13 +51,19 @@ export interface Vault {
   readonly keyring: Keyring;
   readonly sessionTokenTtlSeconds: number;
   readonly maxValueBytes: number;
-  /** Delivers an audit event to the sink. */
-  emit(event: Omit<VaultEvent, 'time'>): Promise<void>;
+  /** True when a failing audit sink must stop the operation. */
+  readonly failClosedEvents: boolean;
+  /**
+   * Delivers an audit event after a write. If the sink fails and events fail closed,
+   * `undo` takes the write back and the call throws `STORE_UNAVAILABLE`.
+   */
+  emit(event: Omit<VaultEvent, 'time'>, undo?: () => Promise<unknown>): Promise<void>;
   /** Closes the store. */
   close(): Promise<void>;
 }
 
-const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: 'credvault:keyring-canary' };
+/** The context canaries are sealed under (see `checkKeyring`). */
+export const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: 'credvault:keyring-canary' };
 
 /**
  * Opens a vault: connects the store, loads the keyring and checks that it opens what the
@@ -85,12 +94,15 @@ export async function createVault(options: VaultOptions): Promise<Vault> {
     keyring,
     sessionTokenTtlSeconds: options.sessionTokenTtlSeconds ?? DEFAULT_SESSION_TOKEN_TTL_SECONDS,
     maxValueBytes: options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
-    async emit(event) {
+    failClosedEvents: failClosed,
+    async emit(event, undo) {
       if (!sink) return;
       try {
         await sink({ ...event, time: new Date().toISOString() });
       } catch (error) {
-        if (failClosed) throw new VaultError('STORE_UNAVAILABLE', 'The audit sink is unavailable', { cause: error });
+        if (!failClosed) return;
+        if (undo !== undefined) await undo().catch(() => undefined);
+        throw new VaultError('STORE_UNAVAILABLE', 'The audit sink is unavailable', { cause: error });
       }
     },
     close: () => rawStore.close(),
