@@ -1,0 +1,485 @@
+import { createHash, randomBytes } from 'node:crypto';
+import KeyvRedis, {
+  createClient,
+  type RedisClientType,
+  type RedisClusterType,
+  type RedisConnectionClientType,
+  type RedisConnectionClusterType,
+} from '@keyv/redis';
+import Keyv from 'keyv';
+import { VaultError } from '../src/core/errors.js';
+import type {
+  InsertOptions,
+  PutOptions,
+  PutResult,
+  ScanPage,
+  StoreEntry,
+  StoreListItem,
+  VaultStore,
+} from '../src/core/store.js';
+
+export interface RedisStoreOptions {
+  /** `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS. Default `redis://127.0.0.1:6379`. */
+  url?: string;
+  /**
+   * A node-redis client or cluster you created. It stays yours: `close()` leaves it open.
+   * Configure it to fail fast yourself (`disableOfflineQueue`); the store's own deadline
+   * still bounds every call.
+   */
+  client?: RedisConnectionClientType | RedisConnectionClusterType;
+  /** Keeps this store's keys apart from other namespaces in the same database. Default `credvault`. */
+  namespace?: string;
+  /**
+   * How long to wait for a TCP connection, and how long a call waits for a reconnecting
+   * client before it rejects. Default 2000 ms.
+   */
+  connectTimeoutMs?: number;
+  /** Upper bound on one store call once connected. Default 5000 ms. */
+  commandTimeoutMs?: number;
+}
+
+/** The record inside Keyv's `{value, expires}` envelope: value, createdAt, updatedAt, write id. */
+interface Row {
+  v: string;
+  c: number;
+  u: number;
+  w: string;
+}
+
+interface Stored {
+  value: Row;
+  expires?: number;
+}
+
+const DEFAULT_NAMESPACE = 'credvault';
+const DEFAULT_URL = 'redis://127.0.0.1:6379';
+const NAME = /^[A-Za-z0-9_.%:-]*$/;
+/** Members fetched per ZRANGEBYLEX inside the list script. */
+const LIST_CHUNK = 100;
+/** Groups fetched per registry read during a scan. */
+const SCAN_GROUP_CHUNK = 64;
+
+function assertName(what: string, name: string): void {
+  if (!NAME.test(name)) {
+    throw new RangeError(`${what} must be pre-escaped to A-Z a-z 0-9 _ . - % :`);
+  }
+}
+
+/** The smallest string greater than every string that starts with `prefix`. */
+function upperBound(prefix: string): string {
+  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+}
+
+// Records are JSON.stringify output with a fixed key order, so Lua can splice them as text:
+// inside the JSON string "v" every quote is escaped, so `,"c":` first occurs after v.
+// Lua never decodes v, which keeps every value (lone surrogates included) byte for byte.
+const LUA_ALIVE = `
+local function alive(raw, now)
+  if not raw then return false end
+  local expires = string.match(raw, ',"expires":(%d+)}$')
+  return expires == nil or tonumber(expires) >= now
+end
+`;
+
+// KEYS: member key, group index, [required member key]. ARGV: member, now, record, v as JSON.
+const PUT = `${LUA_ALIVE}
+local now = tonumber(ARGV[2])
+if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return 'missing' end
+local old = redis.call('GET', KEYS[1])
+if alive(old, now) then
+  local created = string.match(old, ',"c":(%d+),"u":')
+  local writer = string.match(old, ',"w":("[^"]*")}')
+  redis.call('SET', KEYS[1], '{"value":{"v":' .. ARGV[4] .. ',"c":' .. created .. ',"u":' .. ARGV[2] .. ',"w":' .. writer .. '}}')
+  redis.call('ZADD', KEYS[2], 0, ARGV[1])
+  return 'updated'
+end
+redis.call('SET', KEYS[1], ARGV[3])
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 'added'
+`;
+
+// KEYS: member key, group index, [required member key]. ARGV: member, now, record, expires or ''.
+const INSERT = `${LUA_ALIVE}
+local now = tonumber(ARGV[2])
+if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return 0 end
+if alive(redis.call('GET', KEYS[1]), now) then return 0 end
+if ARGV[4] == '' then
+  redis.call('SET', KEYS[1], ARGV[3])
+else
+  redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
+end
+redis.call('ZADD', KEYS[2], 0, ARGV[1])
+return 1
+`;
+
+// KEYS: member key. ARGV: now, expected v as JSON, new v as JSON. KEEPTTL keeps the expiry.
+const REPLACE = `${LUA_ALIVE}
+local old = redis.call('GET', KEYS[1])
+if not alive(old, tonumber(ARGV[1])) then return 0 end
+local rest = string.find(old, ',"c":', 1, true)
+if string.sub(old, 15, rest - 1) ~= ARGV[2] then return 0 end
+redis.call('SET', KEYS[1], '{"value":{"v":' .. ARGV[3] .. string.sub(old, rest), 'KEEPTTL')
+return 1
+`;
+
+// KEYS: member key, group index. ARGV: member, now.
+const REMOVE = `${LUA_ALIVE}
+local old = redis.call('GET', KEYS[1])
+if old then redis.call('DEL', KEYS[1]) end
+redis.call('ZREM', KEYS[2], ARGV[1])
+if alive(old, tonumber(ARGV[2])) then return 1 end
+return 0
+`;
+
+// KEYS: group index. ARGV: lex min, lex max, limit (0 = all), now, the group's key prefix.
+// Member keys are not in KEYS, but share the index's hash tag, so they live in its slot.
+// Index entries whose key Redis has expired are pruned on the way.
+const LIST = `${LUA_ALIVE}
+local now, limit, min, out = tonumber(ARGV[4]), tonumber(ARGV[3]), ARGV[1], {}
+while true do
+  local members = redis.call('ZRANGEBYLEX', KEYS[1], min, ARGV[2], 'LIMIT', 0, ${LIST_CHUNK})
+  for _, member in ipairs(members) do
+    local raw = redis.call('GET', ARGV[5] .. member)
+    if not raw then
+      redis.call('ZREM', KEYS[1], member)
+    elseif alive(raw, now) then
+      out[#out + 1] = member
+      out[#out + 1] = raw
+      if #out == 2 * limit then return out end
+    end
+  end
+  if #members < ${LIST_CHUNK} then return out end
+  min = '(' .. members[#members]
+end
+`;
+
+// KEYS: group index. ARGV: now, the group's key prefix. Returns how many live members it removed.
+const REMOVE_GROUP = `${LUA_ALIVE}
+local now, removed = tonumber(ARGV[1]), 0
+for _, member in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local raw = redis.call('GET', ARGV[2] .. member)
+  if raw then
+    if alive(raw, now) then removed = removed + 1 end
+    redis.call('DEL', ARGV[2] .. member)
+  end
+end
+redis.call('DEL', KEYS[1])
+return removed
+`;
+
+interface Script {
+  source: string;
+  sha: string;
+}
+
+const script = (source: string): Script => ({ source, sha: createHash('sha1').update(source).digest('hex') });
+const SCRIPTS = {
+  put: script(PUT),
+  insert: script(INSERT),
+  replace: script(REPLACE),
+  remove: script(REMOVE),
+  list: script(LIST),
+  removeGroup: script(REMOVE_GROUP),
+};
+
+function toEntry(raw: string, now: number): StoreEntry | undefined {
+  const stored = JSON.parse(raw) as Stored;
+  if (typeof stored.expires === 'number' && stored.expires < now) return undefined;
+  const entry: StoreEntry = { value: stored.value.v, createdAt: stored.value.c, updatedAt: stored.value.u };
+  if (typeof stored.expires === 'number') entry.expiresAt = stored.expires;
+  return entry;
+}
+
+/** `[member, raw, member, raw, ...]` from the list script, as entries. */
+function toItems(reply: unknown, now: number): StoreListItem[] {
+  const flat = reply as string[];
+  const items: StoreListItem[] = [];
+  for (let i = 0; i + 1 < flat.length; i += 2) {
+    const entry = toEntry(flat[i + 1] as string, now);
+    if (entry !== undefined) items.push({ member: flat[i] as string, entry });
+  }
+  return items;
+}
+
+function unavailable(message: string): VaultError {
+  return new VaultError('STORE_UNAVAILABLE', message);
+}
+
+/** Rejects with `STORE_UNAVAILABLE` when `promise` has not settled within `ms`. */
+async function within<T>(ms: number, promise: Promise<T>, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(unavailable(message)), ms);
+  });
+  try {
+    return await Promise.race([promise, deadline]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+/**
+ * A {@link VaultStore} on Redis (standalone or Cluster), over `@keyv/redis`, for several
+ * server processes or machines sharing one vault.
+ *
+ * Keys are `<namespace>{<group>}:<member>` holding Keyv's `{"value":...,"expires":...}`
+ * JSON, plus a sorted-set index per group, `<namespace>{<group>}#idx`. All keys of a group
+ * share the hash tag `{<group>}`, so each operation runs as one Lua script in one slot, also
+ * on Cluster. A sorted set `<namespace>#groups` lists the groups so that `scan` walks them in
+ * order without touching other namespaces' keys.
+ *
+ * Calls never hang on an outage: commands are not queued while disconnected, a call waits
+ * at most `connectTimeoutMs` for a reconnect and `commandTimeoutMs` for an answer, and the
+ * client keeps reconnecting in the background, so service resumes by itself.
+ *
+ * @example
+ * ```ts
+ * import { createRedisStore } from 'credvault/adapters/redis';
+ *
+ * const store = createRedisStore({ url: 'redis://:secret@127.0.0.1:6379/2' });
+ * await store.put('org%3Aacme', 'cred:api_key', sealed); // 'added'
+ * await store.close();
+ * ```
+ */
+export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
+  const connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+  const commandTimeoutMs = options.commandTimeoutMs ?? 5000;
+  const ownsClient = options.client === undefined;
+  const client: RedisConnectionClientType | RedisConnectionClusterType =
+    options.client ??
+    (createClient({
+      url: options.url ?? DEFAULT_URL,
+      // Without this, commands issued while disconnected wait in a queue forever.
+      disableOfflineQueue: true,
+      socket: {
+        connectTimeout: connectTimeoutMs,
+        // Never give up: the store must come back by itself when Redis does.
+        reconnectStrategy: (retries: number) => Math.min(50 * 2 ** retries, 1000) + Math.floor(Math.random() * 50),
+      },
+    }) as RedisClientType);
+  const adapter = new KeyvRedis<string>(client, {
+    throwOnConnectError: true,
+    throwOnErrors: true,
+    connectionTimeout: connectTimeoutMs,
+  });
+  // Keys are ours in full: no Keyv namespace and no Keyv prefix, or they would be prefixed twice.
+  const keyv = new Keyv<Row>({ store: adapter, namespace: undefined, useKeyPrefix: false, throwOnErrors: true });
+  // Errors reach callers through rejected promises. An 'error' event without a listener
+  // would crash the process, so every emitter in the chain gets one.
+  client.on('error', () => undefined);
+  adapter.on('error', () => undefined);
+  keyv.on('error', () => undefined);
+
+  const cluster = adapter.isCluster();
+  const single = client as RedisClientType;
+  let readyWaiters: Array<() => void> = [];
+  if (!cluster) {
+    single.on('ready', () => {
+      const waiters = readyWaiters;
+      readyWaiters = [];
+      for (const wake of waiters) wake();
+    });
+  }
+  if (!client.isOpen) {
+    // In the background: connect() only settles once connected, and may retry for ever.
+    client.connect().catch(() => undefined);
+  }
+
+  const base = encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE);
+  const registry = `${base}#groups`;
+  const groupPrefix = (group: string): string => `${base}{${group}}:`;
+  const indexKey = (group: string): string => `${base}{${group}}#idx`;
+  let closed = false;
+
+  async function connected(): Promise<void> {
+    if (closed) throw unavailable('The Redis store is closed');
+    if (cluster || single.isReady) return;
+    let wake: (() => void) | undefined;
+    const ready = new Promise<void>((resolve) => {
+      wake = resolve;
+      readyWaiters.push(resolve);
+    });
+    try {
+      await within(connectTimeoutMs, ready, `Redis is not reachable within ${connectTimeoutMs} ms`);
+    } finally {
+      readyWaiters = readyWaiters.filter((waiter) => waiter !== wake);
+    }
+    if (closed) throw unavailable('The Redis store is closed');
+  }
+
+  function send(firstKey: string, args: string[]): Promise<unknown> {
+    return cluster
+      ? (client as RedisClusterType).sendCommand(firstKey, false, args)
+      : single.sendCommand(args);
+  }
+
+  async function command(firstKey: string, args: string[]): Promise<unknown> {
+    await connected();
+    return within(commandTimeoutMs, send(firstKey, args), `Redis did not answer within ${commandTimeoutMs} ms`);
+  }
+
+  async function run(which: Script, keys: string[], args: string[]): Promise<unknown> {
+    await connected();
+    const firstKey = keys[0] as string;
+    const call = async (): Promise<unknown> => {
+      try {
+        return await send(firstKey, ['EVALSHA', which.sha, String(keys.length), ...keys, ...args]);
+      } catch (error) {
+        // A restarted or flushed server has forgotten the script: send it once in full.
+        if (!(error instanceof Error && error.message.startsWith('NOSCRIPT'))) throw error;
+        return send(firstKey, ['EVAL', which.source, String(keys.length), ...keys, ...args]);
+      }
+    };
+    return within(commandTimeoutMs, call(), `Redis did not answer within ${commandTimeoutMs} ms`);
+  }
+
+  /** Registers a group before a write, so a scan never misses a group that has members. */
+  async function register(group: string): Promise<void> {
+    await command(registry, ['ZADD', registry, '0', group]);
+  }
+
+  /**
+   * Drops an emptied group from the registry. Remove first, then look: a writer that adds
+   * a member meanwhile either is seen here or registers again after its write.
+   */
+  async function forget(group: string): Promise<void> {
+    await command(registry, ['ZREM', registry, group]);
+    if ((await command(indexKey(group), ['EXISTS', indexKey(group)])) === 1) await register(group);
+  }
+
+  const keyOf = (group: string, member: string): string => `${groupPrefix(group)}${member}`;
+  const newRow = (value: string, now: number): Row => ({ v: value, c: now, u: now, w: randomBytes(12).toString('hex') });
+
+  async function listGroup(group: string, min: string, max: string, limit: number): Promise<StoreListItem[]> {
+    const reply = await run(SCRIPTS.list, [indexKey(group)], [min, max, String(limit), String(Date.now()), groupPrefix(group)]);
+    return toItems(reply, Date.now());
+  }
+
+  return {
+    kind: 'redis',
+
+    async get(group: string, member: string): Promise<StoreEntry | undefined> {
+      assertName('group', group);
+      assertName('member', member);
+      const key = keyOf(group, member);
+      const raw = (await command(key, ['GET', key])) as string | null;
+      return raw === null ? undefined : toEntry(raw, Date.now());
+    },
+
+    async put(group: string, member: string, value: string, putOptions?: PutOptions): Promise<PutResult> {
+      assertName('group', group);
+      assertName('member', member);
+      const requires = putOptions?.requires;
+      if (requires !== undefined) assertName('requires', requires);
+      await register(group);
+      const now = Date.now();
+      const keys = [keyOf(group, member), indexKey(group)];
+      if (requires !== undefined) keys.push(keyOf(group, requires));
+      const record = JSON.stringify({ value: newRow(value, now) } satisfies Stored);
+      const result = (await run(SCRIPTS.put, keys, [member, String(now), record, JSON.stringify(value)])) as PutResult;
+      // Registers again after an add, in case a concurrent forget() dropped the group meanwhile.
+      if (result === 'added') await register(group);
+      return result;
+    },
+
+    async insert(group: string, member: string, value: string, insertOptions?: InsertOptions): Promise<boolean> {
+      assertName('group', group);
+      assertName('member', member);
+      const ttlMs = insertOptions?.ttlMs;
+      if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs > 0)) {
+        throw new RangeError('ttlMs must be a positive number of milliseconds');
+      }
+      const requires = insertOptions?.requires;
+      if (requires !== undefined) assertName('requires', requires);
+      await register(group);
+      const now = Date.now();
+      const stored: Stored = { value: newRow(value, now) };
+      // Redis expires the key at the very instant the record says, so both agree.
+      if (ttlMs !== undefined) stored.expires = now + Math.ceil(ttlMs);
+      const keys = [keyOf(group, member), indexKey(group)];
+      if (requires !== undefined) keys.push(keyOf(group, requires));
+      const args = [member, String(now), JSON.stringify(stored), stored.expires === undefined ? '' : String(stored.expires)];
+      const inserted = (await run(SCRIPTS.insert, keys, args)) === 1;
+      if (inserted) await register(group);
+      return inserted;
+    },
+
+    async replace(group: string, member: string, expected: string, value: string): Promise<boolean> {
+      assertName('group', group);
+      assertName('member', member);
+      const args = [String(Date.now()), JSON.stringify(expected), JSON.stringify(value)];
+      return (await run(SCRIPTS.replace, [keyOf(group, member)], args)) === 1;
+    },
+
+    async remove(group: string, member: string): Promise<boolean> {
+      assertName('group', group);
+      assertName('member', member);
+      const args = [member, String(Date.now())];
+      return (await run(SCRIPTS.remove, [keyOf(group, member), indexKey(group)], args)) === 1;
+    },
+
+    async list(group: string, prefix = ''): Promise<StoreListItem[]> {
+      assertName('group', group);
+      assertName('prefix', prefix);
+      return prefix === ''
+        ? listGroup(group, '-', '+', 0)
+        : listGroup(group, `[${prefix}`, `(${upperBound(prefix)}`, 0);
+    },
+
+    async removeGroup(group: string): Promise<number> {
+      assertName('group', group);
+      const removed = (await run(SCRIPTS.removeGroup, [indexKey(group)], [String(Date.now()), groupPrefix(group)])) as number;
+      await forget(group);
+      return removed;
+    },
+
+    async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
+      if (!Number.isInteger(batchSize) || batchSize < 1) {
+        throw new RangeError('batchSize must be a positive integer');
+      }
+      // The cursor is the last (group, member) returned, as `group}member`; groups never hold '}'.
+      const items: ScanPage['items'] = [];
+      let nextGroups = '-';
+      const take = async (group: string, min: string): Promise<boolean> => {
+        const found = await listGroup(group, min, '+', batchSize - items.length);
+        for (const { member, entry } of found) items.push({ group, member, entry });
+        if (min === '-' && found.length === 0) await forget(group);
+        return items.length === batchSize;
+      };
+      const page = (): ScanPage => {
+        const last = items[items.length - 1];
+        return { items, cursor: last === undefined ? undefined : `${last.group}}${last.member}` };
+      };
+      if (cursor !== undefined) {
+        const split = cursor.indexOf('}');
+        if (split < 0) throw new RangeError('invalid scan cursor');
+        const group = cursor.slice(0, split);
+        assertName('cursor', group);
+        if (await take(group, `(${cursor.slice(split + 1)}`)) return page();
+        nextGroups = `(${group}`;
+      }
+      for (;;) {
+        const groups = (await command(registry, [
+          'ZRANGEBYLEX', registry, nextGroups, '+', 'LIMIT', '0', String(SCAN_GROUP_CHUNK),
+        ])) as string[];
+        for (const group of groups) {
+          if (await take(group, '-')) return page();
+        }
+        if (groups.length < SCAN_GROUP_CHUNK) return { items, cursor: undefined };
+        nextGroups = `(${groups[groups.length - 1] as string}`;
+      }
+    },
+
+    async close(): Promise<void> {
+      if (closed) return;
+      closed = true;
+      for (const wake of readyWaiters) wake();
+      if (!ownsClient || !client.isOpen) return;
+      if (!cluster && single.isReady) {
+        // A graceful close lets in-flight replies arrive, but must not outlast an outage.
+        await within(connectTimeoutMs, keyv.disconnect(), 'close timed out').catch(() => undefined);
+      }
+      if (client.isOpen) client.destroy();
+    },
+  };
+}

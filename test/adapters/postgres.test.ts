@@ -1,0 +1,88 @@
+import pg from 'pg';
+import { afterAll, expect, it } from 'vitest';
+import { createPostgresStore } from '../../adapters/postgres.js';
+import { runStoreConformance } from '../../src/testing/index.js';
+import { POSTGRES_URL, runId, serviceSuite } from '../helpers/services.js';
+
+const service = await serviceSuite('PostgreSQL', POSTGRES_URL);
+const suite = service.describe;
+// Each run gets its own schema, dropped afterwards; every store opens its own pool.
+const schema = runId('cvpg');
+const open = ({ namespace }: { namespace: string }) => createPostgresStore({ url: POSTGRES_URL, schema, namespace });
+
+afterAll(async () => {
+  if (!service.available) return;
+  const client = new pg.Client({ connectionString: POSTGRES_URL });
+  await client.connect();
+  try {
+    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
+  } finally {
+    await client.end();
+  }
+});
+
+runStoreConformance({ describe: suite, it, expect }, open, { name: 'postgres', concurrencyFactory: open });
+
+suite('postgres store: query plans', () => {
+  it('reads and deletes a group through the byte-order index, never a full scan', async () => {
+    const store = open({ namespace: runId('plans') });
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    try {
+      await store.put('g1', 'm', 'v'); // creates the table and its index
+      // On a near-empty table a sequential or bitmap scan is cheapest; forbid both to see
+      // whether a plain index scan applies, which also yields byte order without a sort.
+      await client.query('SET enable_seqscan = off');
+      await client.query('SET enable_bitmapscan = off');
+      const plan = async (sql: string): Promise<string> =>
+        (await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${sql}`)).rows.map((row) => row['QUERY PLAN']).join('\n');
+      const table = `"${schema}"."keyv"`;
+      const range = `key COLLATE "C" >= 'ns{g1}:' AND key COLLATE "C" < 'ns{g1};'`;
+      for (const sql of [
+        `SELECT key, value FROM ${table} WHERE ${range} ORDER BY key COLLATE "C"`,
+        `DELETE FROM ${table} WHERE ${range}`,
+        `SELECT key, value FROM ${table} WHERE ${range} AND key COLLATE "C" > 'ns{g1}:a' ORDER BY key COLLATE "C" LIMIT 10`,
+      ]) {
+        const text = await plan(sql);
+        expect(text).toMatch(/Index (Only )?Scan using keyv_key_c/);
+        expect(text).not.toMatch(/Seq Scan|Sort/);
+      }
+    } finally {
+      await client.end();
+      await store.close();
+    }
+  });
+});
+
+suite('postgres store: namespace isolation', () => {
+  it('two namespaces in one table never see each other, and removeGroup and scan leave foreign rows alone', async () => {
+    const mine = runId('iso');
+    const a = open({ namespace: mine });
+    const b = open({ namespace: `${mine}y` });
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    const base = encodeURIComponent(mine);
+    const foreign = [`${base}`, `${base}x{g}:m`, `${base}%7B{g}:m`, `other{g}:m`, `{g}:m`, `${base}|{g}:m`];
+    try {
+      await a.put('g', 'm', 'a'); // creates the table
+      for (const key of foreign) {
+        await client.query(`INSERT INTO "${schema}"."keyv"(key, value) VALUES ($1, 'foreign')`, [key]);
+      }
+      await b.put('g', 'm', 'b');
+      await b.put('g', 'n', 'b');
+      expect((await a.list('g')).map((item) => item.member)).toEqual(['m']);
+      expect((await a.scan(undefined, 100)).items.map((item) => item.entry.value)).toEqual(['a']);
+      expect(await a.removeGroup('g')).toBe(1);
+      expect((await b.list('g')).map((item) => item.entry.value)).toEqual(['b', 'b']);
+      expect(await a.scan(undefined, 100)).toEqual({ items: [], cursor: undefined });
+      const survivors = await client.query<{ key: string }>(
+        `SELECT key FROM "${schema}"."keyv" WHERE key = ANY($1) AND value = 'foreign'`,
+        [foreign],
+      );
+      expect(survivors.rows.map((row) => row.key).sort()).toEqual([...foreign].sort());
+    } finally {
+      await client.end();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+});

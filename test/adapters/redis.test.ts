@@ -1,0 +1,92 @@
+import { createClient, type RedisClientType } from '@keyv/redis';
+import { afterAll, expect, it } from 'vitest';
+import { createRedisStore } from '../../adapters/redis.js';
+import { runStoreConformance } from '../../src/testing/index.js';
+import { escapeGlob, REDIS_URL, redisUrlWithRandomDb, runId, serviceSuite } from '../helpers/services.js';
+
+const service = await serviceSuite('Redis', REDIS_URL);
+const suite = service.describe;
+const url = redisUrlWithRandomDb();
+// Every namespace of this run starts with one prefix, so cleanup finds exactly our keys.
+const prefix = runId('cvredis');
+const open = ({ namespace }: { namespace: string }) => createRedisStore({ url, namespace: `${prefix}:${namespace}` });
+
+afterAll(async () => {
+  if (!service.available) return;
+  const raw = createClient({ url }) as RedisClientType;
+  await raw.connect();
+  try {
+    const match = `${escapeGlob(encodeURIComponent(`${prefix}:`))}*`;
+    for await (const keys of raw.scanIterator({ MATCH: match, COUNT: 500 })) {
+      if (keys.length > 0) await raw.del(keys);
+    }
+  } finally {
+    raw.destroy();
+  }
+});
+
+runStoreConformance({ describe: suite, it, expect }, open, { name: 'redis', concurrencyFactory: open });
+
+suite('redis store: namespace isolation', () => {
+  it('two namespaces in one database never see each other, and removeGroup and scan leave foreign keys alone', async () => {
+    // Glob characters survive encodeURIComponent: a SCAN MATCH built from them would overreach.
+    const mine = `${prefix}:iso*[a]?`;
+    const theirs = `${prefix}:isoXYa`;
+    const a = createRedisStore({ url, namespace: mine });
+    const b = createRedisStore({ url, namespace: theirs });
+    const raw = createClient({ url }) as RedisClientType;
+    await raw.connect();
+    const base = encodeURIComponent(mine);
+    const foreign = [
+      `${base}`,
+      `${base}x{g}:m`,
+      `${base}#groupsx`,
+      `${encodeURIComponent(prefix)}:other{g}:m`,
+      `${encodeURIComponent(prefix)}:{g}:m`,
+      `${encodeURIComponent(prefix)}:g`,
+    ];
+    try {
+      for (const key of foreign) await raw.set(key, 'foreign');
+      await a.put('g', 'm', 'a');
+      await b.put('g', 'm', 'b');
+      await b.put('g', 'n', 'b');
+      expect((await a.get('g', 'm'))?.value).toBe('a');
+      expect((await a.list('g')).map((item) => item.member)).toEqual(['m']);
+      expect((await a.scan(undefined, 100)).items.map((item) => item.entry.value)).toEqual(['a']);
+
+      expect(await a.removeGroup('g')).toBe(1);
+      expect((await b.list('g')).map((item) => item.entry.value)).toEqual(['b', 'b']);
+      expect((await b.scan(undefined, 100)).items).toHaveLength(2);
+      expect(await a.scan(undefined, 100)).toEqual({ items: [], cursor: undefined });
+      for (const key of foreign) expect(await raw.get(key)).toBe('foreign');
+    } finally {
+      await raw.del(foreign);
+      raw.destroy();
+      await Promise.all([a.close(), b.close()]);
+    }
+  });
+
+  it('keeps all of a group on one hash slot', async () => {
+    const store = createRedisStore({ url, namespace: `${prefix}:slots` });
+    const raw = createClient({ url }) as RedisClientType;
+    await raw.connect();
+    try {
+      await store.put('org%3Aacme', 'cred:a', 'v');
+      await store.insert('org%3Aacme', 'token:1', 't', { ttlMs: 60_000 });
+      const match = `${escapeGlob(encodeURIComponent(`${prefix}:slots`))}{*`;
+      const keys: string[] = [];
+      for await (const batch of raw.scanIterator({ MATCH: match })) keys.push(...batch);
+      expect(keys.length).toBe(3); // two members and the group index
+      // Redis Cluster hashes only the text between the first '{' and the next '}'.
+      expect(new Set(keys.map(hashTag))).toEqual(new Set(['org%3Aacme']));
+    } finally {
+      raw.destroy();
+      await store.close();
+    }
+  });
+});
+
+function hashTag(key: string): string {
+  const open = key.indexOf('{');
+  return key.slice(open + 1, key.indexOf('}', open));
+}
