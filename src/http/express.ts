@@ -32,6 +32,7 @@ export function credvaultExpress(vault: Vault, options: HandlerOptions = {}): Re
         method: req.method,
         path: req.path,
         headers: req.headers,
+        clientAddress: req.socket.remoteAddress,
         query: queryStart === -1 ? '' : req.originalUrl.slice(queryStart + 1),
         // Respect a body parser mounted before us; otherwise read the raw body ourselves.
         ...(req.body !== undefined ? { parsedBody: req.body as unknown } : { body: () => readNodeBody(req, handler.bodyLimitBytes) }),

@@ -37,6 +37,7 @@ export const credvaultFastify: FastifyPluginAsync<CredvaultFastifyOptions> = asy
         method: request.method,
         path,
         headers: request.headers,
+        clientAddress: request.raw.socket.remoteAddress,
         query: queryStart === -1 ? '' : request.url.slice(queryStart + 1),
         body: () => readNodeBody(request.raw, handler.bodyLimitBytes),
       });

@@ -6,6 +6,7 @@ import { DEFAULT_BODY_LIMIT_BYTES, tooLarge } from './body.js';
 import { errorEnvelope } from './errors.js';
 import { DEFAULT_BASE_PATH, routes, type Route, type RouteAuth } from './routes.js';
 import { openApiDocument } from './openapi.js';
+import { FailedAuthLimiter, type FailedAuthLimitOptions } from '../auth/limiter.js';
 
 /** A request as any framework can describe it. */
 export interface HandlerRequest {
@@ -23,6 +24,8 @@ export interface HandlerRequest {
    */
   body?: Uint8Array | string | (() => Promise<Uint8Array>);
   parsedBody?: unknown;
+  /** The peer's address (the socket's), for the failed-authentication limit. */
+  clientAddress?: string | undefined;
 }
 
 /** What to send back. `body` is always a JSON value. */
@@ -43,6 +46,18 @@ export interface HandlerOptions {
   logError?: (line: string) => void;
   /** Also answer `GET <openApiPath>` with the OpenAPI document, e.g. `/openapi.json`. Off by default. */
   openApiPath?: string;
+  /**
+   * Answer 429 to clients (and API key ids) with too many failed authentications,
+   * counted in the store so the limit holds across processes. On by default; `false`
+   * turns it off.
+   */
+  failedAuthLimit?: FailedAuthLimitOptions | false;
+  /**
+   * How many reverse proxies in front of the server to trust. With N > 0 the client
+   * address is the one the outermost trusted proxy saw, read from `X-Forwarded-For`;
+   * with 0 (the default) it is the socket's peer, and `X-Forwarded-For` is ignored.
+   */
+  trustProxyHops?: number;
 }
 
 /** The framework-agnostic API: one function from request to response. */
@@ -112,6 +127,8 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
 
   const openApiPath = options.openApiPath;
   let openApi: unknown;
+  const limiter = options.failedAuthLimit === false ? undefined : new FailedAuthLimiter(vault.store, options.failedAuthLimit);
+  const trustProxyHops = options.trustProxyHops ?? 0;
   const owns = (path: string) =>
     basePath === '' || path === basePath || path.startsWith(`${basePath}/`) || path === openApiPath;
 
@@ -155,18 +172,23 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
       vault,
       auth,
       params,
-      caller: () => authenticate(auth, route.auth),
+      caller: () => authenticate(auth, route.auth, clientAddress(request, auth, trustProxyHops)),
       body: () => parseBody(request, bodyLimitBytes),
     });
     return { status: 200, headers: {}, body };
   }
 
-  async function authenticate(auth: AuthRequest, kind: RouteAuth): Promise<Caller> {
+  async function authenticate(auth: AuthRequest, kind: RouteAuth, address: string | undefined): Promise<Caller> {
+    const subjects = limiter === undefined ? [] : limitSubjects(auth, address, limiter.perApiKeyId);
     let caller: Caller;
     try {
+      limiter?.check(subjects);
       caller = await resolveCaller(resolvers, auth, vault);
     } catch (error) {
       if (isVaultError(error)) {
+        if (error.code === 'INVALID_API_KEY' || error.code === 'INVALID_SESSION_TOKEN') {
+          await limiter?.recordFailure(subjects).catch(() => undefined);
+        }
         await vault.emit({ type: 'auth.failed', actor: { type: 'system' }, reason: error.code }).catch(() => undefined);
       }
       throw error;
@@ -205,7 +227,27 @@ export function errorResponse(error: unknown, logError: (line: string) => void =
   const allow = vaultError.details?.['allow'];
   if (typeof allow === 'string') headers['allow'] = allow;
   if (vaultError.code === 'PAYLOAD_TOO_LARGE') headers['connection'] = 'close';
+  const retryAfter = vaultError.details?.['retryAfter'];
+  if (typeof retryAfter === 'number') headers['retry-after'] = String(retryAfter);
   return { status: envelope.status_code, headers, body: envelope };
+}
+
+/** The client address the limit counts against; see `trustProxyHops`. */
+function clientAddress(request: HandlerRequest, auth: AuthRequest, trustProxyHops: number): string | undefined {
+  if (trustProxyHops <= 0) return request.clientAddress;
+  const forwarded = (auth.headers['x-forwarded-for'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
+  // Each trusted proxy appended the address it saw; the outermost one saw the client.
+  return forwarded[forwarded.length - trustProxyHops] ?? forwarded[0] ?? request.clientAddress;
+}
+
+const API_KEY_ID = /^(?:tk|pk)_([0-9a-f]{16})_/;
+
+function limitSubjects(auth: AuthRequest, address: string | undefined, perApiKeyId: boolean): string[] {
+  const subjects: string[] = [];
+  if (address !== undefined && address !== '') subjects.push(`ip:${address}`);
+  const keyId = perApiKeyId ? API_KEY_ID.exec(auth.headers['x-api-key'] ?? '')?.[1] : undefined;
+  if (keyId !== undefined) subjects.push(`key:${keyId}`);
+  return subjects;
 }
 
 async function parseBody(request: HandlerRequest, limit: number): Promise<unknown> {

@@ -30,6 +30,7 @@ export function credvaultKoa(vault: Vault, options: HandlerOptions = {}): Middle
       method: ctx.method,
       path: ctx.path,
       headers: ctx.req.headers,
+      clientAddress: ctx.req.socket.remoteAddress,
       query: ctx.querystring,
       ...(parsed !== undefined ? { parsedBody: parsed } : { body: () => readNodeBody(ctx.req, handler.bodyLimitBytes) }),
     });

@@ -7,8 +7,9 @@ import type { HandlerOptions } from '../../src/http/handler.js';
 import { credvaultExpress } from '../../src/http/express.js';
 import { credvaultKoa } from '../../src/http/koa.js';
 import Fastify from 'fastify';
-import { Hono } from 'hono';
+import { Hono, type Context } from 'hono';
 import { serve } from '@hono/node-server';
+import { getConnInfo } from '@hono/node-server/conninfo';
 import { credvaultFastify, credvaultFrameworkErrors } from '../../src/http/fastify.js';
 import { credvaultFetch } from '../../src/http/fetch.js';
 
@@ -38,8 +39,9 @@ export async function startBinding(binding: BindingName, vault: Vault, options: 
     const app = new Hono();
     const api = credvaultFetch(vault, options);
     const base = options.basePath ?? '/api/v2/public';
-    app.all(base, (c) => api(c.req.raw));
-    app.all(`${base}/*`, (c) => api(c.req.raw));
+    const forward = (c: Context) => api(c.req.raw, { clientAddress: getConnInfo(c).remote.address });
+    app.all(base, forward);
+    app.all(`${base}/*`, forward);
     app.all('*', (c) => c.json({ outside: true }, 418));
     const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as http.Server;
     await new Promise<void>((resolve) => (server.listening ? resolve() : server.once('listening', () => resolve())));
