@@ -10,6 +10,9 @@ import { issueSessionToken } from '../core/session-tokens.js';
 import { listDefaultAppCredentials } from '../core/credentials.js';
 import { generateKey, parseKeyring } from '../crypto/keyring.js';
 import { createApiServer, FRAMEWORKS, type Framework } from './server.js';
+import { rotateKeys } from '../core/rotation.js';
+import { openApiDocument } from '../http/openapi.js';
+import { SingleBar, Presets } from 'cli-progress';
 
 /** Usage errors exit 2; failures of the operation itself exit 1. */
 const USAGE = 2;
@@ -166,12 +169,59 @@ export function buildProgram(): Command {
       printJson(generateKey(flags.id));
     });
 
+  storeOption(keys.command('rotate').description('re-seal every stored credential under the primary key'))
+    .option('--batch-size <n>', 'records read per store call', positiveInt('batch-size'), 500)
+    .action(async (flags: StoreFlags & { batchSize: number }) => {
+      const result = await withVault(flags, (vault) => rotateWithProgress(vault, flags.batchSize));
+      printJson(result);
+    });
+
+  program
+    .command('openapi')
+    .description('print the OpenAPI 3.1 document of the API')
+    .option('--base-path <path>', 'where the API is mounted', '/api/v2/public')
+    .action((flags: { basePath: string }) => {
+      printJson(openApiDocument({ basePath: flags.basePath }));
+    });
+
   return program;
+}
+
+/** Rotation with a progress bar on stderr; a first quick pass counts the records for it. */
+async function rotateWithProgress(vault: Vault, batchSize: number) {
+  let total = 0;
+  let cursor: string | undefined;
+  do {
+    const page = await vault.store.scan(cursor, batchSize);
+    total += page.items.length;
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+  const bar = new SingleBar(
+    {
+      format: 'credvault: re-sealing [{bar}] {value}/{total} records',
+      stream: process.stderr,
+      hideCursor: true,
+      noTTYOutput: true,
+      notTTYSchedule: 1000,
+    },
+    Presets.legacy,
+  );
+  bar.start(total, 0);
+  try {
+    return await rotateKeys(vault, {
+      batchSize,
+      // Records written during the rotation can push the count past the first pass's.
+      onProgress: (walked) => bar.update(Math.min(walked, total)),
+    });
+  } finally {
+    bar.update(total);
+    bar.stop();
+  }
 }
 
 async function serve(flags: StoreFlags & { port: number; host: string; framework: Framework; basePath: string }): Promise<void> {
   const vault = await openVault(flags);
-  const server = createApiServer(vault, flags.framework, { basePath: flags.basePath });
+  const server = await createApiServer(vault, flags.framework, { basePath: flags.basePath, openApiPath: '/openapi.json' });
   const host = flags.host.includes(':') ? `[${flags.host}]` : flags.host;
   try {
     await new Promise<void>((resolve, reject) => {

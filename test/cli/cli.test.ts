@@ -252,7 +252,7 @@ describe('provisioning commands on a SQLite store', () => {
   });
 });
 
-describe.each(['express', 'koa'] as const)('serve --framework %s', (framework) => {
+describe.each(['express', 'koa', 'fastify', 'fetch'] as const)('serve --framework %s', (framework) => {
   let dir: string;
   let store: string[];
   beforeAll(async () => {
@@ -626,5 +626,52 @@ describe('keyring mismatch', () => {
     const result = await run(['api-key', 'create', '--org', 'acme', ...store], { env: { CREDVAULT_KEYS: `${stored.id}:${stored.key}` } });
     expect(result.code, result.stderr).toBe(0);
     expect(result.stderr).toBe('');
+  });
+});
+
+describe('openapi', () => {
+  it('`credvault openapi` prints the document that `serve` answers at /openapi.json', async () => {
+    const printed = await runJson<{ openapi: string; paths: Record<string, Record<string, { operationId: string }>> }>(['openapi']);
+    expect(printed.openapi).toBe('3.1.0');
+    const ids = Object.values(printed.paths).flatMap((ops) => Object.values(ops).map((op) => op.operationId));
+    expect(ids).toHaveLength(9);
+    expect(ids).toContain('upsertDefaultAppAuthCredential');
+    const server = await startServer(['--store', 'memory:']);
+    const served = await request(`${server.url}/openapi.json`);
+    expect(served.status).toBe(200);
+    expect(served.body).toEqual(printed);
+    server.child.kill('SIGTERM');
+    expect(await server.exited()).toEqual({ code: 0, signal: null });
+  });
+});
+
+describe('keys rotate', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await makeTempDir();
+  });
+  afterAll(() => removeDir(dir));
+
+  it('re-seals everything under the new primary, shows progress, is idempotent, and retires the old key', async () => {
+    const store = ['--store', `sqlite:${path.join(dir, 'vault.db')}`];
+    const old = (await runJson<{ entry: string }>(['keys', 'generate', '--id', 'old'])).entry;
+    const next = (await runJson<{ entry: string }>(['keys', 'generate', '--id', 'new'])).entry;
+    const withKeys = (keys: string) => ({ env: { CREDVAULT_KEYS: keys } });
+    await runJson(['linked-account', 'create', '--org', 'acme', '--id', 'r1', '--credential', 'a=alpha', '--credential', 'b=beta', ...store], withKeys(old));
+    await runJson(['session-token', 'create', '--org', 'acme', '--id', 'r1', ...store], withKeys(old));
+
+    const first = await run(['keys', 'rotate', ...store], withKeys(`${next},${old}`));
+    expect(first.code).toBe(0);
+    expect(parseOneJsonLine(first.stdout)).toEqual({ resealed: 3, already_current: 0 });
+    expect(first.stderr).toMatch(/re-sealing \[=+\] \d+\/\d+ records/);
+
+    const again = await runJson(['keys', 'rotate', ...store], withKeys(`${next},${old}`));
+    expect(again).toEqual({ resealed: 0, already_current: 3 });
+
+    const listed = await runJson<CredentialList>(['credentials', 'list', '--org', 'acme', '--id', 'r1', '--reveal', ...store], withKeys(next));
+    expect(listed.credentials.map((c) => [c.key, c.value])).toEqual([['a', 'alpha'], ['b', 'beta']]);
+    const refused = await run(['credentials', 'list', '--org', 'acme', '--id', 'r1', ...store], withKeys(old));
+    expect(refused.code).toBe(1);
+    expect(linesOf(refused.stderr)).toEqual(["credvault: The store holds data sealed with key 'new', which the configured keys do not include"]);
   });
 });
