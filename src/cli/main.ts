@@ -21,6 +21,7 @@ const FAILURE = 1;
 interface StoreFlags {
   store?: string;
   keysFile?: string;
+  namespace?: string;
 }
 
 const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value)}\n`);
@@ -28,7 +29,8 @@ const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(val
 function storeOption(command: Command): Command {
   return command
     .option('--store <url>', `store URL: memory:, sqlite:<path>, redis://..., postgres://... (default $CREDVAULT_STORE, else ${DEFAULT_STORE_URL})`)
-    .option('--keys-file <path>', 'file holding the keys (default $CREDVAULT_KEYS_FILE; $CREDVAULT_KEYS wins when set)');
+    .option('--keys-file <path>', 'file holding the keys (default $CREDVAULT_KEYS_FILE; $CREDVAULT_KEYS wins when set)')
+    .option('--namespace <name>', 'keeps this vault apart from others sharing the store (default $CREDVAULT_NAMESPACE, else credvault)');
 }
 
 function accountOptions(command: Command): Command {
@@ -70,8 +72,10 @@ async function openVault(flags: StoreFlags): Promise<Vault> {
   }
   const keys = process.env['CREDVAULT_KEYS'];
   const keyFile = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
+  const namespace = flags.namespace ?? process.env['CREDVAULT_NAMESPACE'];
   return createVault({
     store,
+    ...(namespace !== undefined && namespace !== '' ? { namespace } : {}),
     // Parsed here so that a bad entry is reported as CREDVAULT_KEYS, not as "keyring".
     ...(keys !== undefined && keys.trim() !== '' ? { keys: parseKeyring(keys, 'CREDVAULT_KEYS') } : keyFile !== undefined ? { keyFile } : {}),
   });
