@@ -41,6 +41,18 @@ function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
 }
 
+/** The first index of a sorted array whose element is not below `value`. */
+function lowerBound(sorted: readonly string[], value: string): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if ((sorted[mid] as string) < value) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
 /**
  * An in-process {@link VaultStore} over a `Keyv` whose store is a `Map`: for tests, demos
  * and single-process servers that can afford to lose everything on restart.
@@ -71,6 +83,9 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
     deserialize: JSON.parse,
   });
   const groups = new Map<string, Set<string>>();
+  // The groups in order, for scan; rebuilt only after a group appears or goes, so a walk
+  // over a large, steady store (a key rotation) stays linear.
+  let sortedGroups: string[] | undefined;
   let closed = false;
 
   const keyOf = (group: string, member: string): string => `${base}${group}}:${member}`;
@@ -85,7 +100,10 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
     map.delete(keyOf(group, member));
     const members = groups.get(group);
     members?.delete(member);
-    if (members?.size === 0) groups.delete(group);
+    if (members?.size === 0) {
+      groups.delete(group);
+      sortedGroups = undefined;
+    }
   }
 
   // Reads bypass Keyv.get: it deletes an expired key after an await, which could erase a
@@ -107,6 +125,7 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
     if (members === undefined) {
       members = new Set();
       groups.set(group, members);
+      sortedGroups = undefined;
     }
     members.add(member);
   }
@@ -193,6 +212,7 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
         map.delete(keyOf(group, member));
       }
       groups.delete(group);
+      sortedGroups = undefined;
       return removed;
     },
 
@@ -212,10 +232,10 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
       }
       const now = Date.now();
       const items: ScanPage['items'] = [];
-      const sortedGroups = [...groups.keys()]
-        .filter((group) => afterGroup === undefined || group >= afterGroup)
-        .sort(byCodeUnit);
-      for (const group of sortedGroups) {
+      sortedGroups ??= [...groups.keys()].sort(byCodeUnit);
+      const ordered = sortedGroups;
+      for (let i = afterGroup === undefined ? 0 : lowerBound(ordered, afterGroup); i < ordered.length; i++) {
+        const group = ordered[i] as string;
         const members = [...(groups.get(group) ?? [])].sort(byCodeUnit);
         for (const member of members) {
           if (group === afterGroup && member <= afterMember) continue;

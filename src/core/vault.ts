@@ -110,7 +110,7 @@ export async function createVault(options: VaultOptions): Promise<Vault> {
 }
 
 async function resolveKeyring(options: VaultOptions, log: (line: string) => void): Promise<Keyring> {
-  if (options.keys !== undefined) return typeof options.keys === 'string' ? parseKeyring(options.keys) : options.keys;
+  if (options.keys !== undefined) return typeof options.keys === 'string' ? parseKeyring(options.keys, 'keys option') : options.keys;
   if (options.keyFile !== undefined) return readKeyFile(options.keyFile);
   if (typeof options.store === 'string') {
     if (options.store === 'memory:' || options.store.startsWith('memory:')) {
