@@ -61,8 +61,8 @@ export async function createApiServer(vault: Vault, framework: Framework, option
   }
 }
 
-/** Serves a Web-standard fetch handler from a Node HTTP server. */
-function nodeToFetch(
+/** Serves a Web-standard fetch handler from a Node HTTP server (also used by the benchmark). */
+export function nodeToFetch(
   handle: (request: Request, info: { clientAddress?: string | undefined }) => Promise<Response>,
 ): http.RequestListener {
   return (req, res) => {

@@ -158,6 +158,9 @@ export async function upsertLinkedAccount(
       ? undefined
       : parseEntries(input.credentials, 'your_app.auth_credentials', credentialValueSchema(vault.maxValueBytes));
   const profile = JSON.parse(existing.value) as AccountProfile;
+  const event = { type: 'account.updated', ...ref, actor: actorOf(principal) } as const;
+  // Failing closed, the update is reported before it is made (see upsertDefaultAppCredential).
+  if (vault.failClosedEvents) await vault.emit(event);
   if (name !== undefined || udf !== undefined) {
     if (name !== undefined) profile.name = name;
     if (udf !== undefined) {
@@ -169,11 +172,7 @@ export async function upsertLinkedAccount(
     if (result === 'missing') throw accountNotFound(ref);
   }
   if (credentials !== undefined) await seedDefaultApp(vault, principal, credentials);
-  // Taking back an update restores the profile; credentials seeded with it were audited on their own.
-  const updated = JSON.stringify(profile);
-  await vault.emit({ type: 'account.updated', ...ref, actor: actorOf(principal) }, () =>
-    vault.store.replace(group, PROFILE, updated, existing.value),
-  );
+  if (!vault.failClosedEvents) await vault.emit(event);
   return { ...toLinkedAccount(profile), new_account: false };
 }
 

@@ -45,15 +45,18 @@ export async function upsertDefaultAppCredential(
   const sealed = sealCredential(vault.keyring, plaintext, { ...ref, name });
   const group = accountGroup(ref);
   const member = credentialMember(name);
-  // Only a fail-closed audit needs the old value, to take the write back.
-  const previous = vault.failClosedEvents ? await vault.store.get(group, member) : undefined;
+  const event = { ...ref, key: name, actor: actorOf(principal) };
+  // A fail-closed audit reports an update before making it: taking one back afterwards
+  // could restore the value but not its timestamps. (An add is simply removed again.)
+  const announced = vault.failClosedEvents && (await vault.store.get(group, member)) !== undefined;
+  if (announced) await vault.emit({ type: 'credential.updated', ...event });
   // Conditional on the default app existing at the moment of writing: a write racing the
   // account's deletion can never leave an orphan credential behind.
   const result = await vault.store.put(group, member, sealed, { requires: DEFAULT_APP });
   if (result === 'missing') throw await whyNoDefaultApp(vault, ref);
-  await vault.emit({ type: `credential.${result}`, ...ref, key: name, actor: actorOf(principal) }, () =>
-    previous === undefined ? vault.store.remove(group, member) : vault.store.replace(group, member, sealed, previous.value),
-  );
+  if (!announced) {
+    await vault.emit({ type: `credential.${result}`, ...event }, result === 'added' ? () => vault.store.remove(group, member) : undefined);
+  }
   return { action: result };
 }
 

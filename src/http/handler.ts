@@ -142,8 +142,9 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
       openApi ??= openApiDocument({ basePath });
       return { status: 200, headers: {}, body: openApi };
     }
-    const relative = request.path.slice(basePath.length) || '/';
     const method = request.method.toUpperCase();
+    if (!owns(request.path)) throw new VaultError('ROUTE_NOT_FOUND', `No route for ${method} ${request.path}`);
+    const relative = request.path.slice(basePath.length) || '/';
     let compiled: CompiledPath | undefined;
     let match: RegExpExecArray | null = null;
     for (const candidate of compiledRoutes) {
