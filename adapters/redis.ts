@@ -5,6 +5,8 @@ import KeyvRedis, {
   type RedisClusterType,
   type RedisConnectionClientType,
   type RedisConnectionClusterType,
+  type RedisConnectionSentinelType,
+  type RedisSentinelType,
 } from '@keyv/redis';
 import Keyv from 'keyv';
 import { VaultError } from '../src/core/errors.js';
@@ -22,11 +24,41 @@ export interface RedisStoreOptions {
   /** `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS. Default `redis://127.0.0.1:6379`. */
   url?: string;
   /**
-   * A node-redis client or cluster you created. It stays yours: `close()` leaves it open.
-   * Configure it to fail fast yourself (`disableOfflineQueue`); the store's own deadline
-   * still bounds every call.
+   * A node-redis client, Cluster client (`createCluster`) or Sentinel client (`createSentinel`)
+   * you created, e.g. from `@keyv/redis`, which re-exports them. It stays yours: `close()`
+   * leaves it open. It may be connected already or not: the store connects it if needed.
+   * Configure it to fail fast yourself (`disableOfflineQueue`, in `defaults` for a cluster,
+   * in `nodeClientOptions` for a sentinel); the store's own deadline still bounds every call.
+   * Every command, reads included, goes to a master, so a caller always reads its own writes.
+   *
+   * @example Cluster (database 0 only; every key of a group shares one hash slot)
+   * ```ts
+   * import { createCluster } from '@keyv/redis';
+   *
+   * const cluster = createCluster({
+   *   rootNodes: [{ url: 'redis://10.0.0.1:7000' }, { url: 'redis://10.0.0.2:7000' }],
+   *   defaults: { password: 'secret', disableOfflineQueue: true, socket: { connectTimeout: 2000 } },
+   * });
+   * cluster.on('error', (error) => log.warn(error));
+   * await cluster.connect();
+   * const store = createRedisStore({ client: cluster, namespace: 'credvault' });
+   * ```
+   *
+   * @example Sentinel
+   * ```ts
+   * import { createSentinel } from '@keyv/redis';
+   *
+   * const sentinel = createSentinel({
+   *   name: 'mymaster',
+   *   sentinelRootNodes: [{ host: '10.0.0.1', port: 26379 }, { host: '10.0.0.2', port: 26379 }],
+   *   nodeClientOptions: { password: 'secret', database: 2, disableOfflineQueue: true, socket: { connectTimeout: 2000 } },
+   * });
+   * sentinel.on('error', (error) => log.warn(error));
+   * await sentinel.connect();
+   * const store = createRedisStore({ client: sentinel, namespace: 'credvault' });
+   * ```
    */
-  client?: RedisConnectionClientType | RedisConnectionClusterType;
+  client?: RedisConnectionClientType | RedisConnectionClusterType | RedisConnectionSentinelType;
   /** Keeps this store's keys apart from other namespaces in the same database. Default `credvault`. */
   namespace?: string;
   /**
@@ -201,6 +233,9 @@ function toItems(reply: unknown, now: number): StoreListItem[] {
   return items;
 }
 
+/** Clients that already have this module's no-op 'error' listener. */
+const quieted = new WeakSet<object>();
+
 function unavailable(message: string): VaultError {
   return new VaultError('STORE_UNAVAILABLE', message);
 }
@@ -219,14 +254,16 @@ async function within<T>(ms: number, promise: Promise<T>, message: string): Prom
 }
 
 /**
- * A {@link VaultStore} on Redis (standalone or Cluster), over `@keyv/redis`, for several
- * server processes or machines sharing one vault.
+ * A {@link VaultStore} on Redis (standalone, Cluster or Sentinel), over `@keyv/redis`, for
+ * several server processes or machines sharing one vault. For Cluster or Sentinel, create
+ * the node-redis client yourself and pass it as `client` (see {@link RedisStoreOptions.client}).
  *
  * Keys are `<namespace>{<group>}:<member>` holding Keyv's `{"value":...,"expires":...}`
  * JSON, plus a sorted-set index per group, `<namespace>{<group>}#idx`. All keys of a group
  * share the hash tag `{<group>}`, so each operation runs as one Lua script in one slot, also
- * on Cluster. A sorted set `<namespace>#groups` lists the groups so that `scan` walks them in
- * order without touching other namespaces' keys.
+ * on Cluster (where a group must not be empty). A sorted set `<namespace>#groups` lists the
+ * groups so that `scan` walks them in order without touching other namespaces' keys; on
+ * Cluster it is one key, so it lives on one master.
  *
  * Calls never hang on an outage: commands are not queued while disconnected, a call waits
  * at most `connectTimeoutMs` for a reconnect and `commandTimeoutMs` for an answer, and the
@@ -240,12 +277,33 @@ async function within<T>(ms: number, promise: Promise<T>, message: string): Prom
  * await store.put('org%3Aacme', 'cred:api_key', sealed); // 'added'
  * await store.close();
  * ```
+ *
+ * @example Cluster or Sentinel: pass your own client; closing the store leaves it open.
+ * ```ts
+ * import { createCluster, createSentinel } from '@keyv/redis';
+ *
+ * const cluster = createCluster({
+ *   rootNodes: [{ url: 'redis://10.0.0.1:7000' }],
+ *   defaults: { disableOfflineQueue: true },
+ * });
+ * const onCluster = createRedisStore({ client: cluster });
+ *
+ * const sentinel = createSentinel({
+ *   name: 'mymaster',
+ *   sentinelRootNodes: [{ host: '10.0.0.1', port: 26379 }],
+ *   nodeClientOptions: { disableOfflineQueue: true },
+ * });
+ * const onSentinel = createRedisStore({ client: sentinel });
+ * // ...
+ * await onCluster.close();
+ * await cluster.close();
+ * ```
  */
 export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
   const connectTimeoutMs = options.connectTimeoutMs ?? 2000;
   const commandTimeoutMs = options.commandTimeoutMs ?? 5000;
   const ownsClient = options.client === undefined;
-  const client: RedisConnectionClientType | RedisConnectionClusterType =
+  const client: RedisConnectionClientType | RedisConnectionClusterType | RedisConnectionSentinelType =
     options.client ??
     (createClient({
       url: options.url ?? DEFAULT_URL,
@@ -266,51 +324,111 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
   const keyv = new Keyv<Row>({ store: adapter, namespace: undefined, useKeyPrefix: false, throwOnErrors: true });
   // Errors reach callers through rejected promises. An 'error' event without a listener
   // would crash the process, so every emitter in the chain gets one.
-  client.on('error', () => undefined);
+  if (!quieted.has(client)) {
+    // Once per client: several stores may share one, and each listener counts towards Node's limit.
+    quieted.add(client);
+    client.on('error', () => undefined);
+  }
   adapter.on('error', () => undefined);
   keyv.on('error', () => undefined);
 
-  const cluster = adapter.isCluster();
+  const topology: 'client' | 'cluster' | 'sentinel' = adapter.isCluster()
+    ? 'cluster'
+    : adapter.isSentinel()
+      ? 'sentinel'
+      : 'client';
+  let closed = false;
   const single = client as RedisClientType;
+  const clusterClient = client as RedisClusterType;
+  const sentinelClient = client as RedisSentinelType;
   let readyWaiters: Array<() => void> = [];
-  if (!cluster) {
-    single.on('ready', () => {
-      const waiters = readyWaiters;
-      readyWaiters = [];
-      for (const wake of waiters) wake();
-    });
+  const wakeAll = (): void => {
+    const waiters = readyWaiters;
+    readyWaiters = [];
+    for (const wake of waiters) wake();
+  };
+  // A plain client says 'ready' after every (re)connect. Cluster and sentinel clients have no
+  // event for "commands can go now", so connected() polls them while a call waits.
+  if (topology === 'client') single.on('ready', wakeAll);
+
+  /**
+   * Whether commands can be sent now. A cluster client is open before it has discovered the
+   * slots, and sending then fails inside node-redis, so it also needs a known master.
+   */
+  function isReady(): boolean {
+    switch (topology) {
+      case 'client':
+        return single.isReady;
+      case 'cluster':
+        return clusterClient.isOpen && clusterClient.masters.length > 0;
+      case 'sentinel':
+        return sentinelClient.isReady;
+    }
   }
-  if (!client.isOpen) {
-    // In the background: connect() only settles once connected, and may retry for ever.
-    client.connect().catch(() => undefined);
+
+  // A client handed over unconnected is connected here, in the background: connect() only
+  // settles once connected, and may retry for ever. A cluster's or sentinel's first connect
+  // can fail for good (no root node reachable); then the next call starts another attempt.
+  const connectsClient = !client.isOpen;
+  let connecting: Promise<void> | undefined;
+  function startConnect(): void {
+    if (connecting !== undefined || closed || client.isOpen) return;
+    connecting = client
+      .connect()
+      .then(
+        () => undefined,
+        () => undefined,
+      )
+      .finally(() => {
+        connecting = undefined;
+        wakeAll();
+      });
   }
 
   const base = encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE);
   const registry = `${base}#groups`;
   const groupPrefix = (group: string): string => `${base}{${group}}:`;
   const indexKey = (group: string): string => `${base}{${group}}#idx`;
-  let closed = false;
+  if (connectsClient) startConnect();
 
   async function connected(): Promise<void> {
     if (closed) throw unavailable('The Redis store is closed');
-    if (cluster || single.isReady) return;
+    if (isReady()) return;
+    if (connectsClient && topology !== 'client') startConnect();
     let wake: (() => void) | undefined;
+    let poll: NodeJS.Timeout | undefined;
     const ready = new Promise<void>((resolve) => {
       wake = resolve;
       readyWaiters.push(resolve);
+      if (topology !== 'client') {
+        poll = setInterval(() => {
+          if (isReady() || closed) resolve();
+        }, 20);
+      }
     });
     try {
       await within(connectTimeoutMs, ready, `Redis is not reachable within ${connectTimeoutMs} ms`);
     } finally {
+      clearInterval(poll);
       readyWaiters = readyWaiters.filter((waiter) => waiter !== wake);
     }
     if (closed) throw unavailable('The Redis store is closed');
+    if (!isReady()) throw unavailable('Redis is not reachable');
   }
 
+  /**
+   * Sends one command to the node that owns `firstKey`. Always as a write (`isReadonly`
+   * false): with replicas in use, a read sent to a replica could miss the caller's own write.
+   */
   function send(firstKey: string, args: string[]): Promise<unknown> {
-    return cluster
-      ? (client as RedisClusterType).sendCommand(firstKey, false, args)
-      : single.sendCommand(args);
+    switch (topology) {
+      case 'client':
+        return single.sendCommand(args);
+      case 'cluster':
+        return clusterClient.sendCommand(firstKey, false, args);
+      case 'sentinel':
+        return sentinelClient.sendCommand(false, args);
+    }
   }
 
   async function command(firstKey: string, args: string[]): Promise<unknown> {
@@ -325,7 +443,8 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
       try {
         return await send(firstKey, ['EVALSHA', which.sha, String(keys.length), ...keys, ...args]);
       } catch (error) {
-        // A restarted or flushed server has forgotten the script: send it once in full.
+        // A restarted or flushed server, a cluster master that never ran the script, or a
+        // promoted replica has not got the script: send it once in full to that node.
         if (!(error instanceof Error && error.message.startsWith('NOSCRIPT'))) throw error;
         return send(firstKey, ['EVAL', which.source, String(keys.length), ...keys, ...args]);
       }
@@ -347,6 +466,15 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     if ((await command(indexKey(group), ['EXISTS', indexKey(group)])) === 1) await register(group);
   }
 
+  /**
+   * On Cluster an empty group cannot work: in `ns{}:member` Redis hashes the whole key, so
+   * the member and the group index would land in different slots (CROSSSLOT).
+   */
+  function assertGroup(group: string): void {
+    assertName('group', group);
+    if (group === '' && topology === 'cluster') throw new RangeError('group must not be empty on Redis Cluster');
+  }
+
   const keyOf = (group: string, member: string): string => `${groupPrefix(group)}${member}`;
   const newRow = (value: string, now: number): Row => ({ v: value, c: now, u: now, w: randomBytes(12).toString('hex') });
 
@@ -359,7 +487,7 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     kind: 'redis',
 
     async get(group: string, member: string): Promise<StoreEntry | undefined> {
-      assertName('group', group);
+      assertGroup(group);
       assertName('member', member);
       const key = keyOf(group, member);
       const raw = (await command(key, ['GET', key])) as string | null;
@@ -367,7 +495,7 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     },
 
     async put(group: string, member: string, value: string, putOptions?: PutOptions): Promise<PutResult> {
-      assertName('group', group);
+      assertGroup(group);
       assertName('member', member);
       const requires = putOptions?.requires;
       if (requires !== undefined) assertName('requires', requires);
@@ -383,7 +511,7 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     },
 
     async insert(group: string, member: string, value: string, insertOptions?: InsertOptions): Promise<boolean> {
-      assertName('group', group);
+      assertGroup(group);
       assertName('member', member);
       const ttlMs = insertOptions?.ttlMs;
       if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs > 0)) {
@@ -405,21 +533,21 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     },
 
     async replace(group: string, member: string, expected: string, value: string): Promise<boolean> {
-      assertName('group', group);
+      assertGroup(group);
       assertName('member', member);
       const args = [String(Date.now()), JSON.stringify(expected), JSON.stringify(value)];
       return (await run(SCRIPTS.replace, [keyOf(group, member)], args)) === 1;
     },
 
     async remove(group: string, member: string): Promise<boolean> {
-      assertName('group', group);
+      assertGroup(group);
       assertName('member', member);
       const args = [member, String(Date.now())];
       return (await run(SCRIPTS.remove, [keyOf(group, member), indexKey(group)], args)) === 1;
     },
 
     async list(group: string, prefix = ''): Promise<StoreListItem[]> {
-      assertName('group', group);
+      assertGroup(group);
       assertName('prefix', prefix);
       return prefix === ''
         ? listGroup(group, '-', '+', 0)
@@ -427,7 +555,7 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     },
 
     async removeGroup(group: string): Promise<number> {
-      assertName('group', group);
+      assertGroup(group);
       const removed = (await run(SCRIPTS.removeGroup, [indexKey(group)], [String(Date.now()), groupPrefix(group)])) as number;
       await forget(group);
       return removed;
@@ -473,9 +601,10 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     async close(): Promise<void> {
       if (closed) return;
       closed = true;
-      for (const wake of readyWaiters) wake();
+      wakeAll();
+      if (topology === 'client') single.off('ready', wakeAll);
       if (!ownsClient || !client.isOpen) return;
-      if (!cluster && single.isReady) {
+      if (single.isReady) {
         // A graceful close lets in-flight replies arrive, but must not outlast an outage.
         await within(connectTimeoutMs, keyv.disconnect(), 'close timed out').catch(() => undefined);
       }
