@@ -36,11 +36,23 @@ export const accountNameSchema = z
   .max(256, { error: 'must be at most 256 characters' })
   .refine((s) => !CONTROL.test(s), { error: 'must not contain control characters' });
 
+const valueSchemas = new Map<number, ReturnType<typeof buildValueSchema>>();
+
 /**
  * A credential value: strings as they are, finite numbers and booleans through `String()`.
  * `null`, objects, arrays and `''` are refused: coercing them would store garbage.
+ * Built once per size limit: constructing a zod schema costs more than using one.
  */
 export function credentialValueSchema(maxBytes: number = DEFAULT_MAX_VALUE_BYTES) {
+  let schema = valueSchemas.get(maxBytes);
+  if (schema === undefined) {
+    schema = buildValueSchema(maxBytes);
+    valueSchemas.set(maxBytes, schema);
+  }
+  return schema;
+}
+
+function buildValueSchema(maxBytes: number) {
   return z
     .union(
       [

@@ -1,4 +1,4 @@
-import { createCipheriv, createDecipheriv, randomBytes } from 'node:crypto';
+import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
 import { VaultError } from '../core/errors.js';
 import { isValidKeyId, type Keyring, type KeyringKey } from './keyring.js';
 
@@ -111,7 +111,7 @@ export function sealCredential(keyring: Keyring, plaintext: string, context: Sea
     throw new VaultError('VALIDATION_ERROR', 'Encryption context is not made of well-formed Unicode strings');
   }
   const { id, key } = keyring.primary;
-  const nonce = randomBytes(NONCE_BYTES);
+  const nonce = freshNonce();
   const cipher = createCipheriv(ALGORITHM, key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(additionalData(id, context));
   const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
@@ -123,6 +123,22 @@ export function sealCredential(keyring: Keyring, plaintext: string, context: Sea
     ciphertext.toString('base64url'),
     tag.toString('base64url'),
   ].join('.');
+}
+
+// Nonces come from a pool of CSPRNG output, each byte used once: one system call per 341
+// seals instead of one per seal, which showed in profiles.
+const NONCE_POOL_BYTES = NONCE_BYTES * 341;
+let noncePool = Buffer.alloc(0);
+let noncePoolOffset = 0;
+
+function freshNonce(): Buffer {
+  if (noncePoolOffset + NONCE_BYTES > noncePool.length) {
+    noncePool = randomFillSync(Buffer.allocUnsafe(NONCE_POOL_BYTES));
+    noncePoolOffset = 0;
+  }
+  const nonce = noncePool.subarray(noncePoolOffset, noncePoolOffset + NONCE_BYTES);
+  noncePoolOffset += NONCE_BYTES;
+  return nonce;
 }
 
 /**
