@@ -23,12 +23,16 @@ export type Binding = (typeof BINDINGS)[number];
 export const MODES = ['bare', 'naive', 'credvault'] as const;
 export type Mode = (typeof MODES)[number];
 
+export const BENCH_ACCOUNT = 'acct-bench';
+/** The load is spread over this many linked accounts, as real traffic is. */
+export const ACCOUNTS = 10;
+
 export const ROUTE = '/api/v2/public/linked-account/default-app/auth-credentials/:key';
 const PREFIX = '/api/v2/public/linked-account/default-app/auth-credentials/';
 const OK = JSON.stringify({ success: true, message: 'ok', action: 'updated' });
 
 /** What a baseline does with a parsed body: nothing (bare) or a plaintext Keyv write (naive). */
-type Sink = ((key: string, body: unknown) => Promise<void>) | undefined;
+type Sink = ((account: string, key: string, body: unknown) => Promise<void>) | undefined;
 
 function valueOf(body: unknown): string {
   const value = (body as { value?: unknown } | null)?.value;
@@ -36,8 +40,8 @@ function valueOf(body: unknown): string {
 }
 
 function baseline(binding: Binding, sink: Sink): http.Server | Promise<http.Server> {
-  const store = async (key: string, body: unknown) => {
-    if (sink !== undefined) await sink(key, body);
+  const store = async (account: string | undefined, key: string, body: unknown) => {
+    if (sink !== undefined) await sink(account ?? '', key, body);
   };
   switch (binding) {
     case 'express': {
@@ -45,7 +49,7 @@ function baseline(binding: Binding, sink: Sink): http.Server | Promise<http.Serv
       app.disable('x-powered-by');
       app.use(express.json({ limit: '100kb' }));
       app.put(`${PREFIX}:key`, async (req, res) => {
-        await store(req.params.key as string, req.body as unknown);
+        await store(req.get('linked_account_id'), req.params.key as string, req.body as unknown);
         res.type('application/json').send(OK);
       });
       return http.createServer(app);
@@ -58,7 +62,7 @@ function baseline(binding: Binding, sink: Sink): http.Server | Promise<http.Serv
           return;
         }
         const body = JSON.parse(Buffer.from(await readNodeBody(ctx.req, 100 * 1024)).toString('utf8')) as unknown;
-        await store(ctx.path.slice(PREFIX.length), body);
+        await store(ctx.get('linked_account_id'), ctx.path.slice(PREFIX.length), body);
         ctx.type = 'application/json';
         ctx.body = OK;
       });
@@ -69,7 +73,7 @@ function baseline(binding: Binding, sink: Sink): http.Server | Promise<http.Serv
         let server: http.Server | undefined;
         const app = Fastify({ serverFactory: (handler) => (server = http.createServer(handler)) });
         app.put(`${PREFIX}:key`, async (request, reply) => {
-          await store((request.params as { key: string }).key, request.body);
+          await store(request.headers['linked_account_id'] as string | undefined, (request.params as { key: string }).key, request.body);
           return reply.type('application/json').send(OK);
         });
         await app.ready();
@@ -80,7 +84,7 @@ function baseline(binding: Binding, sink: Sink): http.Server | Promise<http.Serv
         nodeToFetch(async (request) => {
           const url = new URL(request.url);
           const body = (await request.json()) as unknown;
-          await store(url.pathname.slice(PREFIX.length), body);
+          await store(request.headers.get('linked_account_id') ?? undefined, url.pathname.slice(PREFIX.length), body);
           return new Response(OK, { headers: { 'content-type': 'application/json' } });
         }),
       );
@@ -89,8 +93,8 @@ function baseline(binding: Binding, sink: Sink): http.Server | Promise<http.Serv
 
 /** The naive baseline's store: a plain Keyv on the same kind of backend, plaintext values. */
 export function naiveSink(keyv: Keyv<string>): Sink {
-  return async (key, body) => {
-    await keyv.set(`acct-bench:${key}`, valueOf(body));
+  return async (account, key, body) => {
+    await keyv.set(`${account}:${key}`, valueOf(body));
   };
 }
 

@@ -29,7 +29,7 @@ import { createVault, upsertDefaultAppCredential, createLinkedAccount, openStore
 import { createMemoryStore } from '../adapters/memory.js';
 import { accountGroup, credentialMember } from '../src/core/layout.js';
 import { sealCredential } from '../src/crypto/cipher.js';
-import { BINDINGS, MODES, type Binding, type Mode } from './apps.js';
+import { ACCOUNTS, BENCH_ACCOUNT, BINDINGS, MODES, type Binding, type Mode } from './apps.js';
 import type { ServerSpec } from './server.js';
 
 const here = path.dirname(fileURLToPath(import.meta.url));
@@ -114,13 +114,18 @@ interface Load {
   errors: number;
 }
 
+let written = 0;
+
+/**
+ * PUTs spread over BENCH_ACCOUNTS accounts and 20 key names, each with a value never sent
+ * before: a store may skip a write that changes nothing, and real updates change the value.
+ */
 async function load(port: number, apiKey: string, seconds: number): Promise<Load> {
-  const headers = { 'content-type': 'application/json', 'x-api-key': apiKey, linked_account_id: 'acct-bench' };
   const requests = Array.from({ length: 20 }, (_, i) => ({
     method: 'PUT' as const,
     path: `/api/v2/public/linked-account/default-app/auth-credentials/bench_key_${i}`,
-    headers,
-    body: JSON.stringify({ value: `sk_live_${'x'.repeat(40)}_${i}` }),
+    headers: { 'content-type': 'application/json', 'x-api-key': apiKey, linked_account_id: `${BENCH_ACCOUNT}-${i % ACCOUNTS}` },
+    setupRequest: (request: autocannon.Request) => ({ ...request, body: JSON.stringify({ value: `sk_live_${'x'.repeat(40)}_${written++}` }) }),
   }));
   const result = await autocannon({ url: `http://127.0.0.1:${port}`, connections: CONNECTIONS, duration: seconds, requests });
   return {
@@ -402,8 +407,26 @@ function tables(rows: HttpRow[], core: CoreResult | undefined, scale: ScaleRow[]
   return lines.join('\n');
 }
 
+/** Earlier runs' records, under other keys, would make the vault refuse to start. */
+async function clearBackends(): Promise<void> {
+  if (STORES.includes('redis')) {
+    const client = createClient({ url: REDIS_URL }) as RedisClientType;
+    await client.connect();
+    await client.flushDb(); // the benchmark's own database number
+    await client.quit();
+  }
+  if (STORES.includes('postgres')) {
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    await client.query(`DELETE FROM keyv WHERE starts_with(key, 'bench-') OR starts_with(key, 'scale-')`).catch(() => undefined);
+    await client.query('DROP TABLE IF EXISTS bench_naive');
+    await client.end();
+  }
+}
+
 async function main(): Promise<void> {
   const started = new Date();
+  await clearBackends();
   log(`credvault bench: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}, ${DURATION}s x ${ROUNDS} rounds at ${CONNECTIONS} connections`);
   const rows = SKIP.has('http') ? [] : await httpBench();
   const core = SKIP.has('core') ? undefined : await coreBench();

@@ -11,7 +11,7 @@ import KeyvPostgres from '@keyv/postgres';
 import { createKeyv as createRedisKeyv } from '@keyv/redis';
 import { createVault, createApiKey, upsertLinkedAccount, openStore } from '../src/index.js';
 import type { VaultStore } from '../src/core/store.js';
-import { buildServer, type Binding, type Mode } from './apps.js';
+import { ACCOUNTS, BENCH_ACCOUNT, buildServer, type Binding, type Mode } from './apps.js';
 
 export interface ServerSpec {
   binding: Binding;
@@ -21,7 +21,7 @@ export interface ServerSpec {
   keys: string;
 }
 
-export const BENCH_ACCOUNT = 'acct-bench';
+
 
 /** Counts calls per store method: each is one round trip on SQLite, Redis and PostgreSQL. */
 function counted(store: VaultStore, ops: Record<string, number>): VaultStore {
@@ -65,7 +65,9 @@ async function main(): Promise<void> {
     vault = await createVault({ store, keys: spec.keys });
     apiKey = (await createApiKey(vault, { org: 'bench', environment: 'test' })).api_key;
     // Upserted, so that every round can reuse one store.
-    await upsertLinkedAccount(vault, { org: 'bench', environment: 'test', accountId: BENCH_ACCOUNT }, { credentials: {} });
+    for (let a = 0; a < ACCOUNTS; a++) {
+      await upsertLinkedAccount(vault, { org: 'bench', environment: 'test', accountId: `${BENCH_ACCOUNT}-${a}` }, { credentials: {} });
+    }
   } else if (spec.mode === 'naive') {
     keyv = await naiveKeyv(spec);
   }
