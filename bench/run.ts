@@ -9,11 +9,13 @@
  *    and bytes per stored credential.
  * 4. Round trips: store calls per PUT (counted at the store interface), Redis commands per
  *    PUT (INFO commandstats), PostgreSQL transactions per PUT (pg_stat_database).
+ * 5. Key rotation: time and peak memory of rotating 10^4 and 10^5 credentials.
  *
  * Writes bench/results.json, bench/chart.svg and the tables in BENCHMARKS.md.
  * Environment: BENCH_DURATION (s, 4), BENCH_CONNECTIONS (32), BENCH_ROUNDS (3),
  * BENCH_STORES (memory,sqlite,redis,postgres), BENCH_BINDINGS (express,koa,fastify,fetch),
- * BENCH_SCALE (1000,100000,1000000), BENCH_SKIP (http,core,scale).
+ * BENCH_SCALE (1000,100000,1000000), BENCH_ROTATION (10000,100000),
+ * BENCH_SKIP (http,core,scale,rotation).
  */
 import { fork, type ChildProcess } from 'node:child_process';
 import { createCipheriv, randomBytes } from 'node:crypto';
@@ -29,6 +31,7 @@ import { createVault, upsertDefaultAppCredential, createLinkedAccount, openStore
 import { createMemoryStore } from '../adapters/memory.js';
 import { accountGroup, credentialMember } from '../src/core/layout.js';
 import { sealCredential } from '../src/crypto/cipher.js';
+import { parseKeyring } from '../src/crypto/keyring.js';
 import { ACCOUNTS, BENCH_ACCOUNT, BINDINGS, MODES, type Binding, type Mode } from './apps.js';
 import type { ServerSpec } from './server.js';
 
@@ -42,6 +45,7 @@ const STORES = env('BENCH_STORES', 'memory,sqlite,redis,postgres').split(',');
 const BINDING_LIST = env('BENCH_BINDINGS', BINDINGS.join(',')).split(',') as Binding[];
 const SCALE = env('BENCH_SCALE', '1000,100000,1000000').split(',').map(Number);
 const SKIP = new Set(env('BENCH_SKIP', '').split(',').filter(Boolean));
+const ROTATION_SIZES = env('BENCH_ROTATION', '10000,100000').split(',').map(Number);
 const REDIS_URL = env('BENCH_REDIS_URL', 'redis://127.0.0.1:6379/14');
 const POSTGRES_URL = env('BENCH_POSTGRES_URL', 'postgres://postgres@127.0.0.1:5432/test');
 const KEYS = `bench:${randomBytes(32).toString('base64')}`;
@@ -241,7 +245,7 @@ interface ScaleRow {
 const PER_ACCOUNT = 100;
 
 /** Fills a SQLite file with `count` credentials in the adapter's row format, in big transactions. */
-async function seedSqlite(file: string, namespace: string, count: number, sealed: string): Promise<void> {
+async function seedSqlite(file: string, namespace: string, count: number, sealed: (account: string, key: string) => string): Promise<void> {
   const db = new sqlite3.Database(file);
   const run = (sql: string, ...params: unknown[]) =>
     new Promise<void>((resolve, reject) => db.run(sql, params, (error: Error | null) => (error ? reject(error) : resolve())));
@@ -252,9 +256,11 @@ async function seedSqlite(file: string, namespace: string, count: number, sealed
   for (let start = 0; start < count; start += 20_000) {
     await run('BEGIN');
     for (let i = start; i < Math.min(count, start + 20_000); i++) {
-      const group = accountGroup({ org: 'scale', environment: 'test', accountId: `a${Math.floor(i / PER_ACCOUNT)}` });
-      const row = { value: { v: sealed, c: now, u: now, w: randomBytes(8).toString('hex') } };
-      await run('INSERT OR REPLACE INTO keyv(key, value) VALUES (?, ?)', `${prefix}{${group}}:${credentialMember(`k${i % PER_ACCOUNT}`)}`, JSON.stringify(row));
+      const accountId = `a${Math.floor(i / PER_ACCOUNT)}`;
+      const key = `k${i % PER_ACCOUNT}`;
+      const group = accountGroup({ org: 'scale', environment: 'test', accountId });
+      const row = { value: { v: sealed(accountId, key), c: now, u: now, w: randomBytes(8).toString('hex') } };
+      await run('INSERT OR REPLACE INTO keyv(key, value) VALUES (?, ?)', `${prefix}{${group}}:${credentialMember(key)}`, JSON.stringify(row));
     }
     await run('COMMIT');
   }
@@ -278,7 +284,7 @@ async function scaleBench(): Promise<ScaleRow[]> {
       if (store === 'sqlite') {
         const file = path.join(tmp, `scale-${stored}.db`);
         log(`scale: seeding ${stored} credentials into SQLite`);
-        await seedSqlite(file, namespace, stored, sealedSample);
+        await seedSqlite(file, namespace, stored, () => sealedSample);
         bytes = statSync(file).size;
         url = `sqlite:${file}`;
       } else {
@@ -339,6 +345,51 @@ async function scaleBench(): Promise<ScaleRow[]> {
   return rows;
 }
 
+interface RotationRow {
+  credentials: number;
+  seconds: number;
+  baselineMiB: number;
+  peakMiB: number;
+  heapBaselineMiB: number;
+  heapPeakMiB: number;
+}
+
+/** Key rotation of seeded SQLite stores of two sizes: time, and the rotating process's memory. */
+async function rotationBench(): Promise<RotationRow[]> {
+  const rows: RotationRow[] = [];
+  const old = parseKeyring(`old:${randomBytes(32).toString('base64')}`);
+  const oldEntry = `old:${old.primary.key.toString('base64')}`;
+  const keys = `new:${randomBytes(32).toString('base64')},${oldEntry}`;
+  for (const count of ROTATION_SIZES) {
+    const file = path.join(tmp, `rotate-${count}.db`);
+    log(`rotation: seeding ${count} credentials sealed under the old key`);
+    await seedSqlite(file, 'rotate', count, (accountId, name) =>
+      sealCredential(old, `sk_live_${accountId}_${name}`, { org: 'scale', environment: 'test', accountId, name }),
+    );
+    const child = fork(path.join(here, 'rotate-child.js'), [JSON.stringify({ file, namespace: 'rotate', keys })], {
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+      execArgv: ['--expose-gc'],
+    });
+    const result = await new Promise<{ rotated: number; seconds: number; baselineRss: number; peakRss: number; baselineHeap: number; peakHeap: number }>((resolve, reject) => {
+      child.once('message', (message) => resolve(message as never));
+      child.once('exit', (code) => (code === 0 ? undefined : reject(new Error(`rotation child exited ${code}`))));
+    });
+    if (result.rotated !== count) throw new Error(`rotation re-sealed ${result.rotated} of ${count}`);
+    const mib = (bytes: number) => bytes / 2 ** 20;
+    const row = {
+      credentials: count,
+      seconds: result.seconds,
+      baselineMiB: mib(result.baselineRss),
+      peakMiB: mib(result.peakRss),
+      heapBaselineMiB: mib(result.baselineHeap),
+      heapPeakMiB: mib(result.peakHeap),
+    };
+    rows.push(row);
+    log(`rotation: ${count} in ${row.seconds.toFixed(1)} s, RSS ${row.baselineMiB.toFixed(0)} -> ${row.peakMiB.toFixed(0)} MiB, live heap ${row.heapBaselineMiB.toFixed(1)} -> ${row.heapPeakMiB.toFixed(1)} MiB`);
+  }
+  return rows;
+}
+
 function chart(rows: HttpRow[]): string {
   const colors: Record<Mode, string> = { bare: '#9aa5b1', naive: '#f0b429', credvault: '#2f80ed' };
   const groups = rows.map((row) => ({ label: `${row.store}/${row.binding}`, values: MODES.map((mode) => median(row.results[mode].map((r) => r.rps))) }));
@@ -374,7 +425,7 @@ function chart(rows: HttpRow[]): string {
   return parts.join('\n');
 }
 
-function tables(rows: HttpRow[], core: CoreResult | undefined, scale: ScaleRow[]): string {
+function tables(rows: HttpRow[], core: CoreResult | undefined, scale: ScaleRow[], rotation: RotationRow[]): string {
   const fmt = (n: number, digits = 0) => n.toFixed(digits);
   const lines: string[] = [];
   if (rows.length > 0) {
@@ -404,6 +455,18 @@ function tables(rows: HttpRow[], core: CoreResult | undefined, scale: ScaleRow[]
     lines.push('', '| store | credentials stored | upsert p50 ms | upsert p99 ms | bytes per credential |', '|---|---:|---:|---:|---:|');
     for (const row of scale) lines.push(`| ${row.store} | ${row.stored} | ${fmt(row.p50, 3)} | ${fmt(row.p99, 3)} | ${fmt(row.bytesPerCredential)} |`);
   }
+  if (rotation.length > 0) {
+    lines.push(
+      '',
+      '| key rotation (SQLite) | seconds | records/s | live heap before / peak MiB | RSS before / peak MiB |',
+      '|---:|---:|---:|---:|---:|',
+    );
+    for (const row of rotation) {
+      lines.push(
+        `| ${row.credentials} credentials | ${fmt(row.seconds, 1)} | ${fmt(row.credentials / row.seconds)} | ${fmt(row.heapBaselineMiB, 1)} / ${fmt(row.heapPeakMiB, 1)} | ${fmt(row.baselineMiB)} / ${fmt(row.peakMiB)} |`,
+      );
+    }
+  }
   return lines.join('\n');
 }
 
@@ -432,10 +495,11 @@ async function main(): Promise<void> {
   const core = SKIP.has('core') ? undefined : await coreBench();
   if (core !== undefined) log(`core: vault ${Math.round(core.vaultUpsertsPerSecond)} upserts/s, raw ${Math.round(core.rawSealPerSecond)} seals/s`);
   const scale = SKIP.has('scale') ? [] : await scaleBench();
-  const table = tables(rows, core, scale);
+  const rotation = SKIP.has('rotation') ? [] : await rotationBench();
+  const table = tables(rows, core, scale, rotation);
   process.stdout.write(`${table}\n`);
   const machine = `${os.cpus().length} cores, ${os.cpus()[0]?.model ?? 'unknown CPU'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node.js ${process.version}`;
-  writeFileSync(path.join(root, 'bench', 'results.json'), `${JSON.stringify({ date: started.toISOString(), machine, duration: DURATION, connections: CONNECTIONS, rounds: ROUNDS, http: rows, core, scale }, null, 2)}\n`);
+  writeFileSync(path.join(root, 'bench', 'results.json'), `${JSON.stringify({ date: started.toISOString(), machine, duration: DURATION, connections: CONNECTIONS, rounds: ROUNDS, http: rows, core, scale, rotation }, null, 2)}\n`);
   if (rows.length > 0) writeFileSync(path.join(root, 'bench', 'chart.svg'), chart(rows));
   const doc = path.join(root, 'BENCHMARKS.md');
   if (existsSync(doc)) {
