@@ -9,33 +9,7 @@ import type {
   StoreListItem,
   VaultStore,
 } from '../src/core/store.js';
-
-/** The record inside Keyv's `{value, expires}` envelope: value, createdAt, updatedAt. */
-interface Row {
-  v: string;
-  c: number;
-  u: number;
-}
-
-interface Stored {
-  value: Row;
-  expires?: number;
-}
-
-const DEFAULT_NAMESPACE = 'credvault';
-const NAME = /^[A-Za-z0-9_.%:-]*$/;
-
-function assertName(what: string, name: string): void {
-  if (!NAME.test(name)) {
-    throw new RangeError(`${what} must be pre-escaped to A-Z a-z 0-9 _ . - % :`);
-  }
-}
-
-function toEntry(stored: Stored): StoreEntry {
-  const entry: StoreEntry = { value: stored.value.v, createdAt: stored.value.c, updatedAt: stored.value.u };
-  if (stored.expires !== undefined) entry.expiresAt = stored.expires;
-  return entry;
-}
+import { assertName, DEFAULT_NAMESPACE, entryOf as toEntry, type Row, type Stored } from './record.js';
 
 function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;

@@ -12,6 +12,7 @@ import type {
   StoreListItem,
   VaultStore,
 } from '../src/core/store.js';
+import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, upperBound, type KeyValueRow, type Row, type Stored } from './record.js';
 
 export interface PostgresStoreOptions {
   /** `postgres://user:password@host:port/database` (`postgresql://` too). */
@@ -30,26 +31,6 @@ export interface PostgresStoreOptions {
   queryTimeoutMs?: number;
 }
 
-/** The record inside Keyv's `{value, expires}` envelope: value, createdAt, updatedAt, write id. */
-interface Row {
-  v: string;
-  c: number;
-  u: number;
-  w: string;
-}
-
-interface Stored {
-  value: Row;
-  expires?: number;
-}
-
-interface KeyValueRow {
-  key: string;
-  value: string;
-}
-
-const DEFAULT_NAMESPACE = 'credvault';
-const NAME = /^[A-Za-z0-9_.%:-]*$/;
 // Lower-case only: @keyv/postgres writes these names into its DDL unquoted.
 const IDENTIFIER = /^[a-z_][a-z0-9_]{0,47}$/;
 /** Long enough for any escaped (org, environment, account, key) tuple. */
@@ -59,21 +40,10 @@ const RETRYABLE = new Set(['40P01', '40001']);
 /** Concurrent `CREATE ... IF NOT EXISTS` can still collide in the catalogs. */
 const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710']);
 
-function assertName(what: string, name: string): void {
-  if (!NAME.test(name)) {
-    throw new RangeError(`${what} must be pre-escaped to A-Z a-z 0-9 _ . - % :`);
-  }
-}
-
 function assertIdentifier(what: string, name: string): void {
   if (!IDENTIFIER.test(name)) {
     throw new VaultError('INVALID_CONFIGURATION', `PostgreSQL ${what} must match ${IDENTIFIER.source}`);
   }
-}
-
-/** The smallest string greater than every string that starts with `prefix`. */
-function upperBound(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
 }
 
 function sqlState(error: unknown): string | undefined {
@@ -123,14 +93,6 @@ function statements(table: string) {
     scan: `SELECT key, value FROM ${table} WHERE ${range('$1', '$2')} AND key COLLATE "C" > $3
       ORDER BY key COLLATE "C" LIMIT $4`,
   };
-}
-
-function toEntry(raw: string, now: number): StoreEntry | undefined {
-  const stored = JSON.parse(raw) as Stored;
-  if (typeof stored.expires === 'number' && stored.expires < now) return undefined;
-  const entry: StoreEntry = { value: stored.value.v, createdAt: stored.value.c, updatedAt: stored.value.u };
-  if (typeof stored.expires === 'number') entry.expiresAt = stored.expires;
-  return entry;
 }
 
 /**

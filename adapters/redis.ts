@@ -19,6 +19,7 @@ import type {
   StoreListItem,
   VaultStore,
 } from '../src/core/store.js';
+import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, upperBound, type Row, type Stored } from './record.js';
 
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS. Default `redis://127.0.0.1:6379`. */
@@ -70,37 +71,11 @@ export interface RedisStoreOptions {
   commandTimeoutMs?: number;
 }
 
-/** The record inside Keyv's `{value, expires}` envelope: value, createdAt, updatedAt, write id. */
-interface Row {
-  v: string;
-  c: number;
-  u: number;
-  w: string;
-}
-
-interface Stored {
-  value: Row;
-  expires?: number;
-}
-
-const DEFAULT_NAMESPACE = 'credvault';
 const DEFAULT_URL = 'redis://127.0.0.1:6379';
-const NAME = /^[A-Za-z0-9_.%:-]*$/;
 /** Members fetched per ZRANGEBYLEX inside the list script. */
 const LIST_CHUNK = 100;
 /** Groups fetched per registry read during a scan. */
 const SCAN_GROUP_CHUNK = 64;
-
-function assertName(what: string, name: string): void {
-  if (!NAME.test(name)) {
-    throw new RangeError(`${what} must be pre-escaped to A-Z a-z 0-9 _ . - % :`);
-  }
-}
-
-/** The smallest string greater than every string that starts with `prefix`. */
-function upperBound(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-}
 
 // Records are JSON.stringify output with a fixed key order, so Lua can splice them as text:
 // inside the JSON string "v" every quote is escaped, so `,"c":` first occurs after v.
@@ -213,14 +188,6 @@ const SCRIPTS = {
   list: script(LIST),
   removeGroup: script(REMOVE_GROUP),
 };
-
-function toEntry(raw: string, now: number): StoreEntry | undefined {
-  const stored = JSON.parse(raw) as Stored;
-  if (typeof stored.expires === 'number' && stored.expires < now) return undefined;
-  const entry: StoreEntry = { value: stored.value.v, createdAt: stored.value.c, updatedAt: stored.value.u };
-  if (typeof stored.expires === 'number') entry.expiresAt = stored.expires;
-  return entry;
-}
 
 /** `[member, raw, member, raw, ...]` from the list script, as entries. */
 function toItems(reply: unknown, now: number): StoreListItem[] {

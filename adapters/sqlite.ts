@@ -13,24 +13,7 @@ import type {
   StoreListItem,
   VaultStore,
 } from '../src/core/store.js';
-
-/** The record inside Keyv's `{value, expires}` envelope: value, createdAt, updatedAt, write id. */
-interface Row {
-  v: string;
-  c: number;
-  u: number;
-  w: string;
-}
-
-interface Stored {
-  value: Row;
-  expires?: number;
-}
-
-interface KeyValueRow {
-  key: string;
-  value: string;
-}
+import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, upperBound, type KeyValueRow, type Row, type Stored } from './record.js';
 
 export interface SqliteStoreOptions {
   /** Database file; its parent directory is created if missing. */
@@ -41,20 +24,7 @@ export interface SqliteStoreOptions {
   busyTimeoutMs?: number;
 }
 
-const DEFAULT_NAMESPACE = 'credvault';
 const TABLE = 'keyv';
-const NAME = /^[A-Za-z0-9_.%:-]*$/;
-
-function assertName(what: string, name: string): void {
-  if (!NAME.test(name)) {
-    throw new RangeError(`${what} must be pre-escaped to A-Z a-z 0-9 _ . - % :`);
-  }
-}
-
-/** The smallest string greater than every string that starts with `prefix`. */
-function upperBound(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
-}
 
 /** SQL that is true while the row in `column` has not expired at time `now`. */
 function live(column: string, now: string): string {
@@ -91,14 +61,6 @@ const SQL = {
   removeRange: `DELETE FROM ${TABLE} WHERE key >= ?1 AND key < ?2 RETURNING ${live('value', '?3')} AS live`,
   scan: `SELECT key, value FROM ${TABLE} WHERE key >= ?1 AND key < ?2 AND key > ?3 ORDER BY key LIMIT ?4`,
 };
-
-function toEntry(raw: string, now: number): StoreEntry | undefined {
-  const stored = JSON.parse(raw) as Stored;
-  if (typeof stored.expires === 'number' && stored.expires < now) return undefined;
-  const entry: StoreEntry = { value: stored.value.v, createdAt: stored.value.c, updatedAt: stored.value.u };
-  if (typeof stored.expires === 'number') entry.expiresAt = stored.expires;
-  return entry;
-}
 
 /**
  * A {@link VaultStore} in one SQLite file (the embedded default), over `@keyv/sqlite`.
