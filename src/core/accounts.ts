@@ -157,19 +157,27 @@ export async function upsertLinkedAccount(
     input.credentials === undefined
       ? undefined
       : parseEntries(input.credentials, 'your_app.auth_credentials', credentialValueSchema(vault.maxValueBytes));
-  const profile = JSON.parse(existing.value) as AccountProfile;
+  let profile = JSON.parse(existing.value) as AccountProfile;
   const event = { type: 'account.updated', ...ref, actor: actorOf(principal) } as const;
   // Failing closed, the update is reported before it is made (see upsertDefaultAppCredential).
   if (vault.failClosedEvents) await vault.emit(event);
   if (name !== undefined || udf !== undefined) {
-    if (name !== undefined) profile.name = name;
-    if (udf !== undefined) {
-      const merged = new Map(profile.udf.map((entry) => [entry.key_name, entry.key_value]));
-      for (const [key, value] of udf) merged.set(key, value);
-      profile.udf = [...merged].map(([key_name, key_value]) => ({ key_name, key_value }));
+    // Compare-and-swap, so that two updates of different fields both land.
+    let current = existing;
+    for (let attempt = 0; ; attempt++) {
+      profile = JSON.parse(current.value) as AccountProfile;
+      if (name !== undefined) profile.name = name;
+      if (udf !== undefined) {
+        const merged = new Map(profile.udf.map((entry) => [entry.key_name, entry.key_value]));
+        for (const [key, value] of udf) merged.set(key, value);
+        profile.udf = [...merged].map(([key_name, key_value]) => ({ key_name, key_value }));
+      }
+      if (await vault.store.replace(group, PROFILE, current.value, JSON.stringify(profile))) break;
+      const reread = await vault.store.get(group, PROFILE);
+      if (reread === undefined) throw accountNotFound(ref);
+      if (attempt === 100) throw new VaultError('STORE_UNAVAILABLE', 'The account kept changing during the update; try again');
+      current = reread;
     }
-    const result = await vault.store.put(group, PROFILE, JSON.stringify(profile), { requires: PROFILE });
-    if (result === 'missing') throw accountNotFound(ref);
   }
   if (credentials !== undefined) await seedDefaultApp(vault, principal, credentials);
   if (!vault.failClosedEvents) await vault.emit(event);
