@@ -396,7 +396,7 @@ function chart(rows: HttpRow[]): string {
   const max = Math.max(1, ...groups.flatMap((g) => g.values));
   const barWidth = 12;
   const groupWidth = barWidth * 3 + 14;
-  const height = 320;
+  const height = 350;
   const top = 40;
   const plot = 220;
   const width = 70 + groups.length * groupWidth + 20;
@@ -488,6 +488,12 @@ async function clearBackends(): Promise<void> {
 }
 
 async function main(): Promise<void> {
+  if (process.env['BENCH_REPLOT'] === '1') {
+    // Redraw the chart from the last results, without measuring again.
+    const last = JSON.parse(readFileSync(path.join(root, 'bench', 'results.json'), 'utf8')) as { http: HttpRow[] };
+    writeFileSync(path.join(root, 'bench', 'chart.svg'), chart(last.http));
+    return;
+  }
   const started = new Date();
   await clearBackends();
   log(`credvault bench: ${os.cpus().length} cores (${os.cpus()[0]?.model ?? 'unknown'}), node ${process.version}, ${DURATION}s x ${ROUNDS} rounds at ${CONNECTIONS} connections`);
