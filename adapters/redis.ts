@@ -89,34 +89,38 @@ end
 `;
 
 // KEYS: member key, group index, [required member key]. ARGV: member, now, record, v as JSON.
+// Returns {result, 1 when the group's index did not exist before (a new or emptied group)}.
 const PUT = `${LUA_ALIVE}
 local now = tonumber(ARGV[2])
-if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return 'missing' end
+if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return {'missing', 0} end
+local fresh = redis.call('EXISTS', KEYS[2]) == 0 and 1 or 0
 local old = redis.call('GET', KEYS[1])
 if alive(old, now) then
   local created = string.match(old, ',"c":(%d+),"u":')
   local writer = string.match(old, ',"w":("[^"]*")}')
   redis.call('SET', KEYS[1], '{"value":{"v":' .. ARGV[4] .. ',"c":' .. created .. ',"u":' .. ARGV[2] .. ',"w":' .. writer .. '}}')
   redis.call('ZADD', KEYS[2], 0, ARGV[1])
-  return 'updated'
+  return {'updated', fresh}
 end
 redis.call('SET', KEYS[1], ARGV[3])
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return 'added'
+return {'added', fresh}
 `;
 
 // KEYS: member key, group index, [required member key]. ARGV: member, now, record, expires or ''.
+// Returns {1 if inserted, 1 when the group's index did not exist before}.
 const INSERT = `${LUA_ALIVE}
 local now = tonumber(ARGV[2])
-if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return 0 end
-if alive(redis.call('GET', KEYS[1]), now) then return 0 end
+if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return {0, 0} end
+if alive(redis.call('GET', KEYS[1]), now) then return {0, 0} end
+local fresh = redis.call('EXISTS', KEYS[2]) == 0 and 1 or 0
 if ARGV[4] == '' then
   redis.call('SET', KEYS[1], ARGV[3])
 else
   redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
 end
 redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return 1
+return {1, fresh}
 `;
 
 // KEYS: member key. ARGV: now, expected v as JSON, new v as JSON. KEEPTTL keeps the expiry.
@@ -419,7 +423,12 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
     return within(commandTimeoutMs, call(), `Redis did not answer within ${commandTimeoutMs} ms`);
   }
 
-  /** Registers a group before a write, so a scan never misses a group that has members. */
+  /**
+   * Lists a group in the registry. Writes do it only when their script found the group's
+   * index missing (a new or emptied group), so a warm write stays one round trip; a scan
+   * running in the instant between such a write and its registration may miss that brand-new
+   * group, whose records were sealed just now, with the current key.
+   */
   async function register(group: string): Promise<void> {
     await command(registry, ['ZADD', registry, '0', group]);
   }
@@ -466,14 +475,12 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
       assertName('member', member);
       const requires = putOptions?.requires;
       if (requires !== undefined) assertName('requires', requires);
-      await register(group);
       const now = Date.now();
       const keys = [keyOf(group, member), indexKey(group)];
       if (requires !== undefined) keys.push(keyOf(group, requires));
       const record = JSON.stringify({ value: newRow(value, now) } satisfies Stored);
-      const result = (await run(SCRIPTS.put, keys, [member, String(now), record, JSON.stringify(value)])) as PutResult;
-      // Registers again after an add, in case a concurrent forget() dropped the group meanwhile.
-      if (result === 'added') await register(group);
+      const [result, fresh] = (await run(SCRIPTS.put, keys, [member, String(now), record, JSON.stringify(value)])) as [PutResult, number];
+      if (fresh === 1) await register(group);
       return result;
     },
 
@@ -486,7 +493,6 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
       }
       const requires = insertOptions?.requires;
       if (requires !== undefined) assertName('requires', requires);
-      await register(group);
       const now = Date.now();
       const stored: Stored = { value: newRow(value, now) };
       // Redis expires the key at the very instant the record says, so both agree.
@@ -494,9 +500,9 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
       const keys = [keyOf(group, member), indexKey(group)];
       if (requires !== undefined) keys.push(keyOf(group, requires));
       const args = [member, String(now), JSON.stringify(stored), stored.expires === undefined ? '' : String(stored.expires)];
-      const inserted = (await run(SCRIPTS.insert, keys, args)) === 1;
-      if (inserted) await register(group);
-      return inserted;
+      const [inserted, fresh] = (await run(SCRIPTS.insert, keys, args)) as [number, number];
+      if (fresh === 1) await register(group);
+      return inserted === 1;
     },
 
     async replace(group: string, member: string, expected: string, value: string): Promise<boolean> {
