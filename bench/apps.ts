@@ -27,7 +27,6 @@ export const BENCH_ACCOUNT = 'acct-bench';
 /** The load is spread over this many linked accounts, as real traffic is. */
 export const ACCOUNTS = 10;
 
-export const ROUTE = '/api/v2/public/linked-account/default-app/auth-credentials/:key';
 const PREFIX = '/api/v2/public/linked-account/default-app/auth-credentials/';
 const OK = JSON.stringify({ success: true, message: 'ok', action: 'updated' });
 
