@@ -3,7 +3,7 @@
  * `{"value":...,"expires":...}` envelope, the name rule of the store contract, and key ranges.
  * Internal: not a public entry point.
  */
-import type { StoreEntry } from '../src/core/store.js';
+import type { ScanPage, StoreEntry } from '../src/core/store.js';
 
 /** The record: value, createdAt, updatedAt and (for adapters that report `added` by it) a write id. */
 export interface Row {
@@ -53,4 +53,21 @@ export function parseEntry(raw: string, now: number): StoreEntry | undefined {
   const stored = JSON.parse(raw) as Stored;
   if (typeof stored.expires === 'number' && stored.expires < now) return undefined;
   return entryOf(stored);
+}
+
+/**
+ * One page of a SQL `scan`: the live rows as (group, member, entry), and the cursor, the
+ * last storage key read (expired rows advance it too), or `undefined` after a short page.
+ */
+export function scanPage(rows: readonly KeyValueRow[], base: string, batchSize: number, now: number): ScanPage {
+  const items: ScanPage['items'] = [];
+  for (const row of rows) {
+    const entry = parseEntry(row.value, now);
+    if (entry === undefined) continue;
+    const rest = row.key.slice(base.length);
+    const end = rest.indexOf('}');
+    items.push({ group: rest.slice(0, end), member: rest.slice(end + 2), entry });
+  }
+  const last = rows[rows.length - 1];
+  return { items, cursor: rows.length < batchSize || last === undefined ? undefined : last.key };
 }

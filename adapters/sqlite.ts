@@ -13,7 +13,7 @@ import type {
   StoreListItem,
   VaultStore,
 } from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, upperBound, type KeyValueRow, type Row, type Stored } from './record.js';
+import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, scanPage, upperBound, type KeyValueRow, type Row, type Stored } from './record.js';
 
 export interface SqliteStoreOptions {
   /** Database file; its parent directory is created if missing. */
@@ -217,19 +217,8 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
       if (!Number.isInteger(batchSize) || batchSize < 1) {
         throw new RangeError('batchSize must be a positive integer');
       }
-      // The cursor is the last storage key read; expired rows advance it too.
       const rows = await query<KeyValueRow>(SQL.scan, base, upperBound(base), cursor ?? '', batchSize);
-      const now = Date.now();
-      const items: ScanPage['items'] = [];
-      for (const row of rows) {
-        const entry = toEntry(row.value, now);
-        if (entry === undefined) continue;
-        const rest = row.key.slice(base.length);
-        const end = rest.indexOf('}');
-        items.push({ group: rest.slice(0, end), member: rest.slice(end + 2), entry });
-      }
-      const last = rows[rows.length - 1];
-      return { items, cursor: rows.length < batchSize || last === undefined ? undefined : last.key };
+      return scanPage(rows, base, batchSize, Date.now());
     },
 
     async close(): Promise<void> {
