@@ -1,15 +1,21 @@
 import Keyv from 'keyv';
 import { VaultError } from '../src/core/errors.js';
-import type {
-  InsertOptions,
-  PutOptions,
-  PutResult,
-  ScanPage,
-  StoreEntry,
-  StoreListItem,
-  VaultStore,
+import {
+  checkBatch,
+  checkTtl,
+  type BatchOptions,
+  type BatchResult,
+  type BatchWrite,
+  type CounterState,
+  type InsertOptions,
+  type PutOptions,
+  type PutResult,
+  type ScanPage,
+  type StoreEntry,
+  type StoreListItem,
+  type VaultStore,
 } from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, entryOf as toEntry, type Row, type Stored } from './record.js';
+import { assertName, DEFAULT_NAMESPACE, entryOf as toEntry, type Row, type StoreFaults, type Stored } from './record.js';
 
 function byCodeUnit(a: string, b: string): number {
   return a < b ? -1 : a > b ? 1 : 0;
@@ -44,7 +50,11 @@ function lowerBound(sorted: readonly string[], value: string): number {
  * await store.list('org%3Aacme', 'cred:');               // [{ member: 'cred:api_key', entry }]
  * ```
  */
-export function createMemoryStore(options: { namespace?: string } = {}): VaultStore {
+export function createMemoryStore(options: {
+  namespace?: string;
+  /** Test hook: asked about each write of a batch before any is applied; a throw aborts the batch. */
+  faults?: StoreFaults;
+} = {}): VaultStore {
   // Same key layout as the SQL adapters, so a Keyv reading this Map sees familiar keys.
   const base = `${encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE)}{`;
   const map = new Map<string, string>();
@@ -60,6 +70,8 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
   // The groups in order, for scan; rebuilt only after a group appears or goes, so a walk
   // over a large, steady store (a key rotation) stays linear.
   let sortedGroups: string[] | undefined;
+  // Entries that carry an expiry, by storage key, so purgeExpired never walks the rest.
+  const expiring = new Map<string, [group: string, member: string]>();
   let closed = false;
 
   const keyOf = (group: string, member: string): string => `${base}${group}}:${member}`;
@@ -71,7 +83,9 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
   }
 
   function drop(group: string, member: string): void {
-    map.delete(keyOf(group, member));
+    const key = keyOf(group, member);
+    map.delete(key);
+    expiring.delete(key);
     const members = groups.get(group);
     members?.delete(member);
     if (members?.size === 0) {
@@ -94,7 +108,10 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
   }
 
   function write(group: string, member: string, stored: Stored): void {
-    map.set(keyOf(group, member), JSON.stringify(stored));
+    const key = keyOf(group, member);
+    map.set(key, JSON.stringify(stored));
+    if (stored.expires === undefined) expiring.delete(key);
+    else expiring.set(key, [group, member]);
     let members = groups.get(group);
     if (members === undefined) {
       members = new Set();
@@ -102,6 +119,12 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
       sortedGroups = undefined;
     }
     members.add(member);
+  }
+
+  function fresh(value: string, now: number, ttlMs: number | undefined): Stored {
+    const stored: Stored = { value: { v: value, c: now, u: now } };
+    if (ttlMs !== undefined) stored.expires = now + ttlMs;
+    return stored;
   }
 
   return {
@@ -138,9 +161,7 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
         if (read(group, requires, now) === undefined) return false;
       }
       if (read(group, member, now) !== undefined) return false;
-      const stored: Stored = { value: { v: value, c: now, u: now } };
-      if (ttlMs !== undefined) stored.expires = now + ttlMs;
-      write(group, member, stored);
+      write(group, member, fresh(value, now, ttlMs));
       return true;
     },
 
@@ -184,10 +205,77 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
       for (const member of members) {
         if (read(group, member, now) !== undefined) removed += 1;
         map.delete(keyOf(group, member));
+        expiring.delete(keyOf(group, member));
       }
       groups.delete(group);
       sortedGroups = undefined;
       return removed;
+    },
+
+    async batch(group: string, writes: readonly BatchWrite[], batchOptions?: BatchOptions): Promise<BatchResult> {
+      open(group);
+      checkBatch(writes, batchOptions, assertName);
+      const now = Date.now();
+      // Every check runs before the first write, all in one synchronous step.
+      if (batchOptions?.requires !== undefined && read(group, batchOptions.requires, now) === undefined) {
+        return { committed: false, failed: -1 };
+      }
+      const before = writes.map((w) => read(group, w.member, now));
+      for (const [i, w] of writes.entries()) {
+        const current = before[i];
+        if (w.op === 'insert' && current !== undefined) return { committed: false, failed: i };
+        if (w.op === 'replace' && current?.value.v !== w.expected) return { committed: false, failed: i };
+      }
+      for (let i = 0; i < writes.length; i++) options.faults?.beforeWrite?.(i);
+      const results = writes.map((w, i): 'added' | 'updated' | boolean => {
+        const current = before[i];
+        switch (w.op) {
+          case 'put':
+            write(group, w.member, { value: { v: w.value, c: current?.value.c ?? now, u: now } });
+            return current === undefined ? 'added' : 'updated';
+          case 'insert':
+            write(group, w.member, fresh(w.value, now, w.ttlMs));
+            return true;
+          case 'replace':
+            write(group, w.member, { ...(current as Stored), value: { ...(current as Stored).value, v: w.value } });
+            return true;
+          case 'remove':
+            if (current !== undefined) drop(group, w.member);
+            return current !== undefined;
+        }
+      });
+      return { committed: true, results };
+    },
+
+    async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {
+      open(group, member);
+      checkTtl(ttlMs);
+      const now = Date.now();
+      const current = read(group, member, now);
+      if (current === undefined) {
+        const stored = fresh('1', now, ttlMs);
+        write(group, member, stored);
+        return { count: 1, expiresAt: stored.expires as number };
+      }
+      const count = (Number.parseInt(current.value.v, 10) || 0) + 1;
+      write(group, member, { ...current, value: { ...current.value, v: String(count), u: now } });
+      return { count, expiresAt: current.expires ?? Number.MAX_SAFE_INTEGER };
+    },
+
+    async purgeExpired(limit: number): Promise<number> {
+      if (closed) throw new VaultError('STORE_UNAVAILABLE', 'The memory store is closed');
+      if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
+      const now = Date.now();
+      let purged = 0;
+      for (const [group, member] of expiring.values()) {
+        if (purged === limit) break;
+        const raw = map.get(keyOf(group, member));
+        if (raw !== undefined && (JSON.parse(raw) as Stored).expires! < now) {
+          drop(group, member);
+          purged += 1;
+        }
+      }
+      return purged;
     },
 
     async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
@@ -226,6 +314,7 @@ export function createMemoryStore(options: { namespace?: string } = {}): VaultSt
       if (closed) return;
       closed = true;
       map.clear();
+      expiring.clear();
       groups.clear();
       await keyv.disconnect();
     },

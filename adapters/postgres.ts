@@ -3,16 +3,32 @@ import KeyvPostgres from '@keyv/postgres';
 import Keyv from 'keyv';
 import pg from 'pg';
 import { VaultError } from '../src/core/errors.js';
-import type {
-  InsertOptions,
-  PutOptions,
-  PutResult,
-  ScanPage,
-  StoreEntry,
-  StoreListItem,
-  VaultStore,
+import {
+  checkBatch,
+  checkTtl,
+  type BatchOptions,
+  type BatchResult,
+  type BatchWrite,
+  type CounterState,
+  type InsertOptions,
+  type PutOptions,
+  type PutResult,
+  type ScanPage,
+  type StoreEntry,
+  type StoreListItem,
+  type VaultStore,
 } from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, scanPage, upperBound, type KeyValueRow, type Row, type Stored } from './record.js';
+import {
+  assertName,
+  DEFAULT_NAMESPACE,
+  parseEntry as toEntry,
+  scanPage,
+  upperBound,
+  type KeyValueRow,
+  type Row,
+  type StoreFaults,
+  type Stored,
+} from './record.js';
 
 export interface PostgresStoreOptions {
   /** `postgres://user:password@host:port/database` (`postgresql://` too). */
@@ -29,6 +45,8 @@ export interface PostgresStoreOptions {
   connectTimeoutMs?: number;
   /** Upper bound on one query once connected. Default 5000 ms. */
   queryTimeoutMs?: number;
+  /** Test hook: called between the statements of a batch; a throw there aborts it. */
+  faults?: StoreFaults;
 }
 
 // Lower-case only: @keyv/postgres writes these names into its DDL unquoted.
@@ -78,6 +96,7 @@ function statements(table: string) {
   // Byte order (COLLATE "C") matches the index below, so group ranges are index range scans.
   const range = (from: string, to: string): string => `key COLLATE "C" >= ${from} AND key COLLATE "C" < ${to}`;
   const vStart = '{"value":{"v":'.length + 1;
+  const expiring = `value LIKE '%,"expires":%'`;
   return {
     put: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${upsert}`,
     putRequires: `INSERT INTO ${table} AS t (key, value) ${requires.replace('$4', '$5')} ${upsert}`,
@@ -92,6 +111,19 @@ function statements(table: string) {
     removeRange: `DELETE FROM ${table} WHERE ${range('$1', '$2')} RETURNING ${live('value', '$3')} AS live`,
     scan: `SELECT key, value FROM ${table} WHERE ${range('$1', '$2')} AND key COLLATE "C" > $3
       ORDER BY key COLLATE "C" LIMIT $4`,
+    requireLive: `SELECT 1 FROM ${table} r WHERE r.key = $1 AND ${live('r.value', '$2')} FOR SHARE`,
+    // Starts at 1 with the caller's expiry when absent or expired, else adds one and keeps it.
+    increment: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = CASE
+      WHEN ${live('t.value', '$3')}
+      THEN '{"value":{"v":"' || (COALESCE(substring(t.value from '^\\{"value":\\{"v":"([0-9]+)",')::bigint, 0) + 1)::text
+        || '","c":' || substring(t.value from ',"c":([0-9]+),"u":') || ',"u":' || $3::bigint::text
+        || ',"w":"' || COALESCE(${writeId('t.value')}, '') || '"},"expires":' || ${expires('t.value')} || '}'
+      ELSE excluded.value END
+      RETURNING value`,
+    // Served by the partial expression index made in setup, so its cost follows what it deletes.
+    purge: `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table}
+      WHERE ${expiring} AND (${expires('value')})::bigint < $1::bigint AND ${range('$2', '$3')} LIMIT $4)
+      RETURNING 1 AS purged`,
   };
 }
 
@@ -165,6 +197,8 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       ...(schema === 'public' ? [] : [`CREATE SCHEMA IF NOT EXISTS "${schema}"`]),
       `CREATE TABLE IF NOT EXISTS ${qualified}(key VARCHAR(${KEY_SIZE}) PRIMARY KEY, value TEXT)`,
       `CREATE INDEX IF NOT EXISTS "${table}_key_c" ON ${qualified} (key COLLATE "C")`,
+      `CREATE INDEX IF NOT EXISTS "${table}_expires" ON ${qualified}
+        ((substring(value from ',"expires":([0-9]+)}$')::bigint)) WHERE value LIKE '%,"expires":%'`,
     ];
     for (const statement of ddl) {
       for (let attempt = 1; ; attempt += 1) {
@@ -200,6 +234,80 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
         if (attempt >= 3 || !RETRYABLE.has(sqlState(error) ?? '')) throw error;
       }
     }
+  }
+
+  /**
+   * A batch is one transaction on one pooled connection: each write is the single-member
+   * statement of its kind, and a condition that fails (an insert that finds its member, a
+   * replace that finds another value, a missing required row) rolls everything back.
+   * Writes run in key order, so two batches on one group cannot deadlock each other.
+   */
+  async function transaction(group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
+    await opened();
+    for (let attempt = 1; ; attempt += 1) {
+      const client = await pool.connect();
+      let broken: unknown;
+      try {
+        await client.query('BEGIN');
+        const result = await batchBody(client, group, writes, requires);
+        await client.query(result.committed ? 'COMMIT' : 'ROLLBACK');
+        return result;
+      } catch (error) {
+        broken = error;
+        await client.query('ROLLBACK').catch(() => undefined);
+        if (attempt >= 3 || !RETRYABLE.has(sqlState(error) ?? '')) throw error;
+      } finally {
+        // A connection that failed mid-transaction is not handed out again.
+        client.release(broken !== undefined && !RETRYABLE.has(sqlState(broken) ?? '') ? (broken as Error) : undefined);
+      }
+    }
+  }
+
+  async function batchBody(client: pg.PoolClient, group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
+    const now = Date.now();
+    const run = async (sql: string, params: unknown[]): Promise<Array<Record<string, unknown>>> =>
+      (await client.query(sql, params)).rows as Array<Record<string, unknown>>;
+    if (requires !== undefined && (await run(SQL.requireLive, [keyOf(group, requires), now])).length === 0) {
+      return { committed: false, failed: -1 };
+    }
+    const order = writes.map((_, i) => i).sort((a, b) => {
+      const x = (writes[a] as BatchWrite).member;
+      const y = (writes[b] as BatchWrite).member;
+      return Buffer.compare(Buffer.from(x), Buffer.from(y));
+    });
+    const results: Array<'added' | 'updated' | boolean> = new Array(writes.length);
+    for (const [step, i] of order.entries()) {
+      options.faults?.beforeWrite?.(step);
+      const w = writes[i] as BatchWrite;
+      const key = keyOf(group, w.member);
+      switch (w.op) {
+        case 'put': {
+          const row = newRow(w.value, now);
+          const [stored] = await run(SQL.put, [key, JSON.stringify({ value: row } satisfies Stored), now, JSON.stringify(w.value)]);
+          results[i] = stored?.w === row.w ? 'added' : 'updated';
+          break;
+        }
+        case 'insert': {
+          const stored: Stored = { value: newRow(w.value, now) };
+          if (w.ttlMs !== undefined) stored.expires = now + Math.ceil(w.ttlMs);
+          if ((await run(SQL.insert, [key, JSON.stringify(stored), now])).length === 0) return { committed: false, failed: i };
+          results[i] = true;
+          break;
+        }
+        case 'replace': {
+          const rows = await run(SQL.replace, [key, JSON.stringify(w.value), JSON.stringify(w.expected), now]);
+          if (rows.length === 0) return { committed: false, failed: i };
+          results[i] = true;
+          break;
+        }
+        case 'remove': {
+          const [removed] = await run(SQL.remove, [key, now]);
+          results[i] = removed?.live === true;
+          break;
+        }
+      }
+    }
+    return { committed: true, results };
   }
 
   const base = `${encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE)}{`;
@@ -241,9 +349,7 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       assertName('group', group);
       assertName('member', member);
       const ttlMs = insertOptions?.ttlMs;
-      if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs > 0)) {
-        throw new RangeError('ttlMs must be a positive number of milliseconds');
-      }
+      if (ttlMs !== undefined) checkTtl(ttlMs);
       const now = Date.now();
       const stored: Stored = { value: newRow(value, now) };
       if (ttlMs !== undefined) stored.expires = now + Math.ceil(ttlMs);
@@ -290,10 +396,35 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       return rows.filter((row) => row.live).length;
     },
 
+    async batch(group: string, writes: readonly BatchWrite[], batchOptions?: BatchOptions): Promise<BatchResult> {
+      assertName('group', group);
+      checkBatch(writes, batchOptions, assertName);
+      return transaction(group, writes, batchOptions?.requires);
+    },
+
+    async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {
+      assertName('group', group);
+      assertName('member', member);
+      checkTtl(ttlMs);
+      const now = Date.now();
+      const stored: Stored = { value: newRow('1', now), expires: now + Math.ceil(ttlMs) };
+      const [row] = await query<{ value: string }>(SQL.increment, keyOf(group, member), JSON.stringify(stored), now);
+      if (row === undefined) throw new Error('increment returned no row');
+      const counter = JSON.parse(row.value) as Stored;
+      return { count: Number(counter.value.v), expiresAt: counter.expires as number };
+    },
+
+    async purgeExpired(limit: number): Promise<number> {
+      if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
+      return (await query(SQL.purge, Date.now(), base, upperBound(base), limit)).length;
+    },
+
     async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
       if (!Number.isInteger(batchSize) || batchSize < 1) {
         throw new RangeError('batchSize must be a positive integer');
       }
+      // The cursor is the last storage key a page read, so it starts with this namespace.
+      if (cursor !== undefined && !cursor.startsWith(base)) throw new RangeError('invalid scan cursor');
       const rows = await query<KeyValueRow>(SQL.scan, base, upperBound(base), cursor ?? '', batchSize);
       return scanPage(rows, base, batchSize, Date.now());
     },

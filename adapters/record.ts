@@ -27,6 +27,15 @@ export interface KeyValueRow {
 
 export const DEFAULT_NAMESPACE = 'credvault';
 
+/**
+ * Test hooks an adapter accepts so that a conformance suite can make it fail on purpose.
+ * `beforeWrite(i)` runs before write `i` of a batch reaches the backend; a throw there
+ * must leave the store exactly as it was.
+ */
+export interface StoreFaults {
+  beforeWrite?: (index: number) => void;
+}
+
 const NAME = /^[A-Za-z0-9_.%:-]*$/;
 
 /** Groups, members and prefixes arrive escaped (see the store contract); refuse any that do not. */

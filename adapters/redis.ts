@@ -10,16 +10,30 @@ import KeyvRedis, {
 } from '@keyv/redis';
 import Keyv from 'keyv';
 import { VaultError } from '../src/core/errors.js';
-import type {
-  InsertOptions,
-  PutOptions,
-  PutResult,
-  ScanPage,
-  StoreEntry,
-  StoreListItem,
-  VaultStore,
+import {
+  checkBatch,
+  checkTtl,
+  type BatchOptions,
+  type BatchResult,
+  type BatchWrite,
+  type CounterState,
+  type InsertOptions,
+  type PutOptions,
+  type PutResult,
+  type ScanPage,
+  type StoreEntry,
+  type StoreListItem,
+  type VaultStore,
 } from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, upperBound, type Row, type Stored } from './record.js';
+import {
+  assertName,
+  DEFAULT_NAMESPACE,
+  parseEntry as toEntry,
+  upperBound,
+  type Row,
+  type StoreFaults,
+  type Stored,
+} from './record.js';
 
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS. Default `redis://127.0.0.1:6379`. */
@@ -69,13 +83,18 @@ export interface RedisStoreOptions {
   connectTimeoutMs?: number;
   /** Upper bound on one store call once connected. Default 5000 ms. */
   commandTimeoutMs?: number;
+  /**
+   * Test hook: when `beforeWrite` throws for write `i`, the batch script is told to fail
+   * after its checks, before its first write (a Redis script cannot roll back a write).
+   */
+  faults?: StoreFaults;
 }
 
 const DEFAULT_URL = 'redis://127.0.0.1:6379';
 /** Members fetched per ZRANGEBYLEX inside the list script. */
 const LIST_CHUNK = 100;
-/** Groups fetched per registry read during a scan. */
-const SCAN_GROUP_CHUNK = 64;
+/** The COUNT hint of each SCAN during a store scan. */
+const SCAN_COUNT = 200;
 
 // Records are JSON.stringify output with a fixed key order, so Lua can splice them as text:
 // inside the JSON string "v" every quote is escaped, so `,"c":` first occurs after v.
@@ -86,50 +105,133 @@ local function alive(raw, now)
   local expires = string.match(raw, ',"expires":(%d+)}$')
   return expires == nil or tonumber(expires) >= now
 end
+-- A group's index lives as long as its members: it is made persistent by a member that
+-- never expires, and otherwise expires with its last member, so expiring groups (counters)
+-- leave nothing behind.
+local function persist(idx) redis.call('PERSIST', idx) end
+local function expiring(idx, at, now)
+  local pttl = redis.call('PTTL', idx)
+  if pttl == -1 then
+    if redis.call('ZCARD', idx) == 1 then redis.call('PEXPIREAT', idx, at) end
+  elseif now + pttl < at then
+    redis.call('PEXPIREAT', idx, at)
+  end
+end
+`;
+
+// Writes a put: a live record keeps its createdAt and write id. Returns 'added' or 'updated'.
+const LUA_PUT = `
+local function put(key, idx, member, old, now, record, vjson)
+  if alive(old, now) then
+    local created = string.match(old, ',"c":(%d+),"u":')
+    local writer = string.match(old, ',"w":("[^"]*")}')
+    redis.call('SET', key, '{"value":{"v":' .. vjson .. ',"c":' .. created .. ',"u":' .. now .. ',"w":' .. writer .. '}}')
+    redis.call('ZADD', idx, 0, member)
+    persist(idx)
+    return 'updated'
+  end
+  redis.call('SET', key, record)
+  redis.call('ZADD', idx, 0, member)
+  persist(idx)
+  return 'added'
+end
+local function insert(key, idx, member, now, record, expires)
+  if expires == '' then
+    redis.call('SET', key, record)
+    redis.call('ZADD', idx, 0, member)
+    persist(idx)
+  else
+    redis.call('SET', key, record, 'PXAT', expires)
+    redis.call('ZADD', idx, 0, member)
+    expiring(idx, tonumber(expires), now)
+  end
+end
+local function replace(key, old, vjson)
+  local rest = string.find(old, ',"c":', 1, true)
+  redis.call('SET', key, '{"value":{"v":' .. vjson .. string.sub(old, rest), 'KEEPTTL')
+end
+local function holds(old, expected)
+  local rest = string.find(old, ',"c":', 1, true)
+  return string.sub(old, 15, rest - 1) == expected
+end
 `;
 
 // KEYS: member key, group index, [required member key]. ARGV: member, now, record, v as JSON.
-// Returns {result, 1 when the group's index did not exist before (a new or emptied group)}.
-const PUT = `${LUA_ALIVE}
+const PUT = `${LUA_ALIVE}${LUA_PUT}
 local now = tonumber(ARGV[2])
-if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return {'missing', 0} end
-local fresh = redis.call('EXISTS', KEYS[2]) == 0 and 1 or 0
-local old = redis.call('GET', KEYS[1])
-if alive(old, now) then
-  local created = string.match(old, ',"c":(%d+),"u":')
-  local writer = string.match(old, ',"w":("[^"]*")}')
-  redis.call('SET', KEYS[1], '{"value":{"v":' .. ARGV[4] .. ',"c":' .. created .. ',"u":' .. ARGV[2] .. ',"w":' .. writer .. '}}')
-  redis.call('ZADD', KEYS[2], 0, ARGV[1])
-  return {'updated', fresh}
-end
-redis.call('SET', KEYS[1], ARGV[3])
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return {'added', fresh}
+if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return 'missing' end
+return put(KEYS[1], KEYS[2], ARGV[1], redis.call('GET', KEYS[1]), now, ARGV[3], ARGV[4])
 `;
 
 // KEYS: member key, group index, [required member key]. ARGV: member, now, record, expires or ''.
-// Returns {1 if inserted, 1 when the group's index did not exist before}.
-const INSERT = `${LUA_ALIVE}
+const INSERT = `${LUA_ALIVE}${LUA_PUT}
 local now = tonumber(ARGV[2])
-if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return {0, 0} end
-if alive(redis.call('GET', KEYS[1]), now) then return {0, 0} end
-local fresh = redis.call('EXISTS', KEYS[2]) == 0 and 1 or 0
-if ARGV[4] == '' then
-  redis.call('SET', KEYS[1], ARGV[3])
-else
-  redis.call('SET', KEYS[1], ARGV[3], 'PXAT', ARGV[4])
+if KEYS[3] and not alive(redis.call('GET', KEYS[3]), now) then return 0 end
+if alive(redis.call('GET', KEYS[1]), now) then return 0 end
+insert(KEYS[1], KEYS[2], ARGV[1], now, ARGV[3], ARGV[4])
+return 1
+`;
+
+// KEYS: group index, [required member key], then one member key per write.
+// ARGV: now, has-required (0/1), fault (1 = fail after the checks), then four per write:
+// op, member, a, b (put: record, v as JSON; insert: record, expires or ''; replace: new v
+// as JSON, expected v as JSON; remove: -, -). Every check runs before the first write,
+// and a script runs to completion, so the batch is all or nothing. Returns {1, results...}
+// or {0, index of the failing write, -1 for the required member}.
+const BATCH = `${LUA_ALIVE}${LUA_PUT}
+local now, required, fault = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3]
+local idx, first = KEYS[1], 2 + required
+if required == 1 and not alive(redis.call('GET', KEYS[2]), now) then return {0, -1} end
+local olds = {}
+for j = 0, #KEYS - first do
+  local old, op = redis.call('GET', KEYS[first + j]), ARGV[4 + j * 4]
+  olds[j + 1] = old
+  local live = alive(old, now)
+  if op == 'insert' and live then return {0, j} end
+  if op == 'replace' and not (live and holds(old, ARGV[7 + j * 4])) then return {0, j} end
 end
-redis.call('ZADD', KEYS[2], 0, ARGV[1])
-return {1, fresh}
+if fault == '1' then return redis.error_reply('ERR credvault injected fault') end
+local out = {1}
+for j = 0, #KEYS - first do
+  local key, old = KEYS[first + j], olds[j + 1]
+  local op, member, a, b = ARGV[4 + j * 4], ARGV[5 + j * 4], ARGV[6 + j * 4], ARGV[7 + j * 4]
+  if op == 'put' then
+    out[#out + 1] = put(key, idx, member, old, now, a, b)
+  elseif op == 'insert' then
+    insert(key, idx, member, now, a, b)
+    out[#out + 1] = 1
+  elseif op == 'replace' then
+    replace(key, old, a)
+    out[#out + 1] = 1
+  else
+    if old then redis.call('DEL', key) end
+    redis.call('ZREM', idx, member)
+    out[#out + 1] = alive(old, now) and 1 or 0
+  end
+end
+return out
+`;
+
+// KEYS: member key, group index. ARGV: member, now, a fresh record at 1, its expiry.
+// Returns {count, expiresAt}.
+const INCREMENT = `${LUA_ALIVE}${LUA_PUT}
+local now = tonumber(ARGV[2])
+local old = redis.call('GET', KEYS[1])
+if alive(old, now) then
+  local count = (tonumber(string.match(old, '^{"value":{"v":"(%d+)"')) or 0) + 1
+  local rest = string.find(old, ',"c":', 1, true)
+  redis.call('SET', KEYS[1], '{"value":{"v":"' .. string.format('%d', count) .. '"' .. string.sub(old, rest), 'KEEPTTL')
+  return {count, tonumber(string.match(old, ',"expires":(%d+)}$')) or -1}
+end
+insert(KEYS[1], KEYS[2], ARGV[1], now, ARGV[3], ARGV[4])
+return {1, tonumber(ARGV[4])}
 `;
 
 // KEYS: member key. ARGV: now, expected v as JSON, new v as JSON. KEEPTTL keeps the expiry.
-const REPLACE = `${LUA_ALIVE}
+const REPLACE = `${LUA_ALIVE}${LUA_PUT}
 local old = redis.call('GET', KEYS[1])
-if not alive(old, tonumber(ARGV[1])) then return 0 end
-local rest = string.find(old, ',"c":', 1, true)
-if string.sub(old, 15, rest - 1) ~= ARGV[2] then return 0 end
-redis.call('SET', KEYS[1], '{"value":{"v":' .. ARGV[3] .. string.sub(old, rest), 'KEEPTTL')
+if not (alive(old, tonumber(ARGV[1])) and holds(old, ARGV[2])) then return 0 end
+replace(KEYS[1], old, ARGV[3])
 return 1
 `;
 
@@ -191,7 +293,20 @@ const SCRIPTS = {
   remove: script(REMOVE),
   list: script(LIST),
   removeGroup: script(REMOVE_GROUP),
+  batch: script(BATCH),
+  increment: script(INCREMENT),
 };
+
+/** Where a store scan stands: node, that node's SCAN cursor, groups found and not yet finished, last member returned. */
+interface ScanState {
+  node: number;
+  cursor: string;
+  groups: string[];
+  after: string;
+}
+
+/** Escapes the characters SCAN's MATCH treats as a glob. */
+const globEscape = (text: string): string => text.replace(/[*?[\]\\]/g, (c) => `\\${c}`);
 
 /** `[member, raw, member, raw, ...]` from the list script, as entries. */
 function toItems(reply: unknown, now: number): StoreListItem[] {
@@ -357,7 +472,9 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
   }
 
   const base = encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE);
-  const registry = `${base}#groups`;
+  // Every group has an index; SCAN finds groups by their index keys, so discovery needs no
+  // registry that a write would have to update in a second step (or, on Cluster, in another slot).
+  const indexPattern = `${globEscape(base)}{*}#idx`;
   const groupPrefix = (group: string): string => `${base}{${group}}:`;
   const indexKey = (group: string): string => `${base}{${group}}#idx`;
   if (connectsClient) startConnect();
@@ -424,25 +541,6 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
   }
 
   /**
-   * Lists a group in the registry. Writes do it only when their script found the group's
-   * index missing (a new or emptied group), so a warm write stays one round trip; a scan
-   * running in the instant between such a write and its registration may miss that brand-new
-   * group, whose records were sealed just now, with the current key.
-   */
-  async function register(group: string): Promise<void> {
-    await command(registry, ['ZADD', registry, '0', group]);
-  }
-
-  /**
-   * Drops an emptied group from the registry. Remove first, then look: a writer that adds
-   * a member meanwhile either is seen here or registers again after its write.
-   */
-  async function forget(group: string): Promise<void> {
-    await command(registry, ['ZREM', registry, group]);
-    if ((await command(indexKey(group), ['EXISTS', indexKey(group)])) === 1) await register(group);
-  }
-
-  /**
    * On Cluster an empty group cannot work: in `ns{}:member` Redis hashes the whole key, so
    * the member and the group index would land in different slots (CROSSSLOT).
    */
@@ -452,6 +550,34 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
   }
 
   const keyOf = (group: string, member: string): string => `${groupPrefix(group)}${member}`;
+
+  /**
+   * One command sender per node that holds data: every master of a Cluster (in a stable
+   * order, so a cursor stays valid from page to page), else the one server.
+   */
+  async function scanNodes(): Promise<Array<(args: string[]) => Promise<unknown>>> {
+    await connected();
+    if (topology !== 'cluster') return [(args) => send('', args)];
+    const masters = [...clusterClient.masters].sort((a, b) => (a.address < b.address ? -1 : a.address > b.address ? 1 : 0));
+    return masters.map((master) => async (args) => (await clusterClient.nodeClient(master)).sendCommand(args));
+  }
+
+  function parseCursor(cursor: string): ScanState {
+    try {
+      const state = JSON.parse(Buffer.from(cursor, 'base64url').toString()) as ScanState;
+      if (
+        Number.isInteger(state.node) && typeof state.cursor === 'string' && /^[0-9]+$/.test(state.cursor) &&
+        Array.isArray(state.groups) && typeof state.after === 'string'
+      ) {
+        for (const group of state.groups) assertName('cursor', group);
+        assertName('cursor', state.after);
+        return state;
+      }
+    } catch {
+      // fall through to the one error below
+    }
+    throw new RangeError('invalid scan cursor');
+  }
   const newRow = (value: string, now: number): Row => ({ v: value, c: now, u: now, w: randomBytes(12).toString('hex') });
 
   async function listGroup(group: string, min: string, max: string, limit: number): Promise<StoreListItem[]> {
@@ -479,18 +605,14 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
       const keys = [keyOf(group, member), indexKey(group)];
       if (requires !== undefined) keys.push(keyOf(group, requires));
       const record = JSON.stringify({ value: newRow(value, now) } satisfies Stored);
-      const [result, fresh] = (await run(SCRIPTS.put, keys, [member, String(now), record, JSON.stringify(value)])) as [PutResult, number];
-      if (fresh === 1) await register(group);
-      return result;
+      return (await run(SCRIPTS.put, keys, [member, String(now), record, JSON.stringify(value)])) as PutResult;
     },
 
     async insert(group: string, member: string, value: string, insertOptions?: InsertOptions): Promise<boolean> {
       assertGroup(group);
       assertName('member', member);
       const ttlMs = insertOptions?.ttlMs;
-      if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs > 0)) {
-        throw new RangeError('ttlMs must be a positive number of milliseconds');
-      }
+      if (ttlMs !== undefined) checkTtl(ttlMs);
       const requires = insertOptions?.requires;
       if (requires !== undefined) assertName('requires', requires);
       const now = Date.now();
@@ -500,9 +622,7 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
       const keys = [keyOf(group, member), indexKey(group)];
       if (requires !== undefined) keys.push(keyOf(group, requires));
       const args = [member, String(now), JSON.stringify(stored), stored.expires === undefined ? '' : String(stored.expires)];
-      const [inserted, fresh] = (await run(SCRIPTS.insert, keys, args)) as [number, number];
-      if (fresh === 1) await register(group);
-      return inserted === 1;
+      return (await run(SCRIPTS.insert, keys, args)) === 1;
     },
 
     async replace(group: string, member: string, expected: string, value: string): Promise<boolean> {
@@ -529,46 +649,112 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
 
     async removeGroup(group: string): Promise<number> {
       assertGroup(group);
-      const removed = (await run(SCRIPTS.removeGroup, [indexKey(group)], [String(Date.now()), groupPrefix(group)])) as number;
-      await forget(group);
-      return removed;
+      return (await run(SCRIPTS.removeGroup, [indexKey(group)], [String(Date.now()), groupPrefix(group)])) as number;
+    },
+
+    async batch(group: string, writes: readonly BatchWrite[], batchOptions?: BatchOptions): Promise<BatchResult> {
+      assertGroup(group);
+      checkBatch(writes, batchOptions, assertName);
+      const requires = batchOptions?.requires;
+      const now = Date.now();
+      let fault = '0';
+      try {
+        for (let i = 0; i < writes.length; i++) options.faults?.beforeWrite?.(i);
+      } catch {
+        fault = '1';
+      }
+      const keys = [indexKey(group)];
+      if (requires !== undefined) keys.push(keyOf(group, requires));
+      const args = [String(now), requires === undefined ? '0' : '1', fault];
+      for (const w of writes) {
+        keys.push(keyOf(group, w.member));
+        switch (w.op) {
+          case 'put':
+            args.push('put', w.member, JSON.stringify({ value: newRow(w.value, now) } satisfies Stored), JSON.stringify(w.value));
+            break;
+          case 'insert': {
+            const stored: Stored = { value: newRow(w.value, now) };
+            if (w.ttlMs !== undefined) stored.expires = now + Math.ceil(w.ttlMs);
+            args.push('insert', w.member, JSON.stringify(stored), stored.expires === undefined ? '' : String(stored.expires));
+            break;
+          }
+          case 'replace':
+            args.push('replace', w.member, JSON.stringify(w.value), JSON.stringify(w.expected));
+            break;
+          case 'remove':
+            args.push('remove', w.member, '', '');
+            break;
+        }
+      }
+      const [committed, ...rest] = (await run(SCRIPTS.batch, keys, args)) as Array<number | string>;
+      if (committed !== 1) return { committed: false, failed: rest[0] as number };
+      return {
+        committed: true,
+        results: rest.map((result, i) => (writes[i]?.op === 'put' ? (result as 'added' | 'updated') : result === 1)),
+      };
+    },
+
+    async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {
+      assertGroup(group);
+      assertName('member', member);
+      checkTtl(ttlMs);
+      const now = Date.now();
+      const expires = now + Math.ceil(ttlMs);
+      const record = JSON.stringify({ value: newRow('1', now), expires } satisfies Stored);
+      const [count, expiresAt] = (await run(SCRIPTS.increment, [keyOf(group, member), indexKey(group)], [
+        member, String(now), record, String(expires),
+      ])) as [number, number];
+      return { count, expiresAt: expiresAt < 0 ? Number.MAX_SAFE_INTEGER : expiresAt };
+    },
+
+    async purgeExpired(limit: number): Promise<number> {
+      if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
+      // Redis deletes expired keys by itself, and an index expires with its last expiring member.
+      await connected();
+      return 0;
     },
 
     async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
       if (!Number.isInteger(batchSize) || batchSize < 1) {
         throw new RangeError('batchSize must be a positive integer');
       }
-      // The cursor is the last (group, member) returned, as `group}member`; groups never hold '}'.
+      const nodes = await scanNodes();
+      const state: ScanState = cursor === undefined ? { node: 0, cursor: '0', groups: [], after: '' } : parseCursor(cursor);
+      let started = cursor !== undefined;
       const items: ScanPage['items'] = [];
-      let nextGroups = '-';
-      const take = async (group: string, min: string): Promise<boolean> => {
-        const found = await listGroup(group, min, '+', batchSize - items.length);
-        for (const { member, entry } of found) items.push({ group, member, entry });
-        if (min === '-' && found.length === 0) await forget(group);
-        return items.length === batchSize;
-      };
-      const page = (): ScanPage => {
-        const last = items[items.length - 1];
-        return { items, cursor: last === undefined ? undefined : `${last.group}}${last.member}` };
-      };
-      if (cursor !== undefined) {
-        const split = cursor.indexOf('}');
-        if (split < 0) throw new RangeError('invalid scan cursor');
-        const group = cursor.slice(0, split);
-        assertName('cursor', group);
-        if (await take(group, `(${cursor.slice(split + 1)}`)) return page();
-        nextGroups = `(${group}`;
-      }
-      for (;;) {
-        const groups = (await command(registry, [
-          'ZRANGEBYLEX', registry, nextGroups, '+', 'LIMIT', '0', String(SCAN_GROUP_CHUNK),
-        ])) as string[];
-        for (const group of groups) {
-          if (await take(group, '-')) return page();
+      while (items.length < batchSize) {
+        const group = state.groups[0];
+        if (group !== undefined) {
+          const min = state.after === '' ? '-' : `(${state.after}`;
+          const want = batchSize - items.length;
+          const found = await listGroup(group, min, '+', want);
+          for (const { member, entry } of found) items.push({ group, member, entry });
+          if (found.length < want) {
+            state.groups.shift();
+            state.after = '';
+          } else {
+            state.after = (found[found.length - 1] as StoreListItem).member;
+          }
+          continue;
         }
-        if (groups.length < SCAN_GROUP_CHUNK) return { items, cursor: undefined };
-        nextGroups = `(${groups[groups.length - 1] as string}`;
+        // This node's SCAN is done when its cursor comes back to 0.
+        if (state.cursor === '0' && started) {
+          state.node += 1;
+          started = false;
+        }
+        const node = nodes[state.node];
+        if (node === undefined) return { items, cursor: undefined };
+        const [next, keys] = (await within(
+          commandTimeoutMs,
+          node(['SCAN', state.cursor, 'MATCH', indexPattern, 'COUNT', String(SCAN_COUNT), 'TYPE', 'zset']),
+          `Redis did not answer within ${commandTimeoutMs} ms`,
+        )) as [string, string[]];
+        started = true;
+        state.cursor = String(next);
+        for (const key of [...keys].sort()) state.groups.push(key.slice(base.length + 1, -'}#idx'.length));
       }
+      const more = state.groups.length > 0 || state.cursor !== '0' || state.node + 1 < nodes.length;
+      return { items, cursor: more ? Buffer.from(JSON.stringify(state)).toString('base64url') : undefined };
     },
 
     async close(): Promise<void> {

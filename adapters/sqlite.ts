@@ -4,16 +4,32 @@ import { dirname } from 'node:path';
 import KeyvSqlite from '@keyv/sqlite';
 import Keyv from 'keyv';
 import { VaultError } from '../src/core/errors.js';
-import type {
-  InsertOptions,
-  PutOptions,
-  PutResult,
-  ScanPage,
-  StoreEntry,
-  StoreListItem,
-  VaultStore,
+import {
+  checkBatch,
+  checkTtl,
+  type BatchOptions,
+  type BatchResult,
+  type BatchWrite,
+  type CounterState,
+  type InsertOptions,
+  type PutOptions,
+  type PutResult,
+  type ScanPage,
+  type StoreEntry,
+  type StoreListItem,
+  type VaultStore,
 } from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, parseEntry as toEntry, scanPage, upperBound, type KeyValueRow, type Row, type Stored } from './record.js';
+import {
+  assertName,
+  DEFAULT_NAMESPACE,
+  parseEntry as toEntry,
+  scanPage,
+  upperBound,
+  type KeyValueRow,
+  type Row,
+  type StoreFaults,
+  type Stored,
+} from './record.js';
 
 export interface SqliteStoreOptions {
   /** Database file; its parent directory is created if missing. */
@@ -22,6 +38,8 @@ export interface SqliteStoreOptions {
   namespace?: string;
   /** How long a write waits for another connection's lock before failing. Default 5000 ms. */
   busyTimeoutMs?: number;
+  /** Test hook: called between the statements of a batch; a throw there aborts it. */
+  faults?: StoreFaults;
 }
 
 const TABLE = 'keyv';
@@ -60,6 +78,19 @@ const SQL = {
   range: `SELECT key, value FROM ${TABLE} WHERE key >= ?1 AND key < ?2 ORDER BY key`,
   removeRange: `DELETE FROM ${TABLE} WHERE key >= ?1 AND key < ?2 RETURNING ${live('value', '?3')} AS live`,
   scan: `SELECT key, value FROM ${TABLE} WHERE key >= ?1 AND key < ?2 AND key > ?3 ORDER BY key LIMIT ?4`,
+  // Starts at 1 with the caller's expiry when absent or expired, else adds one and keeps it.
+  increment: `INSERT INTO ${TABLE}(key, value) VALUES (?1, ?2) ON CONFLICT(key) DO UPDATE SET value = CASE
+    WHEN ${live(`${TABLE}.value`, '?3')}
+    THEN json_set(${TABLE}.value, '$.value.v', CAST(CAST(json_extract(${TABLE}.value, '$.value.v') AS INTEGER) + 1 AS TEXT), '$.value.u', ?3)
+    ELSE excluded.value END
+    RETURNING json_extract(value, '$.value.v') AS v, json_extract(value, '$.expires') AS e`,
+  // Served by the partial index on expiry below, so its cost follows what it deletes.
+  purge: `DELETE FROM ${TABLE} WHERE key IN (SELECT key FROM ${TABLE}
+    WHERE json_extract(value, '$.expires') IS NOT NULL AND json_extract(value, '$.expires') < ?1
+      AND key >= ?2 AND key < ?3 LIMIT ?4) RETURNING 1 AS purged`,
+  expiryIndex: `CREATE INDEX IF NOT EXISTS ${TABLE}_expires ON ${TABLE}(json_extract(value, '$.expires'))
+    WHERE json_extract(value, '$.expires') IS NOT NULL`,
+  many: `SELECT key, value FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(?1))`,
 };
 
 /**
@@ -100,6 +131,7 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   const ready = (async () => {
     await sqlite.query('PRAGMA journal_mode=WAL');
     await sqlite.query('PRAGMA synchronous=FULL');
+    await sqlite.query(SQL.expiryIndex);
   })();
   // Surfaced by the first call that awaits it; not an unhandled rejection meanwhile.
   ready.catch(() => undefined);
@@ -111,14 +143,99 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
     await ready;
   }
 
+  // One connection serves every call of this store, so a transaction must have it alone:
+  // single statements share it freely, and a batch waits for them to finish and holds
+  // back new ones until its COMMIT or ROLLBACK. Otherwise another caller's statement could
+  // run inside the transaction and be rolled back with it after being acknowledged.
+  let running = 0;
+  let idle: Array<() => void> = [];
+  let exclusive: Promise<void> | undefined;
+
+  async function shared<T>(call: () => Promise<T>): Promise<T> {
+    while (exclusive !== undefined) await exclusive;
+    running += 1;
+    try {
+      return await call();
+    } finally {
+      running -= 1;
+      if (running === 0) {
+        const waiters = idle;
+        idle = [];
+        for (const wake of waiters) wake();
+      }
+    }
+  }
+
+  async function alone<T>(call: () => Promise<T>): Promise<T> {
+    while (exclusive !== undefined) await exclusive;
+    let release!: () => void;
+    exclusive = new Promise<void>((resolve) => (release = resolve));
+    try {
+      while (running > 0) await new Promise<void>((resolve) => idle.push(resolve));
+      return await call();
+    } finally {
+      exclusive = undefined;
+      release();
+    }
+  }
+
+  const raw = async <T>(sql: string, ...params: unknown[]): Promise<T[]> => (await sqlite.query(sql, ...params)) as T[];
+
   async function query<T>(sql: string, ...params: unknown[]): Promise<T[]> {
     await opened();
-    return (await sqlite.query(sql, ...params)) as T[];
+    return shared(() => raw<T>(sql, ...params));
   }
 
   const groupStart = (group: string): string => `${base}${group}}:`;
   const keyOf = (group: string, member: string): string => `${groupStart(group)}${member}`;
   const newRow = (value: string, now: number): Row => ({ v: value, c: now, u: now, w: randomBytes(12).toString('hex') });
+
+  /** The body of a batch, inside its transaction: every check, then every write. */
+  async function runBatch(group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
+    const now = Date.now();
+    const keys = writes.map((w) => keyOf(group, w.member));
+    if (requires !== undefined) keys.push(keyOf(group, requires));
+    const found = new Map<string, StoreEntry>();
+    for (const row of await raw<KeyValueRow>(SQL.many, JSON.stringify(keys))) {
+      const entry = toEntry(row.value, now);
+      if (entry !== undefined) found.set(row.key, entry);
+    }
+    if (requires !== undefined && !found.has(keyOf(group, requires))) return { committed: false, failed: -1 };
+    for (const [i, w] of writes.entries()) {
+      const current = found.get(keys[i] as string);
+      if (w.op === 'insert' && current !== undefined) return { committed: false, failed: i };
+      if (w.op === 'replace' && current?.value !== w.expected) return { committed: false, failed: i };
+    }
+    const results: Array<'added' | 'updated' | boolean> = [];
+    for (const [i, w] of writes.entries()) {
+      options.faults?.beforeWrite?.(i);
+      const key = keys[i] as string;
+      switch (w.op) {
+        case 'put': {
+          const row = newRow(w.value, now);
+          const [stored] = await raw<{ w: string }>(SQL.put, key, JSON.stringify({ value: row } satisfies Stored), now);
+          results.push(stored?.w === row.w ? 'added' : 'updated');
+          break;
+        }
+        case 'insert': {
+          const stored: Stored = { value: newRow(w.value, now) };
+          if (w.ttlMs !== undefined) stored.expires = now + Math.ceil(w.ttlMs);
+          await raw(SQL.insert, key, JSON.stringify(stored), now);
+          results.push(true);
+          break;
+        }
+        case 'replace':
+          await raw(SQL.replace, key, JSON.stringify(w.value), JSON.stringify(w.expected), now);
+          results.push(true);
+          break;
+        case 'remove':
+          await raw(SQL.remove, key, now);
+          results.push(found.has(key));
+          break;
+      }
+    }
+    return { committed: true, results };
+  }
 
   return {
     kind: 'sqlite',
@@ -129,8 +246,8 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
       await opened();
       // The adapter's own read, not Keyv.get: that one deletes expired rows after an await,
       // which could erase a row another writer has just inserted over the expired one.
-      const raw = await sqlite.get<string>(keyOf(group, member));
-      return raw === undefined ? undefined : toEntry(raw, Date.now());
+      const found = await shared(() => sqlite.get<string>(keyOf(group, member)));
+      return found === undefined ? undefined : toEntry(found, Date.now());
     },
 
     async put(group: string, member: string, value: string, putOptions?: PutOptions): Promise<PutResult> {
@@ -157,9 +274,7 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
       assertName('group', group);
       assertName('member', member);
       const ttlMs = insertOptions?.ttlMs;
-      if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs > 0)) {
-        throw new RangeError('ttlMs must be a positive number of milliseconds');
-      }
+      if (ttlMs !== undefined) checkTtl(ttlMs);
       const now = Date.now();
       const stored: Stored = { value: newRow(value, now) };
       if (ttlMs !== undefined) stored.expires = now + ttlMs;
@@ -213,10 +328,47 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
       return rows.filter((row) => row.live === 1).length;
     },
 
+    async batch(group: string, writes: readonly BatchWrite[], batchOptions?: BatchOptions): Promise<BatchResult> {
+      assertName('group', group);
+      checkBatch(writes, batchOptions, assertName);
+      await opened();
+      return alone(async () => {
+        // IMMEDIATE takes the write lock now, so the checks below hold until COMMIT,
+        // also against other processes on the same file.
+        await raw('BEGIN IMMEDIATE');
+        try {
+          const result = await runBatch(group, writes, batchOptions?.requires);
+          await raw(result.committed ? 'COMMIT' : 'ROLLBACK');
+          return result;
+        } catch (error) {
+          await raw('ROLLBACK').catch(() => undefined);
+          throw error;
+        }
+      });
+    },
+
+    async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {
+      assertName('group', group);
+      assertName('member', member);
+      checkTtl(ttlMs);
+      const now = Date.now();
+      const stored: Stored = { value: newRow('1', now), expires: now + Math.ceil(ttlMs) };
+      const [row] = await query<{ v: string; e: number }>(SQL.increment, keyOf(group, member), JSON.stringify(stored), now);
+      if (row === undefined) throw new Error('increment returned no row');
+      return { count: Number(row.v), expiresAt: row.e };
+    },
+
+    async purgeExpired(limit: number): Promise<number> {
+      if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
+      return (await query(SQL.purge, Date.now(), base, upperBound(base), limit)).length;
+    },
+
     async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
       if (!Number.isInteger(batchSize) || batchSize < 1) {
         throw new RangeError('batchSize must be a positive integer');
       }
+      // The cursor is the last storage key a page read, so it starts with this namespace.
+      if (cursor !== undefined && !cursor.startsWith(base)) throw new RangeError('invalid scan cursor');
       const rows = await query<KeyValueRow>(SQL.scan, base, upperBound(base), cursor ?? '', batchSize);
       return scanPage(rows, base, batchSize, Date.now());
     },

@@ -60,9 +60,46 @@ export interface VaultStore {
   removeGroup(group: string): Promise<number>;
 
   /**
-   * Walks every group of this store (this namespace only) in batches, for maintenance
-   * such as key rotation. `cursor` is opaque: pass `undefined` to start and the returned
-   * cursor to continue; `undefined` back means done.
+   * Applies several writes to one group as one atomic step: all of them or none.
+   *
+   * First every condition is checked: `requires` (that member exists), each `insert`
+   * (its member is absent or expired) and each `replace` (its member's value is exactly
+   * `expected`). If one fails, nothing is written and the result is
+   * `{ committed: false, failed }`, the index of the first failing write (`-1` for
+   * `requires`). Otherwise every write is applied and `results[i]` says what write `i`
+   * did: `'added'` or `'updated'` for a put, `true` for an insert or a replace, whether the
+   * member existed for a remove. Each write means what the single-member method of the
+   * same name means (timestamps, expiry). Members must be distinct (else `RangeError`);
+   * at most {@link MAX_BATCH_WRITES} writes.
+   *
+   * A backend failure rejects the promise, and then none of the writes happened: no
+   * reader, in any process, ever sees some of them without the others.
+   */
+  batch(group: string, writes: readonly BatchWrite[], options?: BatchOptions): Promise<BatchResult>;
+
+  /**
+   * Adds one to a counter and returns the new count. An absent or expired member starts
+   * at 1 and expires `ttlMs` after that first increment; later increments keep that
+   * expiry, so the window is fixed. Exact under concurrency: N racing increments of one
+   * counter return N distinct counts. The value is the count in decimal (`get` shows it).
+   */
+  increment(group: string, member: string, ttlMs: number): Promise<CounterState>;
+
+  /**
+   * Deletes up to `limit` expired entries of this namespace and returns how many it
+   * deleted. Costs in proportion to what it deletes, never to the whole store (an index
+   * on expiry, or the backend's own expiry). A store whose backend expires entries by
+   * itself (Redis) may do nothing and return 0.
+   */
+  purgeExpired(limit: number): Promise<number>;
+
+  /**
+   * Walks every group of this store (this namespace only) in batches of at most
+   * `batchSize` items, for maintenance such as key rotation. `cursor` is opaque: pass
+   * `undefined` to start and the returned cursor to continue; `undefined` back means done.
+   * Every member that is live for the whole walk is returned at least once; one written
+   * during the walk may or may not be. An adapter may return a member twice (Redis SCAN
+   * does during a rehash), so callers must be idempotent. Order is the adapter's own.
    */
   scan(cursor: string | undefined, batchSize: number): Promise<ScanPage>;
 
@@ -103,3 +140,58 @@ export interface InsertOptions {
 }
 
 export type PutResult = 'added' | 'updated' | 'missing';
+
+/** The most writes one {@link VaultStore.batch} call may carry. */
+export const MAX_BATCH_WRITES = 1000;
+
+/** One write of a {@link VaultStore.batch}. */
+export type BatchWrite =
+  | { op: 'put'; member: string; value: string }
+  | { op: 'insert'; member: string; value: string; ttlMs?: number }
+  | { op: 'replace'; member: string; expected: string; value: string }
+  | { op: 'remove'; member: string };
+
+export interface BatchOptions {
+  /** Apply the batch only if this member of the group exists (it must not be written by the batch). */
+  requires?: string;
+}
+
+export type BatchResult =
+  | { committed: true; results: Array<'added' | 'updated' | boolean> }
+  | { committed: false; failed: number };
+
+export interface CounterState {
+  count: number;
+  /** Milliseconds since the epoch when the counter expires. */
+  expiresAt: number;
+}
+
+/**
+ * Checks the arguments of a batch the same way on every adapter: names, distinct members,
+ * the size bound and TTLs. Adapters call it first; it throws `RangeError`.
+ */
+export function checkBatch(
+  writes: readonly BatchWrite[],
+  options: BatchOptions | undefined,
+  assertName: (what: string, name: string) => void,
+): void {
+  if (!Array.isArray(writes)) throw new RangeError('writes must be an array');
+  if (writes.length > MAX_BATCH_WRITES) throw new RangeError(`a batch holds at most ${MAX_BATCH_WRITES} writes`);
+  const seen = new Set<string>();
+  for (const write of writes) {
+    if (!['put', 'insert', 'replace', 'remove'].includes(write.op)) throw new RangeError(`unknown batch op ${String(write.op)}`);
+    assertName('member', write.member);
+    if (seen.has(write.member)) throw new RangeError('a batch must not write one member twice');
+    seen.add(write.member);
+    if (write.op === 'insert' && write.ttlMs !== undefined) checkTtl(write.ttlMs);
+  }
+  if (options?.requires !== undefined) {
+    assertName('requires', options.requires);
+    if (seen.has(options.requires)) throw new RangeError('a batch must not write its required member');
+  }
+}
+
+/** A TTL must be a positive, finite number of milliseconds. */
+export function checkTtl(ttlMs: number): void {
+  if (!(Number.isFinite(ttlMs) && ttlMs > 0)) throw new RangeError('ttlMs must be a positive number of milliseconds');
+}

@@ -30,6 +30,18 @@ export interface ConformanceOptions {
    * go through one store, which suits backends that cannot be shared, such as memory.
    */
   concurrencyFactory?: StoreFactory;
+  /**
+   * Opens a store whose batches fail on purpose: while `controls.failAt` is `i >= 0`, the
+   * store must fail the next batch at write `i` (or, where the backend cannot stop
+   * part-way, anywhere inside it) through a test hook of your adapter. The suite then
+   * checks that the batch rejected and that nothing of it was written.
+   */
+  faults?: { factory: (options: { namespace: string }, controls: { failAt: number }) => Promise<VaultStore> | VaultStore };
+  /**
+   * Opens a store on a backend that cannot be reached (a closed port, a dead host). The
+   * suite checks that every call rejects rather than reading as absent or empty.
+   */
+  unreachableFactory?: StoreFactory;
 }
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
@@ -552,23 +564,282 @@ export function runStoreConformance(
         }
       });
 
-      test('scan sees members written after the cursor position', async ({ store }) => {
+      test('scan returns every member live for the whole walk, also when others are written meanwhile', async ({ store }) => {
         await store.put('a', 'm1', '1');
         await store.put('c', 'm1', '3');
         const first = await store.scan(undefined, 1);
-        expect(first.items.map((item) => item.group)).toEqual(['a']);
+        expect(first.items).toHaveLength(1);
         await store.put('b', 'm1', '2');
         await store.put('d', 'm1', '4');
-        const rest: string[] = [];
+        const seen = first.items.map((item) => item.group);
         let cursor = first.cursor;
         while (cursor !== undefined) {
           const page = await store.scan(cursor, 1);
-          rest.push(...page.items.map((item) => item.group));
+          seen.push(...page.items.map((item) => item.group));
           cursor = page.cursor;
         }
-        expect(rest.sort()).toEqual(['b', 'c', 'd']);
+        expect(seen.includes('a') && seen.includes('c')).toBe(true);
+        expect(seen.every((group) => ['a', 'b', 'c', 'd'].includes(group))).toBe(true);
+      });
+
+      test('scan rejects a cursor it did not make', async ({ store }) => {
+        await store.put('a', 'm1', '1');
+        expect(await rejects(() => store.scan('not a cursor {', 10))).toBe(true);
       });
     });
+
+    t.describe('batch', () => {
+      test('a batch of every kind of write applies them all and says what each did', async ({ store, group }) => {
+        const g = group();
+        await store.put(g, 'old', 'o');
+        await store.put(g, 'swap', 'before');
+        await store.put(g, 'gone', 'x');
+        const result = await store.batch(g, [
+          { op: 'put', member: 'new', value: 'n' },
+          { op: 'put', member: 'old', value: 'o2' },
+          { op: 'insert', member: 'ins', value: 'i' },
+          { op: 'replace', member: 'swap', expected: 'before', value: 'after' },
+          { op: 'remove', member: 'gone' },
+          { op: 'remove', member: 'never' },
+        ]);
+        expect(result).toEqual({ committed: true, results: ['added', 'updated', true, true, true, false] });
+        const values = Object.fromEntries((await store.list(g)).map((item) => [item.member, item.entry.value]));
+        expect(values).toEqual({ new: 'n', old: 'o2', ins: 'i', swap: 'after' });
+      });
+
+      test('a failing condition writes nothing and names the write', async ({ store, group }) => {
+        const g = group();
+        await store.put(g, 'taken', 't');
+        await store.put(g, 'swap', 'current');
+        const before = await store.list(g);
+        expect(
+          await store.batch(g, [
+            { op: 'put', member: 'a', value: '1' },
+            { op: 'insert', member: 'taken', value: 'x' },
+          ]),
+        ).toEqual({ committed: false, failed: 1 });
+        expect(
+          await store.batch(g, [
+            { op: 'remove', member: 'taken' },
+            { op: 'put', member: 'b', value: '2' },
+            { op: 'replace', member: 'swap', expected: 'stale', value: 'y' },
+          ]),
+        ).toEqual({ committed: false, failed: 2 });
+        expect(await store.batch(g, [{ op: 'replace', member: 'absent', expected: '', value: 'y' }])).toEqual({
+          committed: false,
+          failed: 0,
+        });
+        expect(await store.list(g)).toEqual(before);
+      });
+
+      test('requires: the batch applies only while that member exists', async ({ store, group }) => {
+        const g = group();
+        expect(await store.batch(g, [{ op: 'put', member: 'a', value: '1' }], { requires: 'profile' })).toEqual({
+          committed: false,
+          failed: -1,
+        });
+        expect(await store.list(g)).toEqual([]);
+        await store.put(g, 'profile', 'p');
+        expect(await store.batch(g, [{ op: 'put', member: 'a', value: '1' }], { requires: 'profile' })).toEqual({
+          committed: true,
+          results: ['added'],
+        });
+      });
+
+      test('an insert in a batch treats an expired member as absent and may carry a TTL', async ({ store, group }) => {
+        const g = group();
+        await store.insert(g, 'm', 'old', { ttlMs: 30 });
+        await sleep(80);
+        const result = await store.batch(g, [{ op: 'insert', member: 'm', value: 'new', ttlMs: 60_000 }]);
+        expect(result).toEqual({ committed: true, results: [true] });
+        const entry = await store.get(g, 'm');
+        expect(entry?.value).toBe('new');
+        expect(typeof entry?.expiresAt === 'number' && entry.expiresAt > Date.now()).toBe(true);
+      });
+
+      test('a put in a batch keeps createdAt and clears an expiry, as put does', async ({ store, group }) => {
+        const g = group();
+        await store.insert(g, 'm', 'v', { ttlMs: 60_000 });
+        const first = await store.get(g, 'm');
+        await sleep(5);
+        await store.batch(g, [{ op: 'put', member: 'm', value: 'w' }]);
+        const entry = await store.get(g, 'm');
+        expect(entry?.createdAt).toBe(first?.createdAt);
+        expect(entry?.expiresAt).toBeUndefined();
+      });
+
+      test('bad batches are refused before anything is written', async ({ store, group }) => {
+        const g = group();
+        const twice = [
+          { op: 'put', member: 'a', value: '1' },
+          { op: 'put', member: 'a', value: '2' },
+        ] as const;
+        expect(await rejects(() => store.batch(g, twice))).toBe(true);
+        expect(await rejects(() => store.batch(g, [{ op: 'put', member: 'a b', value: '1' }]))).toBe(true);
+        expect(await rejects(() => store.batch(g, [{ op: 'put', member: 'p', value: '1' }], { requires: 'p' }))).toBe(true);
+        expect(await rejects(() => store.batch(g, [{ op: 'insert', member: 'a', value: '1', ttlMs: -1 }]))).toBe(true);
+        const tooMany = Array.from({ length: 1001 }, (_, i) => ({ op: 'put' as const, member: `m${i}`, value: 'v' }));
+        expect(await rejects(() => store.batch(g, tooMany))).toBe(true);
+        expect(await store.list(g)).toEqual([]);
+      });
+
+      test('an empty batch commits and writes nothing', async ({ store, group }) => {
+        const g = group();
+        expect(await store.batch(g, [])).toEqual({ committed: true, results: [] });
+        expect(await store.list(g)).toEqual([]);
+      });
+
+      raceTest('racing batches that insert one member: exactly one commits, and each commits whole', async ({ group }, stores) => {
+        const g = group();
+        const results = await Promise.all(
+          Array.from({ length: 20 }, (_, i) =>
+            (stores[i % stores.length] as VaultStore).batch(g, [
+              { op: 'insert', member: 'profile', value: `p${i}` },
+              { op: 'put', member: 'cred:a', value: `a${i}` },
+              { op: 'put', member: 'cred:b', value: `b${i}` },
+            ]),
+          ),
+        );
+        const winners = results.flatMap((result, i) => (result.committed ? [i] : []));
+        expect(winners).toHaveLength(1);
+        const values = Object.fromEntries((await (stores[0] as VaultStore).list(g)).map((item) => [item.member, item.entry.value]));
+        const w = winners[0] as number;
+        expect(values).toEqual({ profile: `p${w}`, 'cred:a': `a${w}`, 'cred:b': `b${w}` });
+      });
+
+      raceTest('readers never see part of a batch', async ({ group }, stores) => {
+        const g = group();
+        const [writer, reader] = [stores[0] as VaultStore, stores[stores.length - 1] as VaultStore];
+        let torn = 0;
+        let done = false;
+        const reading = (async () => {
+          while (!done) {
+            const members = (await reader.list(g)).map((item) => item.entry.value);
+            if (new Set(members).size > 1) torn += 1;
+          }
+        })();
+        for (let round = 0; round < 30; round += 1) {
+          await writer.batch(g, Array.from({ length: 8 }, (_, i) => ({ op: 'put' as const, member: `m${i}`, value: `r${round}` })));
+        }
+        done = true;
+        await reading;
+        expect(torn).toBe(0);
+      });
+
+      if (options.faults !== undefined) {
+        const faults = options.faults;
+        test('a batch that fails part-way rejects and leaves the store as it was', async ({ namespace, group }) => {
+          const g = group();
+          const controls = { failAt: -1 };
+          const store = await faults.factory({ namespace: `${namespace}-faults` }, controls);
+          try {
+            await store.put(g, 'keep', 'k');
+            await store.put(g, 'swap', 'before');
+            const before = await store.list(g);
+            for (const failAt of [0, 1, 3]) {
+              controls.failAt = failAt;
+              const failed = await rejects(() =>
+                store.batch(g, [
+                  { op: 'put', member: 'a', value: '1' },
+                  { op: 'put', member: 'keep', value: 'changed' },
+                  { op: 'replace', member: 'swap', expected: 'before', value: 'after' },
+                  { op: 'remove', member: 'keep2' },
+                  { op: 'insert', member: 'b', value: '2' },
+                ]),
+              );
+              expect(failed).toBe(true);
+              controls.failAt = -1;
+              expect(await store.list(g)).toEqual(before);
+            }
+            // The store works normally afterwards.
+            expect(await store.batch(g, [{ op: 'put', member: 'a', value: '1' }])).toEqual({ committed: true, results: ['added'] });
+          } finally {
+            await store.close();
+          }
+        });
+      }
+    });
+
+    t.describe('increment', () => {
+      test('counts from 1 and keeps the first expiry', async ({ store, group }) => {
+        const g = group();
+        const first = await store.increment(g, 'n', 60_000);
+        expect(first.count).toBe(1);
+        expect(first.expiresAt > Date.now()).toBe(true);
+        const second = await store.increment(g, 'n', 120_000);
+        expect(second).toEqual({ count: 2, expiresAt: first.expiresAt });
+        expect((await store.get(g, 'n'))?.value).toBe('2');
+      });
+
+      test('an expired counter starts again at 1', async ({ store, group }) => {
+        const g = group();
+        await store.increment(g, 'n', 30);
+        await store.increment(g, 'n', 30);
+        await sleep(80);
+        expect((await store.increment(g, 'n', 60_000)).count).toBe(1);
+      });
+
+      test('a bad TTL is refused', async ({ store, group }) => {
+        expect(await rejects(() => store.increment(group(), 'n', 0))).toBe(true);
+        expect(await rejects(() => store.increment(group(), 'n', Number.NaN))).toBe(true);
+      });
+
+      raceTest('100 racing increments return 100 distinct counts', async ({ group }, stores) => {
+        const g = group();
+        const counts = await Promise.all(
+          Array.from({ length: 100 }, (_, i) => (stores[i % stores.length] as VaultStore).increment(g, 'n', 60_000)),
+        );
+        expect(counts.map((c) => c.count).sort((a, b) => a - b)).toEqual(Array.from({ length: 100 }, (_, i) => i + 1));
+      });
+    });
+
+    t.describe('purgeExpired', () => {
+      test('removes expired entries only, at most the limit per call', async ({ store, group }) => {
+        const g = group();
+        await store.put(g, 'forever', 'f');
+        await store.insert(g, 'later', 'l', { ttlMs: 60_000 });
+        for (let i = 0; i < 5; i += 1) await store.insert(group(), 'soon', 's', { ttlMs: 20 });
+        await store.increment(g, 'counter', 20);
+        await sleep(80);
+        let purged = 0;
+        for (let round = 0; round < 10; round += 1) {
+          const n = await store.purgeExpired(2);
+          expect(n).toBeLessThanOrEqual(2);
+          purged += n;
+          if (n === 0) break;
+        }
+        // A backend that expires entries itself may report none.
+        expect(purged === 0 || purged === 6).toBe(true);
+        expect((await store.list(g)).map((item) => item.member)).toEqual(['forever', 'later']);
+        expect(await rejects(() => store.purgeExpired(0))).toBe(true);
+      });
+    });
+
+    if (options.unreachableFactory !== undefined) {
+      const unreachable = options.unreachableFactory;
+      t.describe('errors surface', () => {
+        test('every call on an unreachable backend rejects, never reads as absent', async ({ namespace }) => {
+          const store = await unreachable({ namespace: `${namespace}-down` });
+          try {
+            const calls: Array<() => Promise<unknown>> = [
+              () => store.get('g', 'm'),
+              () => store.put('g', 'm', 'v'),
+              () => store.insert('g', 'm', 'v'),
+              () => store.replace('g', 'm', 'v', 'w'),
+              () => store.remove('g', 'm'),
+              () => store.list('g'),
+              () => store.removeGroup('g'),
+              () => store.batch('g', [{ op: 'put', member: 'm', value: 'v' }]),
+              () => store.increment('g', 'n', 1000),
+              () => store.scan(undefined, 10),
+            ];
+            for (const call of calls) expect(await rejects(call)).toBe(true);
+          } finally {
+            await store.close().catch(() => undefined);
+          }
+        });
+      });
+    }
 
     t.describe('concurrency', () => {
       raceTest('100 parallel puts of distinct members are all kept', async ({ group }, stores) => {

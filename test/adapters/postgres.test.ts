@@ -21,7 +21,17 @@ afterAll(async () => {
   }
 });
 
-runStoreConformance({ describe: suite, it, expect }, open, { name: 'postgres', concurrencyFactory: open });
+const faultHook = (controls: { failAt: number }) => ({ beforeWrite: (i: number) => { if (i === controls.failAt) throw new Error('injected fault'); } });
+
+runStoreConformance({ describe: suite, it, expect }, open, {
+  name: 'postgres',
+  concurrencyFactory: open,
+  faults: {
+    factory: ({ namespace }, controls) => createPostgresStore({ url: POSTGRES_URL, schema, namespace, faults: faultHook(controls) }),
+  },
+  unreachableFactory: ({ namespace }) =>
+    createPostgresStore({ url: 'postgres://postgres@127.0.0.1:1/test', schema, namespace, connectTimeoutMs: 500 }),
+});
 
 suite('postgres store: query plans', () => {
   it('reads and deletes a group through the byte-order index, never a full scan', async () => {

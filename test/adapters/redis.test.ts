@@ -25,7 +25,17 @@ afterAll(async () => {
   }
 });
 
-runStoreConformance({ describe: suite, it, expect }, open, { name: 'redis', concurrencyFactory: open });
+const faultHook = (controls: { failAt: number }) => ({ beforeWrite: (i: number) => { if (i === controls.failAt) throw new Error('injected fault'); } });
+
+runStoreConformance({ describe: suite, it, expect }, open, {
+  name: 'redis',
+  concurrencyFactory: open,
+  faults: {
+    factory: ({ namespace }, controls) => createRedisStore({ url, namespace: `${prefix}:${namespace}`, faults: faultHook(controls) }),
+  },
+  unreachableFactory: ({ namespace }) =>
+    createRedisStore({ url: 'redis://127.0.0.1:1', namespace: `${prefix}:${namespace}`, connectTimeoutMs: 300 }),
+});
 
 suite('redis store: namespace isolation', () => {
   it('two namespaces in one database never see each other, and removeGroup and scan leave foreign keys alone', async () => {

@@ -12,4 +12,12 @@ const open = ({ namespace }: { namespace: string }) => createSqliteStore({ path,
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-runStoreConformance({ describe, it, expect }, open, { name: 'sqlite', concurrencyFactory: open });
+const faultHook = (controls: { failAt: number }) => ({ beforeWrite: (i: number) => { if (i === controls.failAt) throw new Error('injected fault'); } });
+
+runStoreConformance({ describe, it, expect }, open, {
+  name: 'sqlite',
+  concurrencyFactory: open,
+  faults: { factory: ({ namespace }, controls) => createSqliteStore({ path, namespace, faults: faultHook(controls) }) },
+  // A directory is no database file: every call fails to open it.
+  unreachableFactory: ({ namespace }) => createSqliteStore({ path: dir, namespace }),
+});

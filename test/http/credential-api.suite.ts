@@ -35,6 +35,9 @@ function switchableStore(inner: VaultStore): VaultStore & { down: boolean } {
     remove: (g: string, m: string) => (wrapper.down ? hang() : inner.remove(g, m)),
     list: (g: string, p?: string) => (wrapper.down ? hang() : inner.list(g, p)),
     removeGroup: (g: string) => (wrapper.down ? hang() : inner.removeGroup(g)),
+    batch: (...a: Parameters<VaultStore['batch']>) => (wrapper.down ? hang() : inner.batch(...a)),
+    increment: (...a: Parameters<VaultStore['increment']>) => (wrapper.down ? hang() : inner.increment(...a)),
+    purgeExpired: (n: number) => (wrapper.down ? hang() : inner.purgeExpired(n)),
     scan: (c: string | undefined, n: number) => (wrapper.down ? hang() : inner.scan(c, n)),
     close: () => inner.close(),
   };

@@ -389,6 +389,9 @@ export function wrapStore(
     remove: (...a) => inner.remove(...a),
     list: (...a) => inner.list(...a),
     removeGroup: (...a) => inner.removeGroup(...a),
+    batch: (...a) => inner.batch(...a),
+    increment: (...a) => inner.increment(...a),
+    purgeExpired: (...a) => inner.purgeExpired(...a),
     scan: (...a) => inner.scan(...a),
     close: () => inner.close(),
   };
