@@ -1,13 +1,18 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { VaultError } from './errors.js';
-import { accountGroup, DEFAULT_APP, PROFILE } from './layout.js';
+import { accountGroup, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';
 import { accountNameSchema, credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
-import { accountNotFound, upsertDefaultAppCredential } from './credentials.js';
+import { accountNotFound } from './credentials.js';
 import { auditedRemoval } from './events.js';
+import type { BatchWrite } from './store.js';
 import type { Vault } from './vault.js';
+import { sealCredential } from '../crypto/cipher.js';
+
+/** The record of an account's default-app integration. */
+const DEFAULT_APP_RECORD = JSON.stringify({ type: 'default_app' });
 
 /** A linked account as the API returns it: never a credential, never a token. */
 export interface LinkedAccount {
@@ -94,33 +99,33 @@ export async function createLinkedAccount(
     udf: udf.map(([key_name, key_value]) => ({ key_name, key_value })),
   };
   const group = accountGroup(ref);
-  if (!(await vault.store.insert(group, PROFILE, JSON.stringify(profile)))) {
+  // Profile, default app and every seeded credential land in one atomic step: a create
+  // that fails (or is cut off by a crash) leaves nothing, so a retry starts clean.
+  const writes: BatchWrite[] = [{ op: 'insert', member: PROFILE, value: JSON.stringify(profile) }];
+  if (credentials !== undefined) writes.push(...defaultAppWrites(vault, ref, credentials));
+  const result = await vault.store.batch(group, writes);
+  if (!result.committed) {
     throw new VaultError('LINKED_ACCOUNT_EXISTS', `Linked account ${ref.accountId} already exists`);
   }
-  if (credentials !== undefined) {
-    try {
-      await seedDefaultApp(vault, principal, credentials);
-    } catch (error) {
-      // A create that fails changes nothing: take back the half-made account.
-      await vault.store.removeGroup(group).catch(() => undefined);
-      throw error;
-    }
+  const undo = () => vault.store.removeGroup(group);
+  const actor = actorOf(principal);
+  await vault.emit({ type: 'account.created', ...ref, actor }, undo);
+  for (const [key] of credentials ?? []) {
+    await vault.emit({ type: 'credential.added', ...ref, key, actor }, undo);
   }
-  await vault.emit({ type: 'account.created', ...ref, actor: actorOf(principal) }, () => vault.store.removeGroup(group));
   return toLinkedAccount(profile);
 }
 
-/** Gives the account its default app (if it has none) and writes the credentials into it. */
-async function seedDefaultApp(vault: Vault, principal: Principal, credentials: Array<[string, string]>): Promise<void> {
-  const ref = checkAccountRef(principal);
-  const group = accountGroup(ref);
-  if ((await vault.store.get(group, DEFAULT_APP)) === undefined) {
-    const result = await vault.store.put(group, DEFAULT_APP, JSON.stringify({ type: 'default_app' }), { requires: PROFILE });
-    if (result === 'missing') throw accountNotFound(ref);
-  }
-  for (const [key, value] of credentials) {
-    await upsertDefaultAppCredential(vault, principal, key, value);
-  }
+/** The writes that give an account its default app (kept if it has one) and set these credentials in it. */
+function defaultAppWrites(vault: Vault, ref: AccountRef, credentials: Array<[string, string]>): BatchWrite[] {
+  return [
+    { op: 'put', member: DEFAULT_APP, value: DEFAULT_APP_RECORD },
+    ...credentials.map(([name, value]): BatchWrite => ({
+      op: 'put',
+      member: credentialMember(name),
+      value: sealCredential(vault.keyring, value, { ...ref, name }),
+    })),
+  ];
 }
 
 /**
@@ -157,30 +162,57 @@ export async function upsertLinkedAccount(
     input.credentials === undefined
       ? undefined
       : parseEntries(input.credentials, 'your_app.auth_credentials', credentialValueSchema(vault.maxValueBytes));
+  const actor = actorOf(principal);
+  const event = { type: 'account.updated', ...ref, actor } as const;
+  // Failing closed, an update is reported before it is made (see upsertDefaultAppCredential);
+  // so is each credential that exists already. An added one can be taken back after.
+  let announced = new Set<string>();
+  if (vault.failClosedEvents) {
+    await vault.emit(event);
+    if (credentials !== undefined) {
+      const stored = new Set((await vault.store.list(group, CREDENTIAL_PREFIX)).map((item) => item.member));
+      announced = new Set(credentials.map(([key]) => key).filter((key) => stored.has(credentialMember(key))));
+      for (const key of announced) await vault.emit({ type: 'credential.updated', ...ref, key, actor });
+    }
+  }
+  const appWrites = credentials === undefined ? [] : defaultAppWrites(vault, ref, credentials);
   let profile = JSON.parse(existing.value) as AccountProfile;
-  const event = { type: 'account.updated', ...ref, actor: actorOf(principal) } as const;
-  // Failing closed, the update is reported before it is made (see upsertDefaultAppCredential).
-  if (vault.failClosedEvents) await vault.emit(event);
-  if (name !== undefined || udf !== undefined) {
-    // Compare-and-swap, so that two updates of different fields both land.
-    let current = existing;
-    for (let attempt = 0; ; attempt++) {
-      profile = JSON.parse(current.value) as AccountProfile;
+  let current = existing;
+  let results: Array<'added' | 'updated' | boolean> = [];
+  // Profile and credentials change in one atomic step. The profile is a compare-and-swap,
+  // so that two updates of different fields both land; without a profile change the batch
+  // still requires the profile, so a write racing the account's deletion leaves no orphan.
+  for (let attempt = 0; ; attempt++) {
+    profile = JSON.parse(current.value) as AccountProfile;
+    const writes: BatchWrite[] = [];
+    if (name !== undefined || udf !== undefined) {
       if (name !== undefined) profile.name = name;
       if (udf !== undefined) {
         const merged = new Map(profile.udf.map((entry) => [entry.key_name, entry.key_value]));
         for (const [key, value] of udf) merged.set(key, value);
         profile.udf = [...merged].map(([key_name, key_value]) => ({ key_name, key_value }));
       }
-      if (await vault.store.replace(group, PROFILE, current.value, JSON.stringify(profile))) break;
-      const reread = await vault.store.get(group, PROFILE);
-      if (reread === undefined) throw accountNotFound(ref);
-      if (attempt === 100) throw new VaultError('STORE_UNAVAILABLE', 'The account kept changing during the update; try again');
-      current = reread;
+      writes.push({ op: 'replace', member: PROFILE, expected: current.value, value: JSON.stringify(profile) });
     }
+    writes.push(...appWrites);
+    const outcome = await vault.store.batch(group, writes, writes[0]?.op === 'replace' ? undefined : { requires: PROFILE });
+    if (outcome.committed) {
+      // The credentials' results follow the profile's (if any) and the default app's.
+      results = outcome.results.slice(writes.length - appWrites.length + 1);
+      break;
+    }
+    const reread = await vault.store.get(group, PROFILE);
+    if (reread === undefined) throw accountNotFound(ref);
+    if (attempt === 100) throw new VaultError('STORE_UNAVAILABLE', 'The account kept changing during the update; try again');
+    current = reread;
   }
-  if (credentials !== undefined) await seedDefaultApp(vault, principal, credentials);
   if (!vault.failClosedEvents) await vault.emit(event);
+  for (const [i, [key]] of (credentials ?? []).entries()) {
+    if (announced.has(key)) continue;
+    const action = results[i] === 'added' ? 'added' : 'updated';
+    const undo = action === 'added' ? () => vault.store.remove(group, credentialMember(key)) : undefined;
+    await vault.emit({ type: `credential.${action}`, ...ref, key, actor }, undo);
+  }
   return { ...toLinkedAccount(profile), new_account: false };
 }
 

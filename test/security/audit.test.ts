@@ -108,8 +108,8 @@ describe('audit events through HTTP (memory store, Express)', () => {
     const bySession = { type: 'session_token', tokenId } as const;
     const expected: Array<Partial<VaultEvent>> = [
       { type: 'api_key.created', org: 'acme', environment: 'test', actor: { type: 'system' } },
-      { type: 'credential.added', ...account, key: 'seeded', actor: byKey },
       { type: 'account.created', ...account, actor: byKey },
+      { type: 'credential.added', ...account, key: 'seeded', actor: byKey },
       { type: 'credential.added', ...account, key: 'api_key', actor: byKey },
       { type: 'credential.updated', ...account, key: 'api_key', actor: byKey },
       { type: 'credential.deleted', ...account, key: 'api_key', actor: byKey },
@@ -268,7 +268,7 @@ for (const suite of await backendSuites()) {
         'credential.added',
         'credential.updated',
         'credential.deleted',
-        'credential.added', // the first seeded credential of POST /linked-account
+        'account.created', // POST /linked-account with a seeded credential
         'account.created',
         'account.updated',
         'session_token.issued',
