@@ -9,9 +9,11 @@ export interface FailedAuthLimitOptions {
   /** Length of the counting window, in seconds. Default 300. */
   windowSeconds?: number;
   /**
-   * Also count failures against the API key id a request presents (the public part of the
-   * key). This stops a guessing attack spread over many addresses, at the price that such
-   * an attack also locks the real key out for the window. Default true.
+   * Also count failures against the id of a real API key a request presents (the public
+   * part of the key), which slows a guessing attack spread over many addresses. Only
+   * failed attempts are refused once the id is over the limit: a request that presents the
+   * key's correct secret still passes, so knowing a key's id does not let anyone lock the
+   * key out. Default true.
    */
   perApiKeyId?: boolean;
 }
@@ -23,11 +25,13 @@ const COUNTER = 'count';
 const groupOf = (subject: LimitSubject) => `limit:${escapeComponent(subject)}`;
 
 /**
- * Counts failed authentications in the store, so that the count is shared by every
- * process; each process remembers which subjects it has seen go over the limit, so that
- * the check costs nothing on the path of a request that authenticates. A subject over the
- * limit in the store is blocked by a process at the latest at its next failure there: with
- * P processes an attacker gets at most P - 1 tries past the limit.
+ * Counts failed authentications in the store with one atomic increment per subject, so the
+ * count is exact across every process: within a window, at most `maxFailures` failures per
+ * subject are answered 401 and every later one 429, however many arrive at once.
+ *
+ * Each process also remembers which addresses it has seen go over the limit, so that their
+ * requests are refused before any store call; that is never done for key ids (see
+ * {@link FailedAuthLimitOptions.perApiKeyId}).
  */
 export class FailedAuthLimiter {
   readonly maxFailures: number;
@@ -46,50 +50,36 @@ export class FailedAuthLimiter {
     if (!(this.windowMs > 0)) throw new RangeError('windowSeconds must be positive');
   }
 
-  /** Throws `TOO_MANY_REQUESTS` (with a retry delay) if any subject is known to be over the limit. */
-  check(subjects: readonly LimitSubject[]): void {
+  /** Throws `TOO_MANY_REQUESTS` (with a retry delay) if this address is known to be over the limit. */
+  checkAddress(address: LimitSubject | undefined): void {
+    if (address === undefined) return;
+    const blocked = this.blockedUntil.get(address);
+    if (blocked === undefined) return;
     const now = Date.now();
-    let until = 0;
-    for (const subject of subjects) {
-      const blocked = this.blockedUntil.get(subject);
-      if (blocked === undefined) continue;
-      if (blocked <= now) this.blockedUntil.delete(subject);
-      else until = Math.max(until, blocked);
-    }
-    if (until > 0) throw tooManyRequests(until - now);
+    if (blocked <= now) this.blockedUntil.delete(address);
+    else throw tooManyRequests(blocked - now);
   }
 
-  /** Counts one failure against each subject, and remembers those that reached the limit. */
-  async recordFailure(subjects: readonly LimitSubject[]): Promise<void> {
-    await Promise.all(
-      subjects.map(async (subject) => {
-        const { count, expiresAt } = await this.increment(subject);
-        if (count >= this.maxFailures) this.blockedUntil.set(subject, expiresAt);
-      }),
+  /**
+   * Counts one failure against each subject. Returns the error to answer instead of the
+   * authentication failure when a subject is now past the limit, else `undefined`.
+   */
+  async recordFailure(subjects: readonly LimitSubject[]): Promise<VaultError | undefined> {
+    const counts = await Promise.all(
+      subjects.map(async (subject) => ({ subject, ...(await this.store.increment(groupOf(subject), COUNTER, this.windowMs)) })),
     );
+    let until = 0;
+    for (const { subject, count, expiresAt } of counts) {
+      if (count < this.maxFailures) continue;
+      if (subject.startsWith('ip:')) this.blockedUntil.set(subject, expiresAt);
+      if (count > this.maxFailures) until = Math.max(until, expiresAt);
+    }
     // Keep the local memory bounded: forget blocks that have run out.
     if (this.blockedUntil.size > 10_000) {
       const now = Date.now();
-      for (const [subject, until] of this.blockedUntil) if (until <= now) this.blockedUntil.delete(subject);
+      for (const [subject, blocked] of this.blockedUntil) if (blocked <= now) this.blockedUntil.delete(subject);
     }
-  }
-
-  /** A counter over the contract's insert and compare-and-swap; its expiry fixes the window. */
-  private async increment(subject: LimitSubject): Promise<{ count: number; expiresAt: number }> {
-    const group = groupOf(subject);
-    for (let attempt = 0; attempt < 10; attempt++) {
-      if (await this.store.insert(group, COUNTER, '1', { ttlMs: this.windowMs })) {
-        return { count: 1, expiresAt: Date.now() + this.windowMs };
-      }
-      const entry = await this.store.get(group, COUNTER);
-      if (entry === undefined) continue;
-      const count = Number(entry.value) + 1;
-      if (await this.store.replace(group, COUNTER, entry.value, String(count))) {
-        return { count, expiresAt: entry.expiresAt ?? Date.now() + this.windowMs };
-      }
-    }
-    // Heavy contention means heavy failure traffic: treat the subject as over the limit.
-    return { count: this.maxFailures, expiresAt: Date.now() + this.windowMs };
+    return until > 0 ? tooManyRequests(until - Date.now()) : undefined;
   }
 }
 

@@ -90,7 +90,9 @@ export async function verifyApiKey(vault: Vault, apiKey: string): Promise<ApiKey
   if (entry === undefined) throw invalidApiKey();
   const record = JSON.parse(entry.value) as ApiKeyRecord;
   if (!secretsEqual(hashSecret(secret), record.hash) || `${prefix}_` !== PREFIX[record.environment]) {
-    throw invalidApiKey();
+    // The id names a real key: the failed-auth limit counts against it (unknown ids are not
+    // counted, so random ids cannot fill the store with counters).
+    throw invalidApiKey({ keyId });
   }
   return { org: record.org, environment: record.environment, keyId };
 }
@@ -100,4 +102,5 @@ export async function anyApiKeyCreated(vault: Vault): Promise<boolean> {
   return (await vault.store.get(META_GROUP, API_KEY_EXISTS)) !== undefined;
 }
 
-const invalidApiKey = () => new VaultError('INVALID_API_KEY', 'Invalid Credentials');
+const invalidApiKey = (details?: { keyId: string }) =>
+  new VaultError('INVALID_API_KEY', 'Invalid Credentials', details === undefined ? {} : { details });

@@ -83,6 +83,8 @@ export async function issueSessionToken(
     requires: PROFILE,
   });
   if (!inserted) throw unknownAccount(account);
+  // Tokens expire into dead rows on stores that do not expire rows themselves.
+  vault.sweepExpired();
   await vault.emit({ type: 'session_token.issued', ...account, actor: options.actor ?? { type: 'system' } }, () =>
     vault.store.remove(group, sessionMember(tokenId)),
   );

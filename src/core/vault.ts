@@ -58,6 +58,12 @@ export interface Vault {
    * `undo` takes the write back and the call throws `STORE_UNAVAILABLE`.
    */
   emit(event: Omit<VaultEvent, 'time'>, undo?: () => Promise<unknown>): Promise<void>;
+  /**
+   * Deletes a bounded number of expired records (failed-auth counters, session tokens) in
+   * the background, at most once per sweep interval per process; called after writes that
+   * leave expiring records behind, so failure traffic cannot grow the store.
+   */
+  sweepExpired(): void;
   /** Closes the store. */
   close(): Promise<void>;
 }
@@ -89,6 +95,8 @@ export async function createVault(options: VaultOptions): Promise<Vault> {
   }
   const sink = options.onEvent;
   const failClosed = options.failClosedEvents === true;
+  let lastSweep = 0;
+  let sweeping = false;
   return {
     store,
     keyring,
@@ -105,9 +113,28 @@ export async function createVault(options: VaultOptions): Promise<Vault> {
         throw new VaultError('STORE_UNAVAILABLE', 'The audit sink is unavailable', { cause: error });
       }
     },
+    sweepExpired() {
+      const now = Date.now();
+      if (sweeping || now - lastSweep < SWEEP_INTERVAL_MS) return;
+      lastSweep = now;
+      sweeping = true;
+      void (async () => {
+        // Bounded per sweep; a backlog is worked off over the following sweeps.
+        for (let round = 0; round < SWEEP_ROUNDS; round++) {
+          if ((await store.purgeExpired(SWEEP_BATCH)) < SWEEP_BATCH) break;
+        }
+      })()
+        .catch(() => undefined)
+        .finally(() => (sweeping = false));
+    },
     close: () => rawStore.close(),
   };
 }
+
+/** At most one sweep of expired records per this interval, per process. */
+const SWEEP_INTERVAL_MS = 10_000;
+const SWEEP_BATCH = 500;
+const SWEEP_ROUNDS = 10;
 
 async function resolveKeyring(options: VaultOptions, log: (line: string) => void): Promise<Keyring> {
   if (options.keys !== undefined) return typeof options.keys === 'string' ? parseKeyring(options.keys, 'keys option') : options.keys;

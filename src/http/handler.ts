@@ -180,19 +180,24 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
   }
 
   async function authenticate(auth: AuthRequest, kind: RouteAuth, address: string | undefined): Promise<Caller> {
-    const subjects = limiter === undefined ? [] : limitSubjects(auth, address, limiter.perApiKeyId);
+    const addressSubject = address !== undefined && address !== '' ? `ip:${address}` : undefined;
     let caller: Caller;
     try {
-      limiter?.check(subjects);
+      limiter?.checkAddress(addressSubject);
       caller = await resolveCaller(resolvers, auth, vault);
     } catch (error) {
-      if (isVaultError(error)) {
-        if (error.code === 'INVALID_API_KEY' || error.code === 'INVALID_SESSION_TOKEN') {
-          await limiter?.recordFailure(subjects).catch(() => undefined);
-        }
-        await vault.emit({ type: 'auth.failed', actor: { type: 'system' }, reason: error.code }).catch(() => undefined);
+      if (!isVaultError(error)) throw error;
+      let answer = error;
+      if (limiter !== undefined && (error.code === 'INVALID_API_KEY' || error.code === 'INVALID_SESSION_TOKEN')) {
+        const subjects = addressSubject === undefined ? [] : [addressSubject];
+        // Only the id of a real key is counted (see verifyApiKey), so random ids add no rows.
+        const keyId = error.details?.['keyId'];
+        if (limiter.perApiKeyId && typeof keyId === 'string') subjects.push(`key:${keyId}`);
+        answer = (await limiter.recordFailure(subjects).catch(() => undefined)) ?? error;
+        vault.sweepExpired();
       }
-      throw error;
+      await vault.emit({ type: 'auth.failed', actor: { type: 'system' }, reason: error.code }).catch(() => undefined);
+      throw answer;
     }
     if (kind !== 'either' && caller.kind !== kind) throw new VaultError('FORBIDDEN', WRONG_KIND[kind]);
     return caller;
@@ -239,16 +244,6 @@ function clientAddress(request: HandlerRequest, auth: AuthRequest, trustProxyHop
   const forwarded = (auth.headers['x-forwarded-for'] ?? '').split(',').map((s) => s.trim()).filter(Boolean);
   // Each trusted proxy appended the address it saw; the outermost one saw the client.
   return forwarded[forwarded.length - trustProxyHops] ?? forwarded[0] ?? request.clientAddress;
-}
-
-const API_KEY_ID = /^(?:tk|pk)_([0-9a-f]{16})_/;
-
-function limitSubjects(auth: AuthRequest, address: string | undefined, perApiKeyId: boolean): string[] {
-  const subjects: string[] = [];
-  if (address !== undefined && address !== '') subjects.push(`ip:${address}`);
-  const keyId = perApiKeyId ? API_KEY_ID.exec(auth.headers['x-api-key'] ?? '')?.[1] : undefined;
-  if (keyId !== undefined) subjects.push(`key:${keyId}`);
-  return subjects;
 }
 
 async function parseBody(request: HandlerRequest, limit: number): Promise<unknown> {
