@@ -233,5 +233,57 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
         expect(await rotateKeys(onlyB)).toEqual({ resealed: 0, already_current: 4 });
       });
     }
+
+    it('a record sealed under the old key after the first pass is caught by the verifying pass before the old key is retired', async () => {
+      const backend = await fresh();
+      const A = keyEntry('kA');
+      const B = keyEntry('kB');
+      const va = await open(backend, A.entry);
+      const values: Record<string, string> = { one: marker('one'), two: marker('two') };
+      await createLinkedAccount(va, X, { credentials: values });
+      const three = marker('three');
+      await createLinkedAccount(va, Y, { credentials: { three } });
+      // A server still on the old key alone writes once the first pass has done its work.
+      const late = marker('late');
+      let replaces = 0;
+      const hooked = wrapStore(backend.openStore(), {
+        async replace(_args, forward) {
+          const ok = await forward();
+          replaces += 1;
+          if (replaces === 3) await upsertDefaultAppCredential(va, X, 'late', late);
+          return ok;
+        },
+      });
+      const rotating = await createVault({ store: hooked, keys: `${B.entry},${A.entry}`, log: () => undefined });
+      const result = await rotateKeys(rotating);
+      expect(result.resealed).toBe(4);
+      const onlyB = await open(backend, B.entry);
+      expect(await getDefaultAppCredential(onlyB, X, 'late')).toBe(late);
+      expect(await getDefaultAppCredential(onlyB, Y, 'three')).toBe(three);
+      for (const [key, value] of Object.entries(values)) expect(await getDefaultAppCredential(onlyB, X, key)).toBe(value);
+      expect((await sealedKeyIds(backend, onlyB, X)).every((id) => id === 'kB')).toBe(true);
+    });
+
+    it('a record no key opens is named, nothing is retired, and the old key stays required', async () => {
+      const backend = await fresh();
+      const A = keyEntry('kA');
+      const B = keyEntry('kB');
+      const va = await open(backend, A.entry);
+      await createLinkedAccount(va, X, { credentials: { good: marker('good'), bad: marker('bad') } });
+      const sealed = (await backend.readSealed(accountGroup(X), credentialMember('bad'))) as string;
+      // Flip one character of the ciphertext: the tag no longer matches.
+      const parts = sealed.split('.');
+      const body = parts[3] as string;
+      parts[3] = (body[0] === 'A' ? 'B' : 'A') + body.slice(1);
+      await backend.writeSealed(accountGroup(X), credentialMember('bad'), parts.join('.'));
+      const vb = await open(backend, `${B.entry},${A.entry}`);
+      const error = await rejection(rotateKeys(vb));
+      expect(error.code).toBe('ROTATION_INCOMPLETE');
+      expect(error.message).toContain('acme/test/cust-x cred:bad (unreadable)');
+      expect(error.message).not.toContain(sealed);
+      // The good record moved to B, but A's canary stays, so B alone is still refused.
+      expect((await backend.readSealed(accountGroup(X), credentialMember('good')))?.split('.')[1]).toBe('kB');
+      expect((await rejection(open(backend, B.entry))).code).toBe('KEYRING_MISMATCH');
+    });
   });
 }
