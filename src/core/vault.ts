@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { VaultError, isVaultError } from './errors.js';
-import type { VaultStore } from './store.js';
+import type { StoreListItem, VaultStore } from './store.js';
 import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
 import type { EventSink, VaultEvent } from './events.js';
 import { CANARY_PREFIX, META_GROUP, canaryMember, unescapeComponent } from './layout.js';
@@ -160,9 +160,34 @@ async function resolveKeyring(options: VaultOptions, log: (line: string) => void
  * Each key that ever sealed into this store left a canary sealed under it. A keyring that
  * lacks one of those keys, or holds different material under its id, cannot open what is
  * stored: refuse to start rather than write under the wrong keys.
+ *
+ * On a fresh store two servers with different keys may start at once. Each inserts its own
+ * canary and then checks every canary again: whichever insert came second sees a canary it
+ * cannot open, takes its own back and refuses, so two incompatible keyrings never both run.
  */
 async function checkKeyring(store: VaultStore, keyring: Keyring): Promise<void> {
+  const primary = keyring.primary.id;
   const canaries = await store.list(META_GROUP, CANARY_PREFIX);
+  verifyCanaries(canaries, keyring);
+  if (canaries.some((c) => unescapeComponent(c.member.slice(CANARY_PREFIX.length)) === primary)) return;
+  const sealed = sealCredential(keyring, randomBytes(16).toString('base64url'), CANARY_CONTEXT);
+  if (!(await store.insert(META_GROUP, canaryMember(primary), sealed))) {
+    // Another server with the same key id got there first: its canary must open too.
+    verifyCanaries(await store.list(META_GROUP, CANARY_PREFIX), keyring);
+    return;
+  }
+  try {
+    verifyCanaries(await store.list(META_GROUP, CANARY_PREFIX), keyring);
+  } catch (error) {
+    // Take back our own canary only (a compare-and-swap on its exact value finds it).
+    if (await store.replace(META_GROUP, canaryMember(primary), sealed, sealed).catch(() => false)) {
+      await store.remove(META_GROUP, canaryMember(primary)).catch(() => false);
+    }
+    throw error;
+  }
+}
+
+function verifyCanaries(canaries: readonly StoreListItem[], keyring: Keyring): void {
   for (const { member, entry } of canaries) {
     const keyId = unescapeComponent(member.slice(CANARY_PREFIX.length));
     if (!keyring.keys.has(keyId)) {
@@ -180,10 +205,5 @@ async function checkKeyring(store: VaultStore, keyring: Keyring): Promise<void> 
         `Key '${keyId}' in the configured keys is not the key that sealed this store's data`,
       );
     }
-  }
-  const primary = keyring.primary.id;
-  if (!canaries.some((c) => unescapeComponent(c.member.slice(CANARY_PREFIX.length)) === primary)) {
-    const sealed = sealCredential(keyring, randomBytes(16).toString('base64url'), CANARY_CONTEXT);
-    await store.insert(META_GROUP, canaryMember(primary), sealed);
   }
 }

@@ -285,5 +285,26 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       expect((await backend.readSealed(accountGroup(X), credentialMember('good')))?.split('.')[1]).toBe('kB');
       expect((await rejection(open(backend, B.entry))).code).toBe('KEYRING_MISMATCH');
     });
+
+    it('two servers with different keys starting at once on a fresh store never both start', async () => {
+      for (let trial = 0; trial < 15; trial++) {
+        const backend = await fresh();
+        const A = keyEntry('kA');
+        const B = keyEntry('kB');
+        const outcomes = await Promise.allSettled([open(backend, A.entry), open(backend, B.entry)]);
+        const started = outcomes.flatMap((o) => (o.status === 'fulfilled' ? [o.value] : []));
+        for (const o of outcomes) {
+          if (o.status === 'rejected') expect((o.reason as VaultError).code).toBe('KEYRING_MISMATCH');
+        }
+        expect(started.length).toBeLessThanOrEqual(1);
+        // Whoever started owns the store; the other key is refused from now on.
+        const winner = started[0];
+        if (winner !== undefined) {
+          const loser = winner.keyring.primary.id === 'kA' ? B : A;
+          expect((await rejection(open(backend, loser.entry))).code).toBe('KEYRING_MISMATCH');
+        }
+        await Promise.all(started.map((vault) => vault.close()));
+      }
+    });
   });
 }
