@@ -57,6 +57,12 @@ suite('postgres store: query plans', () => {
         expect(text).toMatch(/Index (Only )?Scan using keyv_key_c/);
         expect(text).not.toMatch(/Seq Scan|Sort/);
       }
+      // purgeExpired finds expired rows through the partial index on expiry, not a scan of the table.
+      const expires = `(substring(value from ',"expires":([0-9]+)}$'))::bigint`;
+      const purge = await plan(
+        `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table} WHERE value LIKE '%,"expires":%' AND ${expires} < 1 LIMIT 10)`,
+      );
+      expect(purge).toMatch(/Index Scan using keyv_expires/);
     } finally {
       await client.end();
       await store.close();

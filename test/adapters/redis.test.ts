@@ -94,6 +94,37 @@ suite('redis store: namespace isolation', () => {
       await store.close();
     }
   });
+
+  it('a group of expiring members leaves no key behind once they expire; a lasting member keeps its index', async () => {
+    const namespace = `${prefix}:expiry`;
+    const store = createRedisStore({ url, namespace });
+    const raw = createClient({ url }) as RedisClientType;
+    await raw.connect();
+    const keysOf = async (group: string): Promise<string[]> => {
+      const keys: string[] = [];
+      const match = `${escapeGlob(`${encodeURIComponent(namespace)}{${group}}`)}*`;
+      for await (const batch of raw.scanIterator({ MATCH: match })) keys.push(...batch);
+      return keys.sort();
+    };
+    try {
+      await store.increment('limit:ip%003a1', 'count', 100);
+      await store.increment('limit:ip%003a1', 'count', 100);
+      await store.batch('limit:ip%003a2', [{ op: 'insert', member: 'a', value: 'x', ttlMs: 100 }, { op: 'insert', member: 'b', value: 'y', ttlMs: 150 }]);
+      await store.put('acct', 'profile', 'p');
+      await store.insert('acct', 'session:1', 's', { ttlMs: 100 });
+      expect(await keysOf('limit:ip%003a1')).toHaveLength(2);
+      expect(await keysOf('limit:ip%003a2')).toHaveLength(3);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await keysOf('limit:ip%003a1')).toEqual([]);
+      expect(await keysOf('limit:ip%003a2')).toEqual([]);
+      // The profile never expires, so its index stays; the expired session is gone from lists.
+      expect((await store.list('acct')).map((item) => item.member)).toEqual(['profile']);
+      expect((await raw.pTTL(`${encodeURIComponent(namespace)}{acct}#idx`))).toBe(-1);
+    } finally {
+      raw.destroy();
+      await store.close();
+    }
+  });
 });
 
 function hashTag(key: string): string {
