@@ -1,9 +1,10 @@
+import KeyvSqlite from '@keyv/sqlite';
 import { describe, expect, it } from 'vitest';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLinkedAccount, createVault, getLinkedAccount, upsertLinkedAccount, type VaultStore } from '../../src/index.js';
+import { createLinkedAccount, createVault, getLinkedAccount, issueSessionToken, upsertLinkedAccount, type VaultStore } from '../../src/index.js';
 import { createMemoryStore } from '../../adapters/memory.js';
 import { createSqliteStore } from '../../adapters/sqlite.js';
 import { PROFILE, accountGroup } from '../../src/core/layout.js';
@@ -34,6 +35,48 @@ describe.each(stores)('concurrent account updates on %s', (_name, open) => {
     } finally {
       await vault.close();
       cleanup();
+    }
+  });
+});
+
+describe('expired session tokens on SQLite', () => {
+  it('are deleted from the file by a later sweep, not only hidden', async () => {
+    const dir = mkdtempSync(path.join(os.tmpdir(), 'credvault-sessions-'));
+    const file = path.join(dir, 'vault.db');
+    const keys = `k:${randomBytes(32).toString('base64')}`;
+    const ref = { org: 'acme', environment: 'test', accountId: 'tokens' };
+    const sessionRows = async (store: VaultStore): Promise<number> => {
+      // Live session records, as the store reports them.
+      let n = 0;
+      let cursor: string | undefined;
+      do {
+        const page = await store.scan(cursor, 500);
+        n += page.items.filter((item) => item.member.startsWith('session:')).length;
+        cursor = page.cursor;
+      } while (cursor !== undefined);
+      return n;
+    };
+    try {
+      const first = await createVault({ store: createSqliteStore({ path: file }), keys });
+      await createLinkedAccount(first, ref);
+      for (let i = 0; i < 10; i++) await issueSessionToken(first, ref, { ttlSeconds: 1, forceRefresh: true });
+      expect(await sessionRows(first.store)).toBe(10);
+      await first.close();
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      const raw = new KeyvSqlite({ uri: `sqlite://${file}`, table: 'keyv' });
+      const rowsOnDisk = async () =>
+        ((await raw.query("SELECT count(*) AS n FROM keyv WHERE key LIKE '%}:session:%'")) as Array<{ n: number }>)[0]?.n;
+      expect(await rowsOnDisk()).toBe(10);
+      // Another process (or a restart) issuing a token sweeps the expired ones.
+      const second = await createVault({ store: createSqliteStore({ path: file }), keys });
+      await issueSessionToken(second, ref, { ttlSeconds: 60 });
+      for (let i = 0; i < 100 && (await rowsOnDisk()) !== 1; i++) await new Promise((resolve) => setTimeout(resolve, 20));
+      expect(await rowsOnDisk()).toBe(1);
+      expect(await sessionRows(second.store)).toBe(1);
+      await second.close();
+      await raw.disconnect();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
     }
   });
 });

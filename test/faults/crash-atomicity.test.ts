@@ -197,8 +197,9 @@ redisSuite('crash during account creation: redis-server (appendonly) killed with
     await waitFor(() => load.acknowledged() >= 20, 'some creates to be acknowledged', 20_000);
     redis.kill('SIGKILL');
     await once(redis, 'exit');
-    // The server keeps answering (503) while Redis is down, then recovers by itself.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // Down for longer than the store waits for a reconnect (2 s), so requests meanwhile get
+    // 503; the server keeps answering and recovers by itself once Redis is back.
+    await new Promise((resolve) => setTimeout(resolve, 2500));
     redis = await startRedis(port, dir);
     const before = load.acknowledged();
     await waitFor(() => load.acknowledged() >= before + 20, 'creates to succeed again after the restart', 20_000);
