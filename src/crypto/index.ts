@@ -10,6 +10,7 @@ export {
   readKeyFile,
   type GeneratedKey,
   type EnsuredKeyFile,
+  type KeyFileOptions,
   type Keyring,
   type KeyringKey,
   type LoadKeyringOptions,

@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { link, mkdir, readFile, stat, unlink, writeFile } from 'node:fs/promises';
+import { link, mkdir, open, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { VaultError } from '../core/errors.js';
 
@@ -159,47 +159,95 @@ export interface EnsuredKeyFile {
   readonly keyring: Keyring;
   /** True if this call created the file. */
   readonly created: boolean;
-  /** See {@link isKeyFileExposed}: worth a warning, not a refusal. */
+  /**
+   * True if group or others may access the file (see {@link isKeyFileExposed}). Only ever
+   * true when `allowInsecurePermissions` was given: otherwise such a file is refused.
+   */
   readonly insecurePermissions: boolean;
+}
+
+/** Options for {@link readKeyFile} and {@link ensureKeyFile}. */
+export interface KeyFileOptions {
+  /**
+   * Accept a key file that group or others may read, write or execute (`mode & 0o077`).
+   * Default false: such a file is refused with `INVALID_CONFIGURATION`, since anyone who
+   * can read it can open every stored credential. Fix the file with `chmod 600` instead.
+   */
+  readonly allowInsecurePermissions?: boolean;
 }
 
 function errorCode(error: unknown): string | undefined {
   return error instanceof Error && 'code' in error && typeof error.code === 'string' ? error.code : undefined;
 }
 
+/** The permission bits (`0o644`) as text, for messages: `0644`. */
+export function formatMode(mode: number): string {
+  return `0${(mode & 0o777).toString(8).padStart(3, '0')}`;
+}
+
+/** True if `mode` grants group or others any access. Always false on Windows. */
+function modeIsExposed(mode: number): boolean {
+  return process.platform !== 'win32' && (mode & 0o077) !== 0;
+}
+
+/** The refusal of an exposed key file: one line, naming the file and its mode, never its content. */
+export function insecureKeyFileError(path: string, mode: number): VaultError {
+  return new VaultError(
+    'INVALID_CONFIGURATION',
+    `Key file ${path} is accessible by group or others (mode ${formatMode(mode)}); run chmod 600 on it`,
+    { details: { keyFile: path, mode: mode & 0o777 } },
+  );
+}
+
 /**
  * Read and parse a key file (same format as `CREDVAULT_KEYS`). Throws
- * `INVALID_CONFIGURATION` if it cannot be read or parsed.
+ * `INVALID_CONFIGURATION` if it cannot be read or parsed, or if group or others may access
+ * it (unless `allowInsecurePermissions`): its mode is checked on the very file read.
  *
  * @example
  * ```ts
  * const keyring = await readKeyFile('/var/lib/credvault/credvault.keys');
  * ```
  */
-export async function readKeyFile(path: string): Promise<Keyring> {
+export async function readKeyFile(path: string, options: KeyFileOptions = {}): Promise<Keyring> {
+  return (await readKeyFileChecked(path, options)).keyring;
+}
+
+/** Reads through one open handle, so the mode checked is that of the content read. */
+async function readKeyFileChecked(path: string, options: KeyFileOptions): Promise<{ keyring: Keyring; exposed: boolean }> {
   let text: string;
+  let exposed: boolean;
   try {
-    text = await readFile(path, 'utf8');
+    const handle = await open(path, 'r');
+    try {
+      const { mode } = await handle.stat();
+      exposed = modeIsExposed(mode);
+      if (exposed && options.allowInsecurePermissions !== true) throw insecureKeyFileError(path, mode);
+      text = await handle.readFile('utf8');
+    } finally {
+      await handle.close().catch(() => undefined);
+    }
   } catch (error) {
+    if (error instanceof VaultError) throw error;
     const code = errorCode(error) ?? 'unknown error';
     throw new VaultError('INVALID_CONFIGURATION', `Key file ${path} could not be read (${code})`, { cause: error });
   }
-  return parseKeyring(text, `Key file ${path}`);
+  return { keyring: parseKeyring(text, `Key file ${path}`), exposed };
 }
 
 /**
- * True if group or others have any access to the key file (`mode & 0o077`): warn, don't
- * refuse. Always false on Windows, where POSIX modes mean nothing, and if it cannot be stat'ed.
+ * True if group or others have any access to the key file (`mode & 0o077`): the key-file
+ * readers refuse such a file unless told otherwise. Always false on Windows, where POSIX
+ * modes mean nothing, and if it cannot be stat'ed.
  *
  * @example
  * ```ts
- * if (await isKeyFileExposed(keyFile)) console.warn(`credvault: ${keyFile} is readable by others; chmod 600 it`);
+ * if (await isKeyFileExposed(keyFile)) console.error(`credvault: ${keyFile} is readable by others; chmod 600 it`);
  * ```
  */
 export async function isKeyFileExposed(path: string): Promise<boolean> {
-  if (process.platform === 'win32') return false;
   try {
-    return ((await stat(path)).mode & 0o077) !== 0;
+    return modeIsExposed((await stat(path)).mode);
   } catch {
     return false;
   }
@@ -209,6 +257,7 @@ export async function isKeyFileExposed(path: string): Promise<boolean> {
  * Read a key file, or create it with one new key if it does not exist: mode 0600, its
  * directory created (0700) if missing. Safe when several processes race: exactly one
  * creates the file, the rest read that same key, and no reader sees a half-written file.
+ * An existing file that group or others may access is refused, as by {@link readKeyFile}.
  *
  * @example
  * ```ts
@@ -216,7 +265,7 @@ export async function isKeyFileExposed(path: string): Promise<boolean> {
  * if (created) process.stderr.write(`credvault: created key file ${join(dataDir, 'credvault.keys')}\n`);
  * ```
  */
-export async function ensureKeyFile(path: string): Promise<EnsuredKeyFile> {
+export async function ensureKeyFile(path: string, options: KeyFileOptions = {}): Promise<EnsuredKeyFile> {
   let created = true;
   try {
     await mkdir(dirname(path), { recursive: true, mode: 0o700 });
@@ -229,7 +278,8 @@ export async function ensureKeyFile(path: string): Promise<EnsuredKeyFile> {
     if (errorCode(error) !== 'EEXIST') throw cannotCreate(path, error);
     created = false;
   }
-  return { keyring: await readKeyFile(path), created, insecurePermissions: await isKeyFileExposed(path) };
+  const { keyring, exposed } = await readKeyFileChecked(path, options);
+  return { keyring, created, insecurePermissions: exposed };
 }
 
 function cannotCreate(path: string, error: unknown): VaultError {
@@ -267,7 +317,7 @@ export interface LoadedKeyring {
   readonly keyFile?: string;
   /** True if this call created the key file (only with `create: true`). */
   readonly created: boolean;
-  /** True if the key file is group- or world-accessible: warn about it. */
+  /** True if the key file is group- or world-accessible (only with `allowInsecurePermissions`): warn about it. */
   readonly insecurePermissions: boolean;
 }
 
@@ -279,12 +329,15 @@ export interface LoadKeyringOptions {
   readonly keyFile?: string | undefined;
   /** Create `keyFile` with a new key if it is missing (the embedded SQLite default). */
   readonly create?: boolean;
+  /** Accept a key file group or others may access; see {@link KeyFileOptions}. Default false. */
+  readonly allowInsecurePermissions?: boolean;
 }
 
 /**
  * Load the keyring: from `env` (the `CREDVAULT_KEYS` value) if it is non-blank, otherwise
  * from `keyFile` (created first if `create` is set). Throws `INVALID_CONFIGURATION` when
- * neither is given or either is invalid.
+ * neither is given or either is invalid, or when the key file is accessible by group or
+ * others and `allowInsecurePermissions` is not set.
  *
  * @example
  * ```ts
@@ -302,13 +355,14 @@ export async function loadKeyring(options: LoadKeyringOptions): Promise<LoadedKe
     };
   }
   if (options.keyFile !== undefined) {
-    const file: EnsuredKeyFile = options.create === true
-      ? await ensureKeyFile(options.keyFile)
-      : {
-          keyring: await readKeyFile(options.keyFile),
-          created: false,
-          insecurePermissions: await isKeyFileExposed(options.keyFile),
-        };
+    const fileOptions: KeyFileOptions = { allowInsecurePermissions: options.allowInsecurePermissions === true };
+    let file: EnsuredKeyFile;
+    if (options.create === true) {
+      file = await ensureKeyFile(options.keyFile, fileOptions);
+    } else {
+      const { keyring, exposed } = await readKeyFileChecked(options.keyFile, fileOptions);
+      file = { keyring, created: false, insecurePermissions: exposed };
+    }
     return { ...file, source: 'keyFile', keyFile: options.keyFile };
   }
   throw invalid('No encryption keys configured: set CREDVAULT_KEYS (id:base64,...) or give a key file');

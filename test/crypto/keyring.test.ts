@@ -213,15 +213,48 @@ describe('key files', () => {
     expect(await readFile(path, 'utf8')).toBe(`${entry}\n`);
   });
 
-  it.skipIf(process.platform === 'win32')('flags a group- or world-readable key file without refusing it', async () => {
+  it.skipIf(process.platform === 'win32')('refuses a key file group or others may access, naming its mode and never its content', async () => {
+    const key = b64();
     const path = join(dir, 'loose.keys');
-    await writeFile(path, `k1:${b64()}\n`, { mode: 0o600 });
+    await writeFile(path, `k1:${key}\n`, { mode: 0o600 });
     expect(await isKeyFileExposed(path)).toBe(false);
+    for (const mode of [0o644, 0o640, 0o604, 0o660, 0o601, 0o610]) {
+      await chmod(path, mode);
+      expect(await isKeyFileExposed(path)).toBe(true);
+      const expected = { code: 'INVALID_CONFIGURATION', message: `Key file ${path} is accessible by group or others (mode 0${mode.toString(8)}); run chmod 600 on it` };
+      const attempts = [() => readKeyFile(path), () => ensureKeyFile(path), () => loadKeyring({ keyFile: path }), () => loadKeyring({ keyFile: path, create: true })];
+      for (const attempt of attempts) {
+        const error: unknown = await attempt().catch((caught: unknown) => caught);
+        expect(error).toBeInstanceOf(VaultError);
+        expect(error).toMatchObject(expected);
+        expect((error as Error).message).not.toContain(key.slice(0, 8));
+      }
+    }
+    // The file is left as it was: refusing never rewrites or replaces it.
+    expect(await readFile(path, 'utf8')).toBe(`k1:${key}\n`);
+  });
+
+  it.skipIf(process.platform === 'win32')('accepts an exposed key file only when allowInsecurePermissions is set, and says so', async () => {
+    const path = join(dir, 'allowed.keys');
+    await writeFile(path, `k1:${b64()}\n`, { mode: 0o600 });
     await chmod(path, 0o644);
-    expect(await isKeyFileExposed(path)).toBe(true);
-    expect((await readKeyFile(path)).primary.id).toBe('k1');
-    expect((await ensureKeyFile(path)).insecurePermissions).toBe(true);
-    expect((await loadKeyring({ keyFile: path })).insecurePermissions).toBe(true);
+    const allow = { allowInsecurePermissions: true };
+    expect((await readKeyFile(path, allow)).primary.id).toBe('k1');
+    expect(await ensureKeyFile(path, allow)).toMatchObject({ created: false, insecurePermissions: true });
+    expect(await loadKeyring({ keyFile: path, ...allow })).toMatchObject({ source: 'keyFile', insecurePermissions: true });
+    expect(await loadKeyring({ keyFile: path, create: true, ...allow })).toMatchObject({ created: false, insecurePermissions: true });
+  });
+
+  it.skipIf(process.platform === 'win32')('accepts owner-only modes (0600, 0400, 0700) as secure', async () => {
+    const path = join(dir, 'tight.keys');
+    await writeFile(path, `k1:${b64()}\n`, { mode: 0o600 });
+    for (const mode of [0o600, 0o400, 0o700]) {
+      await chmod(path, mode);
+      expect(await isKeyFileExposed(path)).toBe(false);
+      expect((await readKeyFile(path)).primary.id).toBe('k1');
+      expect((await ensureKeyFile(path)).insecurePermissions).toBe(false);
+      expect((await loadKeyring({ keyFile: path })).insecurePermissions).toBe(false);
+    }
   });
 
   it('readKeyFile reports a missing or invalid file as INVALID_CONFIGURATION without key text', async () => {
