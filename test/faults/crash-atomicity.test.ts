@@ -93,6 +93,16 @@ async function checkAllOrNothing(vault: Vault, attempts: readonly Attempt[]): Pr
   return absent;
 }
 
+/** Opens the store in this process and runs {@link checkAllOrNothing} on it. */
+async function checkStore(store: string, keys: string, attempts: readonly Attempt[]): Promise<string[]> {
+  const vault = await createVault({ store, keys, log: () => undefined });
+  try {
+    return await checkAllOrNothing(vault, attempts);
+  } finally {
+    await vault.close();
+  }
+}
+
 /** Retries the absent creates through a live server: each must now succeed. */
 async function retryAbsent(url: string, apiKey: string, absent: readonly string[]): Promise<void> {
   for (const accountId of absent) {
@@ -112,13 +122,7 @@ async function rotateAndReopen(store: string, next: string, old: string, attempt
     timeoutMs: 60_000,
   });
   expect(rotated.resealed).toBeGreaterThan(0);
-  const vault = await createVault({ store, keys: next, log: () => undefined });
-  try {
-    const absent = await checkAllOrNothing(vault, attempts);
-    expect(absent).toEqual([]);
-  } finally {
-    await vault.close();
-  }
+  expect(await checkStore(store, next, attempts)).toEqual([]);
 }
 
 const dirs: string[] = [];
@@ -144,13 +148,7 @@ describe('crash during account creation: SQLite server killed with SIGKILL', () 
     await load.stop();
     expect(load.attempts.some((a) => a.status !== 200)).toBe(true);
 
-    const vault = await createVault({ store, keys: oldKey, log: () => undefined });
-    let absent: string[];
-    try {
-      absent = await checkAllOrNothing(vault, load.attempts);
-    } finally {
-      await vault.close();
-    }
+    const absent = await checkStore(store, oldKey, load.attempts);
     server = await startServer(['--store', store], { env });
     await retryAbsent(server.url, apiKey, absent);
     server.child.kill('SIGTERM');
@@ -206,13 +204,7 @@ redisSuite('crash during account creation: redis-server (appendonly) killed with
     await load.stop();
     expect(load.attempts.some((a) => a.status !== 200)).toBe(true);
 
-    const vault = await createVault({ store, keys: oldKey, log: () => undefined });
-    let absent: string[];
-    try {
-      absent = await checkAllOrNothing(vault, load.attempts);
-    } finally {
-      await vault.close();
-    }
+    const absent = await checkStore(store, oldKey, load.attempts);
     await retryAbsent(server.url, apiKey, absent);
     server.child.kill('SIGTERM');
     expect((await server.exited()).code).toBe(0);
