@@ -1,15 +1,17 @@
 #!/usr/bin/env node
+import { existsSync } from 'node:fs';
 import type http from 'node:http';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createVault, type Vault } from '../core/vault.js';
 import { VaultError, isVaultError } from '../core/errors.js';
-import { DEFAULT_STORE_URL, parseStoreUrl } from '../core/store-url.js';
+import { DEFAULT_STORE_URL, defaultKeyFileFor, parseStoreUrl } from '../core/store-url.js';
 import { createApiKey, revokeApiKey, anyApiKeyCreated } from '../core/api-keys.js';
 import { createLinkedAccount } from '../core/accounts.js';
 import { issueSessionToken } from '../core/session-tokens.js';
 import { listDefaultAppCredentials } from '../core/credentials.js';
-import { generateKey, parseKeyring } from '../crypto/keyring.js';
+import { formatMode, generateKey, loadKeyring, parseKeyring, type Keyring } from '../crypto/keyring.js';
 import { createApiServer, FRAMEWORKS, type Framework } from './server.js';
+import type { HandlerOptions } from '../http/handler.js';
 import { rotateKeys } from '../core/rotation.js';
 import { openApiDocument } from '../http/openapi.js';
 import { SingleBar, Presets } from 'cli-progress';
@@ -22,7 +24,23 @@ interface StoreFlags {
   store?: string;
   keysFile?: string;
   namespace?: string;
+  allowInsecureKeyFile?: boolean;
 }
+
+interface ServeFlags extends StoreFlags {
+  port: number;
+  host: string;
+  framework: Framework;
+  basePath: string;
+  /** False with --no-key-id-limit. */
+  keyIdLimit: boolean;
+  maxAuthFailures?: number;
+  authFailureWindow?: number;
+  trustProxyHops: number;
+}
+
+/** Set to 1 to accept a key file that group or others may access (as --allow-insecure-key-file). */
+const ALLOW_INSECURE_KEY_FILE_ENV = 'CREDVAULT_ALLOW_INSECURE_KEY_FILE';
 
 const printJson = (value: unknown) => process.stdout.write(`${JSON.stringify(value)}\n`);
 
@@ -30,7 +48,11 @@ function storeOption(command: Command): Command {
   return command
     .option('--store <url>', `store URL: memory:, sqlite:<path>, redis://..., postgres://... (default $CREDVAULT_STORE, else ${DEFAULT_STORE_URL})`)
     .option('--keys-file <path>', 'file holding the keys (default $CREDVAULT_KEYS_FILE; $CREDVAULT_KEYS wins when set)')
-    .option('--namespace <name>', 'keeps this vault apart from others sharing the store (default $CREDVAULT_NAMESPACE, else credvault)');
+    .option('--namespace <name>', 'keeps this vault apart from others sharing the store (default $CREDVAULT_NAMESPACE, else credvault)')
+    .option(
+      '--allow-insecure-key-file',
+      `use a key file that group or others may access, with a warning (default: refuse it; or $${ALLOW_INSECURE_KEY_FILE_ENV}=1)`,
+    );
 }
 
 function accountOptions(command: Command): Command {
@@ -40,9 +62,17 @@ function accountOptions(command: Command): Command {
     .requiredOption('--id <linked_account_id>', 'linked account id');
 }
 
-function positiveInt(name: string) {
+function positiveInt(name: string, max = Number.MAX_SAFE_INTEGER) {
   return (raw: string): number => {
     if (!/^\d+$/.test(raw) || Number(raw) <= 0) throw new InvalidArgumentError(`${name} must be a positive whole number.`);
+    if (Number(raw) > max) throw new InvalidArgumentError(`${name} must be at most ${max}.`);
+    return Number(raw);
+  };
+}
+
+function wholeNumber(name: string, max: number) {
+  return (raw: string): number => {
+    if (!/^\d+$/.test(raw) || Number(raw) > max) throw new InvalidArgumentError(`${name} must be a whole number from 0 to ${max}.`);
     return Number(raw);
   };
 }
@@ -71,14 +101,44 @@ async function openVault(flags: StoreFlags): Promise<Vault> {
     throw usageError(isVaultError(error) ? error.message : 'Invalid store URL');
   }
   const keys = process.env['CREDVAULT_KEYS'];
-  const keyFile = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
   const namespace = flags.namespace ?? process.env['CREDVAULT_NAMESPACE'];
   return createVault({
     store,
     ...(namespace !== undefined && namespace !== '' ? { namespace } : {}),
     // Parsed here so that a bad entry is reported as CREDVAULT_KEYS, not as "keyring".
-    ...(keys !== undefined && keys.trim() !== '' ? { keys: parseKeyring(keys, 'CREDVAULT_KEYS') } : keyFile !== undefined ? { keyFile } : {}),
+    ...(keys !== undefined && keys.trim() !== '' ? { keys: parseKeyring(keys, 'CREDVAULT_KEYS') } : await keyringFromFile(flags, store)),
   });
+}
+
+/**
+ * The keyring from the key file in use: --keys-file, else $CREDVAULT_KEYS_FILE, else the
+ * file beside a SQLite database if it exists (when it does not, createVault creates it,
+ * mode 0600). A file that group or others may access is refused (a usage error naming the
+ * file and its mode) unless --allow-insecure-key-file or $CREDVAULT_ALLOW_INSECURE_KEY_FILE=1,
+ * and then used with a warning on stderr. Never prints key material.
+ */
+async function keyringFromFile(flags: StoreFlags, store: string): Promise<{ keys?: Keyring }> {
+  const given = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
+  const beside = defaultKeyFileFor(store);
+  const keyFile = given !== undefined && given !== '' ? given : beside !== undefined && existsSync(beside) ? beside : undefined;
+  if (keyFile === undefined) return {};
+  const allowed = flags.allowInsecureKeyFile === true || process.env[ALLOW_INSECURE_KEY_FILE_ENV] === '1';
+  try {
+    const loaded = await loadKeyring({ keyFile, allowInsecurePermissions: allowed });
+    if (loaded.insecurePermissions) {
+      process.stderr.write(
+        `credvault: WARNING: key file ${keyFile} is accessible by group or others; using it only because ${flags.allowInsecureKeyFile === true ? '--allow-insecure-key-file was given' : `${ALLOW_INSECURE_KEY_FILE_ENV}=1 is set`}; run chmod 600 on it\n`,
+      );
+    }
+    return { keys: loaded.keyring };
+  } catch (error) {
+    const mode = isVaultError(error) ? error.details?.['mode'] : undefined;
+    if (typeof mode !== 'number') throw error;
+    throw new VaultError(
+      'INVALID_CONFIGURATION',
+      `key file ${keyFile} is accessible by group or others (mode ${formatMode(mode)}): refusing to use it; run chmod 600 on it, or pass --allow-insecure-key-file`,
+    );
+  }
 }
 
 /** Runs a provisioning command against a vault, closing it afterwards. */
@@ -103,7 +163,11 @@ export function buildProgram(): Command {
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .addOption(new Option('--framework <framework>', 'HTTP framework').choices(FRAMEWORKS).default('express'))
     .option('--base-path <path>', 'where the API is mounted', '/api/v2/public')
-    .action(async (flags: StoreFlags & { port: number; host: string; framework: Framework; basePath: string }) => {
+    .option('--max-auth-failures <n>', 'failed authentications allowed per client address (and API key id) in the window (default 20)', positiveInt('max-auth-failures', 1_000_000))
+    .option('--auth-failure-window <seconds>', 'length of the failed-authentication window (default 300)', positiveInt('auth-failure-window', 604_800))
+    .option('--no-key-id-limit', 'count failed authentications per client address only, not also per API key id')
+    .option('--trust-proxy-hops <n>', 'reverse proxies in front to trust; with N > 0 the client address is read from X-Forwarded-For', wholeNumber('trust-proxy-hops', 100), 0)
+    .action(async (flags: ServeFlags) => {
       await serve(flags);
     });
 
@@ -223,9 +287,30 @@ async function rotateWithProgress(vault: Vault, batchSize: number) {
   }
 }
 
-async function serve(flags: StoreFlags & { port: number; host: string; framework: Framework; basePath: string }): Promise<void> {
+/** The handler options the serve flags set; unset flags keep the handler's defaults. */
+function serveHandlerOptions(flags: ServeFlags): HandlerOptions {
+  return {
+    basePath: flags.basePath,
+    openApiPath: '/openapi.json',
+    trustProxyHops: flags.trustProxyHops,
+    failedAuthLimit: {
+      ...(flags.maxAuthFailures !== undefined ? { maxFailures: flags.maxAuthFailures } : {}),
+      ...(flags.authFailureWindow !== undefined ? { windowSeconds: flags.authFailureWindow } : {}),
+      perApiKeyId: flags.keyIdLimit,
+    },
+  };
+}
+
+/**
+ * A repeat of a stop signal this soon after the first is taken as the same request: under
+ * `npm start`, Ctrl-C reaches the server from the terminal and again forwarded by npm.
+ * A repeat after it forces the exit.
+ */
+const REPEAT_SIGNAL_GRACE_MS = 1000;
+
+async function serve(flags: ServeFlags): Promise<void> {
   const vault = await openVault(flags);
-  const server = await createApiServer(vault, flags.framework, { basePath: flags.basePath, openApiPath: '/openapi.json' });
+  const server = await createApiServer(vault, flags.framework, serveHandlerOptions(flags));
   const host = flags.host.includes(':') ? `[${flags.host}]` : flags.host;
   try {
     await new Promise<void>((resolve, reject) => {
@@ -246,10 +331,17 @@ async function serve(flags: StoreFlags & { port: number; host: string; framework
     open.add(response);
     response.once('close', () => open.delete(response));
   });
+  let stopSignalAt: number | undefined;
+  const onStopSignal = () => {
+    if (stopSignalAt === undefined) {
+      stopSignalAt = Date.now();
+      shutdown();
+    } else if (Date.now() - stopSignalAt >= REPEAT_SIGNAL_GRACE_MS) {
+      process.exit(1);
+    }
+  };
   const shutdown = () => {
-    // Finish in-flight requests, then close the store; a second signal forces the exit.
-    process.once('SIGTERM', () => process.exit(1));
-    process.once('SIGINT', () => process.exit(1));
+    // Finish in-flight requests, then close the store, then exit 0 (SIGTERM and SIGINT alike).
     draining = true;
     for (const response of open) if (!response.headersSent) response.setHeader('connection', 'close');
     server.close(() => {
@@ -260,8 +352,8 @@ async function serve(flags: StoreFlags & { port: number; host: string; framework
     });
     server.closeIdleConnections();
   };
-  process.once('SIGTERM', shutdown);
-  process.once('SIGINT', shutdown);
+  process.on('SIGTERM', onStopSignal);
+  process.on('SIGINT', onStopSignal);
   const address = server.address();
   const actualPort = typeof address === 'object' && address !== null ? address.port : flags.port;
   process.stdout.write(`credvault listening on http://${host}:${actualPort}\n`);
