@@ -1,6 +1,5 @@
 #!/usr/bin/env node
 import { existsSync } from 'node:fs';
-import type http from 'node:http';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createVault, type Vault } from '../core/vault.js';
 import { VaultError, isVaultError } from '../core/errors.js';
@@ -10,7 +9,7 @@ import { createLinkedAccount } from '../core/accounts.js';
 import { issueSessionToken } from '../core/session-tokens.js';
 import { listDefaultAppCredentials } from '../core/credentials.js';
 import { formatMode, generateKey, loadKeyring, parseKeyring, type Keyring } from '../crypto/keyring.js';
-import { createApiServer, FRAMEWORKS, type Framework } from './server.js';
+import { createApiServer, drainServer, FRAMEWORKS, type Framework } from './server.js';
 import type { HandlerOptions } from '../http/handler.js';
 import { rotateKeys } from '../core/rotation.js';
 import { openApiDocument } from '../http/openapi.js';
@@ -322,15 +321,6 @@ async function serve(flags: ServeFlags): Promise<void> {
     const code = error instanceof Error && 'code' in error ? String(error.code) : 'unknown error';
     throw new VaultError('INTERNAL', `Cannot listen on ${host}:${flags.port} (${code})`);
   }
-  // While draining, every response closes its connection: an in-flight request on a
-  // keep-alive connection must not hold the exit back until the keep-alive timeout.
-  let draining = false;
-  const open = new Set<http.ServerResponse>();
-  server.prependListener('request', (_request: http.IncomingMessage, response: http.ServerResponse) => {
-    if (draining) response.setHeader('connection', 'close');
-    open.add(response);
-    response.once('close', () => open.delete(response));
-  });
   let stopSignalAt: number | undefined;
   const onStopSignal = () => {
     if (stopSignalAt === undefined) {
@@ -341,16 +331,13 @@ async function serve(flags: ServeFlags): Promise<void> {
     }
   };
   const shutdown = () => {
-    // Finish in-flight requests, then close the store, then exit 0 (SIGTERM and SIGINT alike).
-    draining = true;
-    for (const response of open) if (!response.headersSent) response.setHeader('connection', 'close');
-    server.close(() => {
-      vault.close().then(
+    // Finish in-flight requests (bounded, see drainServer), then close the store, then exit 0 (SIGTERM and SIGINT alike).
+    void drainServer(server, { log: (line) => process.stderr.write(`${line}\n`) })
+      .then(() => vault.close())
+      .then(
         () => process.exit(0),
         () => process.exit(1),
       );
-    });
-    server.closeIdleConnections();
   };
   process.on('SIGTERM', onStopSignal);
   process.on('SIGINT', onStopSignal);

@@ -1,5 +1,5 @@
 import http from 'node:http';
-import { Readable } from 'node:stream';
+import type { Duplex } from 'node:stream';
 import express from 'express';
 import Koa from 'koa';
 import Fastify from 'fastify';
@@ -10,6 +10,7 @@ import { credvaultExpress } from '../http/express.js';
 import { credvaultKoa } from '../http/koa.js';
 import { credvaultFastify, credvaultFrameworkErrors } from '../http/fastify.js';
 import { credvaultFetch } from '../http/fetch.js';
+import { attachHeaderInspection, credvaultClientError, hardenNodeServer, wireHeaderDefects } from '../http/node.js';
 
 export const FRAMEWORKS = ['express', 'koa', 'fastify', 'fetch'] as const;
 export type Framework = (typeof FRAMEWORKS)[number];
@@ -19,51 +20,270 @@ function notFound(method: string, path: string): HandlerResponse {
   return errorResponse(new VaultError('ROUTE_NOT_FOUND', `No route for ${method} ${path}`));
 }
 
-/** An HTTP server (not yet listening) answering the credvault API on the chosen framework. */
-export async function createApiServer(vault: Vault, framework: Framework, options: HandlerOptions = {}): Promise<http.Server> {
+/** How the server treats slow clients and how long a shutdown may take. */
+export interface ServerOptions {
+  /** Time a client has to send the whole request head, in ms (Node's `headersTimeout`). Default 15 000. */
+  headersTimeoutMs?: number;
+  /** Time a client has to send the whole request, body included, in ms (Node's `requestTimeout`). Default 30 000. */
+  requestTimeoutMs?: number;
+  /** How long an idle keep-alive connection stays open, in ms. Default 5 000. */
+  keepAliveTimeoutMs?: number;
+  /** The default bound of {@link drainServer} for this server, in ms. Default 10 000. */
+  drainTimeoutMs?: number;
+}
+
+export type ApiServerOptions = HandlerOptions & ServerOptions;
+
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+
+/**
+ * An HTTP server (not yet listening) answering the credvault API on the chosen framework.
+ * On every framework, Node's own parser errors (431, 400, 408) get the API's JSON envelope,
+ * strict headers are checked against their wire bytes, slow clients are timed out, and
+ * {@link drainServer} can shut it down within a bound.
+ */
+export async function createApiServer(vault: Vault, framework: Framework, options: ApiServerOptions = {}): Promise<http.Server> {
+  const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, drainTimeoutMs, ...handlerOptions } = options;
+  const requestTimeout = requestTimeoutMs ?? 30_000;
+  const serverOptions: http.ServerOptions = {
+    headersTimeout: Math.min(headersTimeoutMs ?? 15_000, requestTimeout),
+    requestTimeout,
+    keepAliveTimeout: keepAliveTimeoutMs ?? 5_000,
+    // Node checks the two timeouts above only this often (its default is 30 s).
+    connectionsCheckingInterval: 1_000,
+  };
+  let server: http.Server;
   switch (framework) {
     case 'koa': {
       const app = new Koa();
-      app.use(credvaultKoa(vault, options));
+      app.use(credvaultKoa(vault, handlerOptions));
       app.use(async (ctx) => {
         const response = notFound(ctx.method, ctx.path);
         ctx.status = response.status;
         ctx.body = response.body;
       });
-      return http.createServer(app.callback());
+      server = http.createServer(serverOptions, app.callback());
+      break;
     }
     case 'fastify': {
-      let server: http.Server | undefined;
+      let created: http.Server | undefined;
       const app = Fastify({
         frameworkErrors: credvaultFrameworkErrors,
-        serverFactory: (handler) => (server = http.createServer(handler)),
+        // Fastify attaches its own 'clientError' listener; this makes it ours.
+        clientErrorHandler: credvaultClientError,
+        serverFactory: (handler) => (created = http.createServer(serverOptions, handler)),
       });
-      await app.register(credvaultFastify, { vault, ...options });
+      await app.register(credvaultFastify, { vault, ...handlerOptions });
       app.setNotFoundHandler((request, reply) => {
         const response = notFound(request.method, request.url.split('?')[0] ?? '/');
         return reply.code(response.status).send(response.body);
       });
       await app.ready();
-      return server as http.Server;
+      server = created as http.Server;
+      // Fastify sets these on servers it creates, not on one from serverFactory.
+      server.headersTimeout = serverOptions.headersTimeout as number;
+      server.requestTimeout = requestTimeout;
+      server.keepAliveTimeout = serverOptions.keepAliveTimeout as number;
+      break;
     }
     case 'fetch':
-      return http.createServer(nodeToFetch(credvaultFetch(vault, options)));
+      server = http.createServer(serverOptions, nodeToFetch(credvaultFetch(vault, handlerOptions)));
+      break;
     default: {
       const app = express();
       app.disable('x-powered-by');
-      app.use(credvaultExpress(vault, options));
+      app.use(credvaultExpress(vault, handlerOptions));
       app.use((req, res) => {
         const response = notFound(req.method, req.path);
         res.status(response.status).json(response.body);
       });
-      return http.createServer(app);
+      server = http.createServer(serverOptions, app);
     }
   }
+  if (framework === 'fastify') attachHeaderInspection(server);
+  else hardenNodeServer(server);
+  trackConnections(server, drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+  return server;
+}
+
+// ---------------------------------------------------------------------------------------
+// Connections and graceful shutdown.
+
+interface Tracker {
+  /** Each open connection, with how many of its requests have not been answered yet. */
+  sockets: Map<Duplex, number>;
+  responses: Set<http.ServerResponse>;
+  draining: boolean;
+  drainTimeoutMs: number;
+  drained?: Promise<DrainResult>;
+}
+
+const trackers = new WeakMap<http.Server, Tracker>();
+
+/** Closes a connection once what was written to it has gone out. */
+function endConnection(socket: Duplex): void {
+  const withDestroySoon = socket as Duplex & { destroySoon?: () => void };
+  if (typeof withDestroySoon.destroySoon === 'function') withDestroySoon.destroySoon();
+  else socket.end(() => socket.destroy());
+}
+
+function trackConnections(server: http.Server, drainTimeoutMs = DEFAULT_DRAIN_TIMEOUT_MS): Tracker {
+  const existing = trackers.get(server);
+  if (existing !== undefined) return existing;
+  const tracker: Tracker = { sockets: new Map(), responses: new Set(), draining: false, drainTimeoutMs };
+  trackers.set(server, tracker);
+  server.on('connection', (socket: Duplex) => {
+    tracker.sockets.set(socket, 0);
+    socket.once('close', () => tracker.sockets.delete(socket));
+  });
+  server.prependListener('request', (request: http.IncomingMessage, response: http.ServerResponse) => {
+    const socket = request.socket;
+    tracker.sockets.set(socket, (tracker.sockets.get(socket) ?? 0) + 1);
+    tracker.responses.add(response);
+    // While draining, every response closes its connection.
+    if (tracker.draining) response.setHeader('connection', 'close');
+    response.once('close', () => {
+      tracker.responses.delete(response);
+      const pending = (tracker.sockets.get(socket) ?? 1) - 1;
+      if (!tracker.sockets.has(socket)) return;
+      tracker.sockets.set(socket, pending);
+      // A response whose keep-alive head went out before the drain began leaves the connection idle.
+      if (tracker.draining && pending === 0) endConnection(socket);
+    });
+  });
+  return tracker;
+}
+
+export interface DrainOptions {
+  /**
+   * How long in-flight requests may take to finish, in ms; past it the connections left are
+   * destroyed. Default: the server's `drainTimeoutMs` from {@link createApiServer}, else 10 000.
+   */
+  timeoutMs?: number;
+  /** Where a forced close is reported (one line, no request data). Default: nowhere. */
+  log?: (line: string) => void;
+}
+
+export interface DrainResult {
+  /** Connections still busy at the deadline, destroyed (0 when every request finished). */
+  forcedConnections: number;
+}
+
+/**
+ * Shuts an HTTP server down within a bound: stops accepting connections at once, closes
+ * idle connections and those still sending a request head (slow or stalled clients), lets
+ * the requests in flight finish (their responses carry `connection: close`), and destroys
+ * whatever is left after `timeoutMs`. Resolves once every connection is closed; calling it
+ * again returns the same promise. Servers from {@link createApiServer} track their
+ * requests from the start; on another server, requests already in flight when this is
+ * called are waited for but cannot be told to close their connection.
+ *
+ * @example
+ * ```ts
+ * process.once('SIGTERM', async () => {
+ *   await drainServer(server, { timeoutMs: 10_000 });
+ *   await vault.close();
+ *   process.exit(0);
+ * });
+ * ```
+ */
+export function drainServer(server: http.Server, options: DrainOptions = {}): Promise<DrainResult> {
+  const tracker = trackConnections(server);
+  if (tracker.drained !== undefined) return tracker.drained;
+  const timeoutMs = options.timeoutMs ?? tracker.drainTimeoutMs;
+  tracker.draining = true;
+  tracker.drained = new Promise<DrainResult>((resolve) => {
+    let forcedConnections = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = () => {
+      clearTimeout(timer);
+      resolve({ forcedConnections });
+    };
+    if (server.listening) server.close(finish);
+    else if (tracker.sockets.size === 0) queueMicrotask(finish);
+    else server.once('close', finish);
+    for (const response of tracker.responses) if (!response.headersSent) response.setHeader('connection', 'close');
+    // Connections with no request in flight: idle keep-alives, and clients still sending a head.
+    for (const [socket, pending] of tracker.sockets) if (pending === 0) endConnection(socket);
+    server.closeIdleConnections();
+    timer = setTimeout(() => {
+      forcedConnections = tracker.sockets.size;
+      if (forcedConnections > 0) {
+        options.log?.(`credvault: shutdown bound of ${timeoutMs} ms reached; closing ${forcedConnections} connection(s) still open`);
+      }
+      for (const socket of tracker.sockets.keys()) socket.destroy();
+      server.closeAllConnections();
+      if (!server.listening && tracker.sockets.size === 0) finish();
+    }, timeoutMs);
+  });
+  return tracker.drained;
+}
+
+// ---------------------------------------------------------------------------------------
+// fetch handlers on Node.
+
+/** A Host header that is only a host name or address and an optional port. */
+const PLAIN_HOST = /^(?:[a-z0-9._-]+|\[[0-9a-f:.]+\])(?::\d{1,5})?$/i;
+
+/**
+ * The request body as a Web stream that never outlives its consumer: once the reader
+ * cancels (a 413) the rest of the body is read and dropped, so the response can still go
+ * out, and nothing is queued on the closed stream; so is a body left unread when the
+ * response is sent. (`Readable.toWeb` throws an uncaught
+ * `ERR_INVALID_STATE` when data arrives after a cancel.) A client that goes away mid-body
+ * errors the stream.
+ */
+function nodeBodyStream(req: http.IncomingMessage, res: http.ServerResponse): ReadableStream<Uint8Array> {
+  let settled = false;
+  // Answered without reading the whole body (a 401, say): drop the rest, or the paused
+  // request would keep the connection from reading its next request.
+  res.once('finish', () => {
+    settled = true;
+    req.resume();
+  });
+  return new ReadableStream<Uint8Array>(
+    {
+      start(controller) {
+        const onData = (chunk: Buffer) => {
+          if (settled) return;
+          controller.enqueue(new Uint8Array(chunk.buffer, chunk.byteOffset, chunk.byteLength));
+          if ((controller.desiredSize ?? 0) <= 0) req.pause();
+        };
+        const fail = () => {
+          if (settled) return;
+          settled = true;
+          controller.error(new Error('The request body could not be read'));
+        };
+        req.on('data', onData);
+        req.once('end', () => {
+          if (settled) return;
+          settled = true;
+          controller.close();
+        });
+        req.once('error', fail);
+        req.once('close', () => {
+          if (!req.readableEnded) fail();
+        });
+        req.pause();
+      },
+      pull() {
+        req.resume();
+      },
+      cancel() {
+        settled = true;
+        req.resume();
+      },
+    },
+    { highWaterMark: 1 },
+  );
 }
 
 /** Serves a Web-standard fetch handler from a Node HTTP server (also used by the benchmark). */
 export function nodeToFetch(
-  handle: (request: Request, info: { clientAddress?: string | undefined }) => Promise<Response>,
+  handle: (
+    request: Request,
+    info: { clientAddress?: string | undefined; rawUrl?: string; rawHeaders?: readonly string[]; headerDefects?: readonly string[] | undefined },
+  ) => Promise<Response>,
 ): http.RequestListener {
   return (req, res) => {
     const send = (response: Response) =>
@@ -71,26 +291,43 @@ export function nodeToFetch(
         res.writeHead(response.status, { ...Object.fromEntries(response.headers), 'content-length': String(body.byteLength) });
         res.end(Buffer.from(body));
       });
+    const fail = () => {
+      if (res.headersSent) {
+        res.destroy();
+        return;
+      }
+      res.writeHead(500, { 'content-type': 'application/json; charset=utf-8' });
+      res.end(JSON.stringify(errorResponse(new VaultError('INTERNAL', 'Internal server error')).body));
+    };
+    const rawUrl = req.url ?? '/';
     let request: Request;
     try {
       const headers = new Headers();
       for (let i = 0; i + 1 < req.rawHeaders.length; i += 2) headers.append(req.rawHeaders[i] as string, req.rawHeaders[i + 1] as string);
       const method = req.method ?? 'GET';
       const hasBody = method !== 'GET' && method !== 'HEAD';
-      request = new Request(`http://${req.headers.host ?? 'localhost'}${req.url ?? '/'}`, {
+      // The Host header never becomes part of the path: a Host that is not just a host
+      // (say `127.0.0.1/api/...`) is replaced, and the API routes on `rawUrl` anyway.
+      const host = req.headers.host !== undefined && PLAIN_HOST.test(req.headers.host) ? req.headers.host : 'localhost';
+      const url = rawUrl.startsWith('/') ? new URL(`http://${host}${rawUrl}`) : new URL(rawUrl);
+      request = new Request(url, {
         method,
         headers,
-        ...(hasBody ? { body: Readable.toWeb(req) as ReadableStream<Uint8Array>, duplex: 'half' } : {}),
+        ...(hasBody ? { body: nodeBodyStream(req, res), duplex: 'half' } : {}),
       } as RequestInit);
     } catch {
       // Request refuses some methods and URLs that Node accepts.
       const response = errorResponse(new VaultError('VALIDATION_ERROR', 'The request could not be parsed'));
-      void send(new Response(JSON.stringify(response.body), { status: response.status, headers: { 'content-type': 'application/json; charset=utf-8' } }));
+      send(new Response(JSON.stringify(response.body), { status: response.status, headers: { 'content-type': 'application/json; charset=utf-8' } })).catch(fail);
       return;
     }
-    handle(request, { clientAddress: req.socket.remoteAddress }).then(send, () => {
-      res.writeHead(500, { 'content-type': 'application/json; charset=utf-8' });
-      res.end(JSON.stringify(errorResponse(new VaultError('INTERNAL', 'Internal server error')).body));
-    });
+    handle(request, {
+      clientAddress: req.socket.remoteAddress,
+      rawUrl,
+      rawHeaders: req.rawHeaders,
+      headerDefects: wireHeaderDefects(req),
+    })
+      .then(send)
+      .catch(fail);
   };
 }

@@ -20,6 +20,10 @@ export function readNodeBody(request: IncomingMessage, limit: number): Promise<U
     request.resume();
     return Promise.reject(tooLarge(limit));
   }
+  // Gone already (the client left while the request was authenticated): no 'close' will come.
+  if (request.destroyed || request.readableEnded) {
+    return Promise.reject(new VaultError('VALIDATION_ERROR', 'The request body could not be read'));
+  }
   return new Promise((resolve, reject) => {
     const chunks: Buffer[] = [];
     let size = 0;
@@ -37,17 +41,21 @@ export function readNodeBody(request: IncomingMessage, limit: number): Promise<U
       cleanup();
       resolve(Buffer.concat(chunks, size));
     };
-    const onError = (error: Error) => {
+    const onError = (error?: Error) => {
       cleanup();
-      reject(new VaultError('VALIDATION_ERROR', 'The request body could not be read', { cause: error }));
+      reject(new VaultError('VALIDATION_ERROR', 'The request body could not be read', error !== undefined ? { cause: error } : {}));
     };
+    // A client that goes away mid-body: the stream closes without 'end' (and may not error).
+    const onClose = () => onError();
     const cleanup = () => {
       request.off('data', onData);
       request.off('end', onEnd);
       request.off('error', onError);
+      request.off('close', onClose);
     };
     request.on('data', onData);
     request.on('end', onEnd);
     request.on('error', onError);
+    request.on('close', onClose);
   });
 }

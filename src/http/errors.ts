@@ -19,7 +19,8 @@ const HTTP_ERRORS: Record<VaultErrorCode, readonly [status: number, httpErrorTyp
   ROUTE_NOT_FOUND: [404, 'NOT_FOUND', 'RESOURCE_NOT_FOUND'],
   METHOD_NOT_ALLOWED: [405, 'METHOD_NOT_ALLOWED', 'METHOD_NOT_ALLOWED'],
   STORE_UNAVAILABLE: [503, 'SERVICE_UNAVAILABLE', 'STORE_UNAVAILABLE'],
-  DECRYPTION_FAILED: [500, 'INTERNAL_SERVER_ERROR', 'DECRYPTION_FAILED'],
+  // The 500 row of the error table: clients learn nothing of what failed inside.
+  DECRYPTION_FAILED: [500, 'INTERNAL_SERVER_ERROR', 'INTERNAL_SERVER_ERROR'],
   KEYRING_MISMATCH: [500, 'INTERNAL_SERVER_ERROR', 'INTERNAL_SERVER_ERROR'],
   ROTATION_INCOMPLETE: [500, 'INTERNAL_SERVER_ERROR', 'INTERNAL_SERVER_ERROR'],
   INVALID_CONFIGURATION: [500, 'INTERNAL_SERVER_ERROR', 'INTERNAL_SERVER_ERROR'],
@@ -37,6 +38,6 @@ export interface ErrorEnvelope {
 /** Status and envelope for an error code. Server-side failures never pass their message on. */
 export function errorEnvelope(error: VaultError): ErrorEnvelope {
   const [status, httpErrorType, code] = HTTP_ERRORS[error.code];
-  const message = status === 500 && error.code !== 'DECRYPTION_FAILED' ? 'Internal server error' : error.message;
+  const message = status === 500 ? 'Internal server error' : error.message;
   return { status_code: status, http_error_type: httpErrorType, error: code, message };
 }

@@ -2,6 +2,9 @@ import type { Request, Response, NextFunction, RequestHandler } from 'express';
 import type { Vault } from '../core/vault.js';
 import { createHandler, type HandlerOptions } from './handler.js';
 import { readNodeBody } from './body.js';
+import { wireHeaderDefects } from './node.js';
+
+export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, hardenNodeServer } from './node.js';
 
 /**
  * The credvault API as Express middleware. Requests outside the base path go on to
@@ -32,6 +35,8 @@ export function credvaultExpress(vault: Vault, options: HandlerOptions = {}): Re
         method: req.method,
         path: req.path,
         headers: req.headers,
+        rawHeaders: req.rawHeaders,
+        headerDefects: wireHeaderDefects(req),
         clientAddress: req.socket.remoteAddress,
         query: queryStart === -1 ? '' : req.originalUrl.slice(queryStart + 1),
         // Respect a body parser mounted before us; otherwise read the raw body ourselves.

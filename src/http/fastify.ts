@@ -3,6 +3,9 @@ import type { Vault } from '../core/vault.js';
 import { VaultError } from '../core/errors.js';
 import { createHandler, errorResponse, type HandlerOptions } from './handler.js';
 import { readNodeBody } from './body.js';
+import { wireHeaderDefects } from './node.js';
+
+export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, hardenNodeServer } from './node.js';
 
 export interface CredvaultFastifyOptions extends HandlerOptions {
   vault: Vault;
@@ -37,6 +40,8 @@ export const credvaultFastify: FastifyPluginAsync<CredvaultFastifyOptions> = asy
         method: request.method,
         path,
         headers: request.headers,
+        rawHeaders: request.raw.rawHeaders,
+        headerDefects: wireHeaderDefects(request.raw),
         clientAddress: request.raw.socket.remoteAddress,
         query: queryStart === -1 ? '' : request.url.slice(queryStart + 1),
         body: () => readNodeBody(request.raw, handler.bodyLimitBytes),

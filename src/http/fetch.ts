@@ -1,11 +1,41 @@
 import type { Vault } from '../core/vault.js';
 import { createHandler, type HandlerOptions } from './handler.js';
 import { tooLarge } from './body.js';
+import { VaultError } from '../core/errors.js';
+
+export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, hardenNodeServer } from './node.js';
 
 /** What the runtime knows of the connection, which a `Request` does not carry. */
 export interface FetchRequestInfo {
   /** The peer's address, for the failed-authentication limit (e.g. Hono's `getConnInfo(c).remote.address`). */
   clientAddress?: string | undefined;
+  /**
+   * The request-target exactly as received (Node's `req.url`). When given, the API routes
+   * on it: `request.url` has been through URL parsing, which resolves dot segments
+   * (`/x/../y` becomes `/y`, `%2e%2e` too), so it is not what the client sent.
+   */
+  rawUrl?: string | undefined;
+  /** Node's `rawHeaders`, when the runtime has them: repeated strict headers are refused. */
+  rawHeaders?: readonly string[] | undefined;
+  /** Strict headers whose wire bytes were not clean (from `attachHeaderInspection`). */
+  headerDefects?: readonly string[] | undefined;
+}
+
+/**
+ * The path and query of a raw request-target, untouched: origin-form as it is, the path of
+ * absolute-form (`http://host/path`) without its scheme and authority.
+ */
+export function splitRequestTarget(target: string): { path: string; query: string } {
+  let rest = target;
+  if (!rest.startsWith('/')) {
+    const authority = /^[a-z][a-z0-9+.-]*:\/\/[^/?#]*/i.exec(rest);
+    if (authority !== null) rest = rest.slice(authority[0].length);
+    if (!rest.startsWith('/')) rest = rest.startsWith('?') || rest === '' ? `/${rest}` : rest;
+  }
+  const hash = rest.indexOf('#');
+  if (hash !== -1) rest = rest.slice(0, hash);
+  const queryStart = rest.indexOf('?');
+  return queryStart === -1 ? { path: rest, query: '' } : { path: rest.slice(0, queryStart), query: rest.slice(queryStart + 1) };
 }
 
 /**
@@ -29,13 +59,23 @@ export function credvaultFetch(
 ): (request: Request, info?: FetchRequestInfo) => Promise<Response> {
   const handler = createHandler(vault, options);
   return async (request, info) => {
-    const url = new URL(request.url);
+    let path: string;
+    let query: string | URLSearchParams;
+    if (info?.rawUrl !== undefined) {
+      ({ path, query } = splitRequestTarget(info.rawUrl));
+    } else {
+      const url = new URL(request.url);
+      path = url.pathname;
+      query = url.searchParams;
+    }
     const response = await handler.handle({
       method: request.method,
-      path: url.pathname,
+      path,
       headers: Object.fromEntries(request.headers),
-      query: url.searchParams,
+      query,
       clientAddress: info?.clientAddress,
+      rawHeaders: info?.rawHeaders,
+      headerDefects: info?.headerDefects,
       body: () => readWebBody(request, handler.bodyLimitBytes),
     });
     return new Response(JSON.stringify(response.body), {
@@ -54,7 +94,14 @@ async function readWebBody(request: Request, limit: number): Promise<Uint8Array>
   let size = 0;
   const reader = request.body.getReader();
   for (;;) {
-    const { done, value } = await reader.read();
+    let next: Awaited<ReturnType<typeof reader.read>>;
+    try {
+      next = await reader.read();
+    } catch (error) {
+      // The client went away mid-body, or the runtime could not read it.
+      throw new VaultError('VALIDATION_ERROR', 'The request body could not be read', { cause: error });
+    }
+    const { done, value } = next;
     if (done) break;
     size += value.byteLength;
     if (size > limit) {

@@ -6,6 +6,7 @@ import { DEFAULT_BODY_LIMIT_BYTES, tooLarge } from './body.js';
 import { errorEnvelope } from './errors.js';
 import { DEFAULT_BASE_PATH, routes, type Route, type RouteAuth } from './routes.js';
 import { openApiDocument } from './openapi.js';
+import { STRICT_HEADERS } from './node.js';
 import { FailedAuthLimiter, type FailedAuthLimitOptions } from '../auth/limiter.js';
 
 /** A request as any framework can describe it. */
@@ -26,6 +27,17 @@ export interface HandlerRequest {
   parsedBody?: unknown;
   /** The peer's address (the socket's), for the failed-authentication limit. */
   clientAddress?: string | undefined;
+  /**
+   * Node's `rawHeaders` (name, value, name, value, ...), where the binding has them. The
+   * strict headers (`linked_account_id`, `x-api-key`, `authorization`) must then appear
+   * once, with exactly the value in `headers`.
+   */
+  rawHeaders?: readonly string[] | undefined;
+  /**
+   * Strict headers whose bytes on the wire were not exactly their parsed value (see
+   * `attachHeaderInspection` in `credvault/express` and the other bindings): refused.
+   */
+  headerDefects?: readonly string[] | undefined;
 }
 
 /** What to send back. `body` is always a JSON value. */
@@ -164,6 +176,8 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
         details: { allow: allowed },
       });
     }
+    checkRequestTarget(request);
+    checkStrictHeaders(request);
     const params: Record<string, string> = {};
     compiled.paramNames.forEach((name, i) => {
       params[name] = decodeParam(match[i + 1] as string);
@@ -229,7 +243,15 @@ export function errorResponse(error: unknown, logError: (line: string) => void =
     vaultError = new VaultError('INTERNAL', 'Internal server error');
   }
   const envelope = errorEnvelope(vaultError);
+  // Server-side failures the client is told nothing about reach the operator by code only.
+  if (isVaultError(error) && envelope.status_code === 500) logError(`credvault: ${vaultError.code} (answered 500)`);
   const headers: Record<string, string> = {};
+  if (envelope.status_code === 401) {
+    // RFC 9110 11.6.1: every 401 carries a challenge. Session tokens are the Authorization
+    // scheme; org API keys travel in x-api-key, which no registered scheme describes.
+    headers['www-authenticate'] =
+      vaultError.code === 'INVALID_SESSION_TOKEN' ? 'Bearer realm="credvault", error="invalid_token"' : 'Bearer realm="credvault"';
+  }
   const allow = vaultError.details?.['allow'];
   if (typeof allow === 'string') headers['allow'] = allow;
   if (vaultError.code === 'PAYLOAD_TOO_LARGE') headers['connection'] = 'close';
@@ -267,6 +289,70 @@ async function parseBody(request: HandlerRequest, limit: number): Promise<unknow
     // The parser's own message quotes the body, which may hold a secret.
     throw new VaultError('VALIDATION_ERROR', 'Request body is not valid JSON');
   }
+}
+
+/**
+ * The path and query are routed as sent, so they must be ASCII: Node reads other bytes of
+ * the request line as latin1, which would turn UTF-8 `café` into `cafÃ©`. Percent-encode
+ * such characters (as UTF-8) instead.
+ */
+function checkRequestTarget(request: HandlerRequest): void {
+  const query = typeof request.query === 'string' ? request.query : '';
+  if (!isAscii(request.path) || !isAscii(query)) {
+    throw new VaultError('VALIDATION_ERROR', 'The request path and query must be ASCII; percent-encode other characters as UTF-8');
+  }
+}
+
+// eslint-disable-next-line no-control-regex
+const isAscii = (text: string) => /^[\x00-\x7f]*$/.test(text);
+
+/** Printable ASCII (and tabs inside), with no whitespace around it. */
+// eslint-disable-next-line no-control-regex
+const CLEAN_HEADER_VALUE = /^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$/;
+
+/**
+ * Refuses a strict header (`linked_account_id`, `x-api-key`, `authorization`) whose value
+ * may not be what the client sent: repeated (Node joins repeats with `, `), holding bytes
+ * outside ASCII (read as latin1), or with whitespace around it (trimmed by Node). An id
+ * must never silently become another id; the `linked_account_id` query parameter carries
+ * any id, percent-encoded as UTF-8.
+ */
+function checkStrictHeaders(request: HandlerRequest): void {
+  const defects = new Set<string>(request.headerDefects ?? []);
+  const values = new Map<string, Array<string | readonly string[]>>();
+  for (const [name, value] of Object.entries(request.headers)) {
+    if (value === undefined) continue;
+    const lower = name.toLowerCase();
+    if (!(STRICT_HEADERS as readonly string[]).includes(lower)) continue;
+    const list = values.get(lower) ?? [];
+    list.push(value);
+    values.set(lower, list);
+  }
+  for (const [name, list] of values) {
+    const value = list.length === 1 ? list[0] : undefined;
+    if (typeof value !== 'string' || !CLEAN_HEADER_VALUE.test(value)) defects.add(name);
+  }
+  const raw = request.rawHeaders;
+  if (raw !== undefined) {
+    const seen = new Map<string, number>();
+    for (let i = 0; i + 1 < raw.length; i += 2) {
+      const name = (raw[i] as string).toLowerCase();
+      if (!(STRICT_HEADERS as readonly string[]).includes(name)) continue;
+      seen.set(name, (seen.get(name) ?? 0) + 1);
+      const parsed = values.get(name);
+      if (parsed === undefined || parsed.length !== 1 || parsed[0] !== raw[i + 1]) defects.add(name);
+    }
+    for (const [name, count] of seen) if (count > 1) defects.add(name);
+  }
+  const first = STRICT_HEADERS.find((name) => defects.has(name));
+  if (first === undefined) return;
+  // Never the value: x-api-key and authorization carry secrets.
+  throw new VaultError(
+    'VALIDATION_ERROR',
+    first === 'linked_account_id'
+      ? 'The linked_account_id header must be sent once, in printable ASCII, with no leading or trailing whitespace; send other ids in the linked_account_id query parameter, percent-encoded as UTF-8'
+      : `The ${first} header must be sent once, in printable ASCII, with no leading or trailing whitespace`,
+  );
 }
 
 function decodeParam(raw: string): string {

@@ -2,6 +2,9 @@ import type { Middleware } from 'koa';
 import type { Vault } from '../core/vault.js';
 import { createHandler, type HandlerOptions } from './handler.js';
 import { readNodeBody } from './body.js';
+import { wireHeaderDefects } from './node.js';
+
+export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, hardenNodeServer } from './node.js';
 
 /**
  * The credvault API as Koa middleware. Requests outside the base path go on to `next()`.
@@ -30,6 +33,8 @@ export function credvaultKoa(vault: Vault, options: HandlerOptions = {}): Middle
       method: ctx.method,
       path: ctx.path,
       headers: ctx.req.headers,
+      rawHeaders: ctx.req.rawHeaders,
+      headerDefects: wireHeaderDefects(ctx.req),
       clientAddress: ctx.req.socket.remoteAddress,
       query: ctx.querystring,
       ...(parsed !== undefined ? { parsedBody: parsed } : { body: () => readNodeBody(ctx.req, handler.bodyLimitBytes) }),
