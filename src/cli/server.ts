@@ -36,6 +36,9 @@ export type ApiServerOptions = HandlerOptions & ServerOptions;
 
 export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
+/** Errors that only say the client closed its connection early. */
+const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
+
 /**
  * An HTTP server (not yet listening) answering the credvault API on the chosen framework.
  * On every framework, Node's own parser errors (431, 400, 408) get the API's JSON envelope,
@@ -56,6 +59,13 @@ export async function createApiServer(vault: Vault, framework: Framework, option
   switch (framework) {
     case 'koa': {
       const app = new Koa();
+      // Koa's default prints every stream error with its stack; a client that went away is not a fault.
+      const logError = handlerOptions.logError ?? ((line: string) => process.stderr.write(`${line}\n`));
+      app.on('error', (error: unknown) => {
+        const code = (error as { code?: unknown } | null)?.code;
+        if (typeof code === 'string' && CLIENT_GONE.has(code)) return;
+        logError(`credvault: unexpected ${error instanceof Error ? error.name : typeof error} in Koa`);
+      });
       app.use(credvaultKoa(vault, handlerOptions));
       app.use(async (ctx) => {
         const response = notFound(ctx.method, ctx.path);
