@@ -26,9 +26,10 @@ const STATUS_TEXT: Record<number, string> = {
 /** Safe descriptions of the parser's errors (never its `rawPacket`, which holds request bytes). */
 const PARSE_MESSAGES: Record<string, string> = {
   HPE_INVALID_HEADER_TOKEN: 'The request could not be parsed: a header holds a character HTTP does not allow',
-  HPE_UNEXPECTED_CONTENT_LENGTH: 'The request could not be parsed: Content-Length and Transfer-Encoding must not both be sent',
+  HPE_UNEXPECTED_CONTENT_LENGTH: 'The request could not be parsed: Content-Length and Transfer-Encoding both sent',
   HPE_INVALID_CONTENT_LENGTH: 'The request could not be parsed: invalid Content-Length',
-  HPE_INVALID_TRANSFER_ENCODING: 'The request could not be parsed: invalid Transfer-Encoding',
+  // Node's parser reports Content-Length with Transfer-Encoding under either code.
+  HPE_INVALID_TRANSFER_ENCODING: 'The request could not be parsed: invalid Transfer-Encoding, or Content-Length and Transfer-Encoding both sent',
   HPE_INVALID_CHUNK_SIZE: 'The request could not be parsed: invalid chunk size',
   HPE_INVALID_METHOD: 'The request could not be parsed: invalid method',
   HPE_INVALID_URL: 'The request could not be parsed: invalid request target',
