@@ -41,6 +41,16 @@ function errorResponses(route: Route): Record<string, JsonObject> {
   for (const [status, errors] of [...byStatus].sort(([a], [b]) => a - b)) {
     out[String(status)] = {
       description: `Error envelope; \`error\` is one of: ${[...errors].join(', ')}`,
+      ...(status === 401
+        ? {
+            headers: {
+              'WWW-Authenticate': {
+                description: 'The challenge: `Bearer realm="credvault"`, with `error="invalid_token"` when a session token was refused.',
+                schema: { type: 'string' },
+              },
+            },
+          }
+        : {}),
       content: { 'application/json': { schema: { $ref: '#/components/schemas/ErrorEnvelope' } } },
     };
   }
@@ -54,8 +64,16 @@ function operation(route: Route): JsonObject {
   }
   if (route.linkedAccountParam === true) {
     const description = 'The linked account to act on. Required with an org API key; with a session token it may only name the token\'s own account.';
+    const asHeader =
+      ' As a header it must be sent once, in printable ASCII, with no leading or trailing whitespace (400 otherwise); any other id goes in the query parameter, percent-encoded as UTF-8.';
     for (const where of ['header', 'query']) {
-      parameters.push({ name: 'linked_account_id', in: where, required: false, description, schema: { type: 'string', minLength: 1, maxLength: 256 } });
+      parameters.push({
+        name: 'linked_account_id',
+        in: where,
+        required: false,
+        description: where === 'header' ? description + asHeader : description,
+        schema: { type: 'string', minLength: 1, maxLength: 256 },
+      });
     }
   }
   for (const [name, param] of Object.entries(route.query ?? {})) {

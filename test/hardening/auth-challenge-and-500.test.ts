@@ -96,3 +96,20 @@ describe.each(FRAMEWORKS)('WWW-Authenticate on every 401, and the plain 500 for 
     expect(logged.join('\n')).not.toContain(token);
   });
 });
+
+describe('the OpenAPI document', () => {
+  it('declares WWW-Authenticate on every 401 it lists', async () => {
+    const { openApiDocument } = await import('../../src/http/openapi.js');
+    const doc = openApiDocument({ basePath: BASE }) as { paths: Record<string, Record<string, { responses: Record<string, { headers?: Record<string, unknown> }> }>> };
+    let seen = 0;
+    for (const operations of Object.values(doc.paths)) {
+      for (const operation of Object.values(operations)) {
+        const unauthorized = operation.responses['401'];
+        if (unauthorized === undefined) continue;
+        seen++;
+        expect(unauthorized.headers?.['WWW-Authenticate']).toBeDefined();
+      }
+    }
+    expect(seen).toBeGreaterThan(5);
+  });
+});
