@@ -223,7 +223,8 @@ export function drainServer(server: http.Server, options: DrainOptions = {}): Pr
       }
       for (const socket of tracker.sockets.keys()) socket.destroy();
       server.closeAllConnections();
-      if (!server.listening && tracker.sockets.size === 0) finish();
+      // Destroyed sockets close within a tick; do not wait on the server's 'close' beyond that.
+      setImmediate(finish);
     }, timeoutMs);
   });
   return tracker.drained;

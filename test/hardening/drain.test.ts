@@ -1,9 +1,9 @@
 import net from 'node:net';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { DEFAULT_DRAIN_TIMEOUT_MS, FRAMEWORKS } from '../../src/cli/server.js';
+import { DEFAULT_DRAIN_TIMEOUT_MS, drainServer, FRAMEWORKS } from '../../src/cli/server.js';
 import { assertBuilt, CREDENTIAL_PATH, killAll, makeTempDir, removeDir, runJson, startServer, type Server } from '../cli/helpers.js';
-import { rawSocket, type RawSocket } from './helpers.js';
+import { listen, rawSocket, seededVault, type RawSocket } from './helpers.js';
 
 /**
  * `credvault serve` on SIGTERM: stops accepting at once, closes idle connections and those
@@ -166,4 +166,25 @@ describe('SIGTERM with requests that never finish', () => {
     },
     60_000,
   );
+});
+
+describe('drainServer, as an embedder calls it', () => {
+  it.each(FRAMEWORKS)('%s: resolves once every connection is gone, reporting the ones it had to cut at timeoutMs; a second call returns the same promise', async (framework) => {
+    const { vault, apiKey } = await seededVault();
+    const server = await listen(vault, framework, { failedAuthLimit: false });
+    try {
+      const idle = await rawSocket(server.port);
+      const slow = await slowHeaderClients(server.port, 3);
+      const stalled = await inFlightPut(server.port, apiKey, 'stalled', JSON.stringify({ value: 'never' }));
+      const first = drainServer(server.server, { timeoutMs: 500 });
+      expect(drainServer(server.server)).toBe(first);
+      await Promise.all([idle.closed(5_000), ...slow.sockets.map((socket) => socket.closed(5_000))]);
+      slow.stop();
+      expect(await first).toEqual({ forcedConnections: 1 });
+      await stalled.closed(5_000);
+      expect(server.server.listening).toBe(false);
+    } finally {
+      await vault.close();
+    }
+  });
 });
