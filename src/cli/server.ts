@@ -10,7 +10,16 @@ import { credvaultExpress } from '../http/express.js';
 import { credvaultKoa } from '../http/koa.js';
 import { credvaultFastify, credvaultFrameworkErrors } from '../http/fastify.js';
 import { credvaultFetch } from '../http/fetch.js';
-import { attachHeaderInspection, credvaultClientError, hardenNodeServer, wireHeaderDefects } from '../http/node.js';
+import {
+  attachHeaderInspection,
+  credvaultClientError,
+  DEFAULT_DRAIN_TIMEOUT_MS,
+  hardenNodeServer,
+  trackConnections,
+  wireHeaderDefects,
+} from '../http/node.js';
+
+export { DEFAULT_DRAIN_TIMEOUT_MS, drainServer, type DrainOptions, type DrainResult } from '../http/node.js';
 
 export const FRAMEWORKS = ['express', 'koa', 'fastify', 'fetch'] as const;
 export type Framework = (typeof FRAMEWORKS)[number];
@@ -34,7 +43,6 @@ export interface ServerOptions {
 
 export type ApiServerOptions = HandlerOptions & ServerOptions;
 
-export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
 
 /** Errors that only say the client closed its connection early. */
 const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
@@ -114,120 +122,6 @@ export async function createApiServer(vault: Vault, framework: Framework, option
   else hardenNodeServer(server);
   trackConnections(server, drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
   return server;
-}
-
-// ---------------------------------------------------------------------------------------
-// Connections and graceful shutdown.
-
-interface Tracker {
-  /** Each open connection, with how many of its requests have not been answered yet. */
-  sockets: Map<Duplex, number>;
-  responses: Set<http.ServerResponse>;
-  draining: boolean;
-  drainTimeoutMs: number;
-  drained?: Promise<DrainResult>;
-}
-
-const trackers = new WeakMap<http.Server, Tracker>();
-
-/** Closes a connection once what was written to it has gone out. */
-function endConnection(socket: Duplex): void {
-  const withDestroySoon = socket as Duplex & { destroySoon?: () => void };
-  if (typeof withDestroySoon.destroySoon === 'function') withDestroySoon.destroySoon();
-  else socket.end(() => socket.destroy());
-}
-
-function trackConnections(server: http.Server, drainTimeoutMs = DEFAULT_DRAIN_TIMEOUT_MS): Tracker {
-  const existing = trackers.get(server);
-  if (existing !== undefined) return existing;
-  const tracker: Tracker = { sockets: new Map(), responses: new Set(), draining: false, drainTimeoutMs };
-  trackers.set(server, tracker);
-  server.on('connection', (socket: Duplex) => {
-    tracker.sockets.set(socket, 0);
-    socket.once('close', () => tracker.sockets.delete(socket));
-  });
-  server.prependListener('request', (request: http.IncomingMessage, response: http.ServerResponse) => {
-    const socket = request.socket;
-    tracker.sockets.set(socket, (tracker.sockets.get(socket) ?? 0) + 1);
-    tracker.responses.add(response);
-    // While draining, every response closes its connection.
-    if (tracker.draining) response.setHeader('connection', 'close');
-    response.once('close', () => {
-      tracker.responses.delete(response);
-      const pending = (tracker.sockets.get(socket) ?? 1) - 1;
-      if (!tracker.sockets.has(socket)) return;
-      tracker.sockets.set(socket, pending);
-      // A response whose keep-alive head went out before the drain began leaves the connection idle.
-      if (tracker.draining && pending === 0) endConnection(socket);
-    });
-  });
-  return tracker;
-}
-
-export interface DrainOptions {
-  /**
-   * How long in-flight requests may take to finish, in ms; past it the connections left are
-   * destroyed. Default: the server's `drainTimeoutMs` from {@link createApiServer}, else 10 000.
-   */
-  timeoutMs?: number;
-  /** Where a forced close is reported (one line, no request data). Default: nowhere. */
-  log?: (line: string) => void;
-}
-
-export interface DrainResult {
-  /** Connections still busy at the deadline, destroyed (0 when every request finished). */
-  forcedConnections: number;
-}
-
-/**
- * Shuts an HTTP server down within a bound: stops accepting connections at once, closes
- * idle connections and those still sending a request head (slow or stalled clients), lets
- * the requests in flight finish (their responses carry `connection: close`), and destroys
- * whatever is left after `timeoutMs`. Resolves once every connection is closed; calling it
- * again returns the same promise. Servers from {@link createApiServer} track their
- * requests from the start; on another server, requests already in flight when this is
- * called are waited for but cannot be told to close their connection.
- *
- * @example
- * ```ts
- * process.once('SIGTERM', async () => {
- *   await drainServer(server, { timeoutMs: 10_000 });
- *   await vault.close();
- *   process.exit(0);
- * });
- * ```
- */
-export function drainServer(server: http.Server, options: DrainOptions = {}): Promise<DrainResult> {
-  const tracker = trackConnections(server);
-  if (tracker.drained !== undefined) return tracker.drained;
-  const timeoutMs = options.timeoutMs ?? tracker.drainTimeoutMs;
-  tracker.draining = true;
-  tracker.drained = new Promise<DrainResult>((resolve) => {
-    let forcedConnections = 0;
-    let timer: NodeJS.Timeout | undefined;
-    const finish = () => {
-      clearTimeout(timer);
-      resolve({ forcedConnections });
-    };
-    if (server.listening) server.close(finish);
-    else if (tracker.sockets.size === 0) queueMicrotask(finish);
-    else server.once('close', finish);
-    for (const response of tracker.responses) if (!response.headersSent) response.setHeader('connection', 'close');
-    // Connections with no request in flight: idle keep-alives, and clients still sending a head.
-    for (const [socket, pending] of tracker.sockets) if (pending === 0) endConnection(socket);
-    server.closeIdleConnections();
-    timer = setTimeout(() => {
-      forcedConnections = tracker.sockets.size;
-      if (forcedConnections > 0) {
-        options.log?.(`credvault: shutdown bound of ${timeoutMs} ms reached; closing ${forcedConnections} connection(s) still open`);
-      }
-      for (const socket of tracker.sockets.keys()) socket.destroy();
-      server.closeAllConnections();
-      // Destroyed sockets close within a tick; do not wait on the server's 'close' beyond that.
-      setImmediate(finish);
-    }, timeoutMs);
-  });
-  return tracker.drained;
 }
 
 // ---------------------------------------------------------------------------------------

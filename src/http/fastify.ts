@@ -5,7 +5,7 @@ import { createHandler, errorResponse, type HandlerOptions } from './handler.js'
 import { readNodeBody } from './body.js';
 import { wireHeaderDefects } from './node.js';
 
-export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, hardenNodeServer } from './node.js';
+export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, drainServer, hardenNodeServer } from './node.js';
 
 export interface CredvaultFastifyOptions extends HandlerOptions {
   vault: Vault;

@@ -3,7 +3,7 @@ import { createHandler, type HandlerOptions } from './handler.js';
 import { tooLarge } from './body.js';
 import { VaultError } from '../core/errors.js';
 
-export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, hardenNodeServer } from './node.js';
+export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, drainServer, hardenNodeServer } from './node.js';
 
 /** What the runtime knows of the connection, which a `Request` does not carry. */
 export interface FetchRequestInfo {

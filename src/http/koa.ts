@@ -4,7 +4,7 @@ import { createHandler, type HandlerOptions } from './handler.js';
 import { readNodeBody } from './body.js';
 import { wireHeaderDefects } from './node.js';
 
-export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, hardenNodeServer } from './node.js';
+export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, drainServer, hardenNodeServer } from './node.js';
 
 /**
  * The credvault API as Koa middleware. Requests outside the base path go on to `next()`.

@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { VaultError } from '../core/errors.js';
 import { errorEnvelope, type ErrorEnvelope } from './errors.js';
@@ -369,4 +369,122 @@ function cleanWireValue(value: Buffer): boolean {
     if (byte >= 0x7f || (byte < 0x20 && byte !== HTAB)) return false;
   }
   return true;
+}
+
+/** How long {@link drainServer} lets requests in flight finish by default, in ms. */
+export const DEFAULT_DRAIN_TIMEOUT_MS = 10_000;
+
+// ---------------------------------------------------------------------------------------
+// Connections and graceful shutdown.
+
+interface Tracker {
+  /** Each open connection, with how many of its requests have not been answered yet. */
+  sockets: Map<Duplex, number>;
+  responses: Set<ServerResponse>;
+  draining: boolean;
+  drainTimeoutMs: number;
+  drained?: Promise<DrainResult>;
+}
+
+const trackers = new WeakMap<Server, Tracker>();
+
+/** Closes a connection once what was written to it has gone out. */
+function endConnection(socket: Duplex): void {
+  const withDestroySoon = socket as Duplex & { destroySoon?: () => void };
+  if (typeof withDestroySoon.destroySoon === 'function') withDestroySoon.destroySoon();
+  else socket.end(() => socket.destroy());
+}
+
+/** Internal: starts counting a server's connections and requests, for {@link drainServer}. */
+export function trackConnections(server: Server, drainTimeoutMs = DEFAULT_DRAIN_TIMEOUT_MS): Tracker {
+  const existing = trackers.get(server);
+  if (existing !== undefined) return existing;
+  const tracker: Tracker = { sockets: new Map(), responses: new Set(), draining: false, drainTimeoutMs };
+  trackers.set(server, tracker);
+  server.on('connection', (socket: Duplex) => {
+    tracker.sockets.set(socket, 0);
+    socket.once('close', () => tracker.sockets.delete(socket));
+  });
+  server.prependListener('request', (request: IncomingMessage, response: ServerResponse) => {
+    const socket = request.socket;
+    tracker.sockets.set(socket, (tracker.sockets.get(socket) ?? 0) + 1);
+    tracker.responses.add(response);
+    // While draining, every response closes its connection.
+    if (tracker.draining) response.setHeader('connection', 'close');
+    response.once('close', () => {
+      tracker.responses.delete(response);
+      const pending = (tracker.sockets.get(socket) ?? 1) - 1;
+      if (!tracker.sockets.has(socket)) return;
+      tracker.sockets.set(socket, pending);
+      // A response whose keep-alive head went out before the drain began leaves the connection idle.
+      if (tracker.draining && pending === 0) endConnection(socket);
+    });
+  });
+  return tracker;
+}
+
+export interface DrainOptions {
+  /**
+   * How long in-flight requests may take to finish, in ms; past it the connections left are
+   * destroyed. Default: the server's `drainTimeoutMs` (`credvault serve`'s server), else 10 000.
+   */
+  timeoutMs?: number;
+  /** Where a forced close is reported (one line, no request data). Default: nowhere. */
+  log?: (line: string) => void;
+}
+
+export interface DrainResult {
+  /** Connections still busy at the deadline, destroyed (0 when every request finished). */
+  forcedConnections: number;
+}
+
+/**
+ * Shuts an HTTP server down within a bound: stops accepting connections at once, closes
+ * idle connections and those still sending a request head (slow or stalled clients), lets
+ * the requests in flight finish (their responses carry `connection: close`), and destroys
+ * whatever is left after `timeoutMs`. Resolves once every connection is closed; calling it
+ * again returns the same promise. The server `credvault serve` runs tracks its requests
+ * from the start (so does any server passed to `trackConnections` early); on another server, requests already in flight when this is
+ * called are waited for but cannot be told to close their connection.
+ *
+ * @example
+ * ```ts
+ * process.once('SIGTERM', async () => {
+ *   await drainServer(server, { timeoutMs: 10_000 });
+ *   await vault.close();
+ *   process.exit(0);
+ * });
+ * ```
+ */
+export function drainServer(server: Server, options: DrainOptions = {}): Promise<DrainResult> {
+  const tracker = trackConnections(server);
+  if (tracker.drained !== undefined) return tracker.drained;
+  const timeoutMs = options.timeoutMs ?? tracker.drainTimeoutMs;
+  tracker.draining = true;
+  tracker.drained = new Promise<DrainResult>((resolve) => {
+    let forcedConnections = 0;
+    let timer: NodeJS.Timeout | undefined;
+    const finish = () => {
+      clearTimeout(timer);
+      resolve({ forcedConnections });
+    };
+    if (server.listening) server.close(finish);
+    else if (tracker.sockets.size === 0) queueMicrotask(finish);
+    else server.once('close', finish);
+    for (const response of tracker.responses) if (!response.headersSent) response.setHeader('connection', 'close');
+    // Connections with no request in flight: idle keep-alives, and clients still sending a head.
+    for (const [socket, pending] of tracker.sockets) if (pending === 0) endConnection(socket);
+    server.closeIdleConnections();
+    timer = setTimeout(() => {
+      forcedConnections = tracker.sockets.size;
+      if (forcedConnections > 0) {
+        options.log?.(`credvault: shutdown bound of ${timeoutMs} ms reached; closing ${forcedConnections} connection(s) still open`);
+      }
+      for (const socket of tracker.sockets.keys()) socket.destroy();
+      server.closeAllConnections();
+      // Destroyed sockets close within a tick; do not wait on the server's 'close' beyond that.
+      setImmediate(finish);
+    }, timeoutMs);
+  });
+  return tracker.drained;
 }
