@@ -130,7 +130,20 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   keyv.on('error', () => undefined);
 
   const ready = (async () => {
-    await sqlite.query('PRAGMA journal_mode=WAL');
+    // Switching a fresh file to WAL needs a lock that SQLite does not wait for (the busy
+    // timeout does not apply): when another connection opens the same fresh file at that
+    // instant, retry for up to the busy timeout rather than fail.
+    const until = Date.now() + busyTimeoutMs;
+    for (;;) {
+      try {
+        await sqlite.query('PRAGMA journal_mode=WAL');
+        break;
+      } catch (error) {
+        const code = (error as { code?: unknown }).code;
+        if (code !== 'SQLITE_BUSY' || Date.now() > until) throw error;
+        await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+      }
+    }
     await sqlite.query('PRAGMA synchronous=FULL');
     await sqlite.query(SQL.expiryIndex);
   })();
