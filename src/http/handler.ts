@@ -6,7 +6,7 @@ import { DEFAULT_BODY_LIMIT_BYTES, tooLarge } from './body.js';
 import { errorEnvelope } from './errors.js';
 import { DEFAULT_BASE_PATH, routes, type Route, type RouteAuth } from './routes.js';
 import { openApiDocument } from './openapi.js';
-import { STRICT_HEADERS } from './node.js';
+import { STRICT_HEADERS, type StrictHeader } from './node.js';
 import { FailedAuthLimiter, type FailedAuthLimitOptions } from '../auth/limiter.js';
 
 /** A request as any framework can describe it. */
@@ -318,41 +318,45 @@ const CLEAN_HEADER_VALUE = /^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$/;
  * any id, percent-encoded as UTF-8.
  */
 function checkStrictHeaders(request: HandlerRequest): void {
-  const defects = new Set<string>(request.headerDefects ?? []);
-  const values = new Map<string, Array<string | readonly string[]>>();
-  for (const [name, value] of Object.entries(request.headers)) {
-    if (value === undefined) continue;
-    const lower = name.toLowerCase();
-    if (!(STRICT_HEADERS as readonly string[]).includes(lower)) continue;
-    const list = values.get(lower) ?? [];
-    list.push(value);
-    values.set(lower, list);
-  }
-  for (const [name, list] of values) {
-    const value = list.length === 1 ? list[0] : undefined;
-    if (typeof value !== 'string' || !CLEAN_HEADER_VALUE.test(value)) defects.add(name);
-  }
-  const raw = request.rawHeaders;
-  if (raw !== undefined) {
-    const seen = new Map<string, number>();
-    for (let i = 0; i + 1 < raw.length; i += 2) {
-      const name = (raw[i] as string).toLowerCase();
-      if (!(STRICT_HEADERS as readonly string[]).includes(name)) continue;
-      seen.set(name, (seen.get(name) ?? 0) + 1);
-      const parsed = values.get(name);
-      if (parsed === undefined || parsed.length !== 1 || parsed[0] !== raw[i + 1]) defects.add(name);
+  // On the path of every request: one pass over each header list, no allocation.
+  for (const name of STRICT_HEADERS) {
+    if (request.headerDefects?.includes(name) === true || !strictHeaderIsClean(request, name)) {
+      // Never the value: x-api-key and authorization carry secrets.
+      throw new VaultError(
+        'VALIDATION_ERROR',
+        name === 'linked_account_id'
+          ? 'The linked_account_id header must be sent once, in printable ASCII, with no leading or trailing whitespace; send other ids in the linked_account_id query parameter, percent-encoded as UTF-8'
+          : `The ${name} header must be sent once, in printable ASCII, with no leading or trailing whitespace`,
+      );
     }
-    for (const [name, count] of seen) if (count > 1) defects.add(name);
   }
-  const first = STRICT_HEADERS.find((name) => defects.has(name));
-  if (first === undefined) return;
-  // Never the value: x-api-key and authorization carry secrets.
-  throw new VaultError(
-    'VALIDATION_ERROR',
-    first === 'linked_account_id'
-      ? 'The linked_account_id header must be sent once, in printable ASCII, with no leading or trailing whitespace; send other ids in the linked_account_id query parameter, percent-encoded as UTF-8'
-      : `The ${first} header must be sent once, in printable ASCII, with no leading or trailing whitespace`,
-  );
+}
+
+/**
+ * Whether `name` is absent, or present exactly once in `headers` (under one spelling) with
+ * a clean value, and, when `rawHeaders` are given, at most once there with that same value.
+ */
+function strictHeaderIsClean(request: HandlerRequest, name: StrictHeader): boolean {
+  let count = 0;
+  let value: string | readonly string[] | undefined;
+  for (const key in request.headers) {
+    if (key.length !== name.length || key.toLowerCase() !== name) continue;
+    const found = request.headers[key];
+    if (found === undefined) continue;
+    count += 1;
+    value = found;
+  }
+  if (count > 1 || (count === 1 && (typeof value !== 'string' || !CLEAN_HEADER_VALUE.test(value)))) return false;
+  const raw = request.rawHeaders;
+  if (raw === undefined) return true;
+  let rawCount = 0;
+  for (let i = 0; i + 1 < raw.length; i += 2) {
+    const key = raw[i] as string;
+    if (key.length !== name.length || key.toLowerCase() !== name) continue;
+    rawCount += 1;
+    if (rawCount > 1 || raw[i + 1] !== value) return false;
+  }
+  return true;
 }
 
 function decodeParam(raw: string): string {
