@@ -55,8 +55,8 @@ const IDENTIFIER = /^[a-z_][a-z0-9_]{0,47}$/;
 const KEY_SIZE = 2048;
 /** Deadlock and serialization failures: the statement rolled back, so running it again is safe. */
 const RETRYABLE = new Set(['40P01', '40001']);
-/** Concurrent `CREATE ... IF NOT EXISTS` can still collide in the catalogs. */
-const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710']);
+/** Concurrent `CREATE ... IF NOT EXISTS` (or `ADD COLUMN`) can still collide in the catalogs. */
+const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710', '42701']);
 
 function assertIdentifier(what: string, name: string): void {
   if (!IDENTIFIER.test(name)) {
@@ -96,7 +96,6 @@ function statements(table: string) {
   // Byte order (COLLATE "C") matches the index below, so group ranges are index range scans.
   const range = (from: string, to: string): string => `key COLLATE "C" >= ${from} AND key COLLATE "C" < ${to}`;
   const vStart = '{"value":{"v":'.length + 1;
-  const expiring = `value LIKE '%,"expires":%'`;
   return {
     put: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${upsert}`,
     putRequires: `INSERT INTO ${table} AS t (key, value) ${requires.replace('$4', '$5')} ${upsert}`,
@@ -120,10 +119,12 @@ function statements(table: string) {
         || ',"w":"' || COALESCE(${writeId('t.value')}, '') || '"},"expires":' || ${expires('t.value')} || '}'
       ELSE excluded.value END
       RETURNING value`,
-    // Served by the partial expression index made in setup, so its cost follows what it deletes.
+    // Served by the partial index on expires_at made in setup, so its cost follows what it deletes.
     purge: `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table}
-      WHERE ${expiring} AND (${expires('value')})::bigint < $1::bigint AND ${range('$2', '$3')} LIMIT $4)
+      WHERE expires_at < $1::bigint AND ${range('$2', '$3')} LIMIT $4)
       RETURNING 1 AS purged`,
+    /** The record's expiry as a column PostgreSQL keeps itself, so no statement writes it. */
+    expiresColumn: `expires_at bigint GENERATED ALWAYS AS ((${expires('value')})::bigint) STORED`,
   };
 }
 
@@ -197,13 +198,26 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       ...(schema === 'public' ? [] : [`CREATE SCHEMA IF NOT EXISTS "${schema}"`]),
       `CREATE TABLE IF NOT EXISTS ${qualified}(key VARCHAR(${KEY_SIZE}) PRIMARY KEY, value TEXT)`,
       `CREATE INDEX IF NOT EXISTS "${table}_key_c" ON ${qualified} (key COLLATE "C")`,
-      `CREATE INDEX IF NOT EXISTS "${table}_expires" ON ${qualified}
-        ((substring(value from ',"expires":([0-9]+)}$')::bigint)) WHERE value LIKE '%,"expires":%'`,
     ];
-    for (const statement of ddl) {
+    // The expiry column and its index, for purgeExpired. A generated column: Keyv's own writes
+    // fill it too, and an index on it (unlike one on an expression of value) leaves updates
+    // of value eligible for HOT. Added only when missing: ALTER TABLE locks the whole table.
+    const hasColumn = async () =>
+      (
+        await pool.query(
+          'SELECT 1 FROM information_schema.columns WHERE table_schema = $1 AND table_name = $2 AND column_name = $3',
+          [schema, table, 'expires_at'],
+        )
+      ).rowCount === 1;
+    const expiry = [
+      async () => (await hasColumn() ? undefined : pool.query(`ALTER TABLE ${qualified} ADD COLUMN IF NOT EXISTS ${SQL.expiresColumn}`)),
+      () => pool.query(`CREATE INDEX IF NOT EXISTS "${table}_expires_at" ON ${qualified} (expires_at) WHERE expires_at IS NOT NULL`),
+    ];
+    const steps = [...ddl.map((statement) => () => pool.query(statement)), ...expiry];
+    for (const step of steps) {
       for (let attempt = 1; ; attempt += 1) {
         try {
-          await pool.query(statement);
+          await step();
           break;
         } catch (error) {
           if (attempt >= 5 || !DDL_RACE.has(sqlState(error) ?? '')) throw error;
