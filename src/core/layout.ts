@@ -47,6 +47,8 @@ export const META_GROUP = 'meta';
 export const CANARY_PREFIX = 'canary:';
 export const canaryMember = (keyId: string): string => CANARY_PREFIX + escapeComponent(keyId);
 export const API_KEY_EXISTS = 'apikey-exists';
+/** The key id that claimed a fresh store, written together with its canary (see `checkKeyring`). */
+export const KEYRING_FOUNDER = 'keyring-founder';
 
 export function unescapeComponent(value: string): string {
   return value.replace(/%([0-9a-f]{4})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));

@@ -4,7 +4,7 @@ import { VaultError, isVaultError } from './errors.js';
 import type { StoreListItem, VaultStore } from './store.js';
 import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
 import type { EventSink, VaultEvent } from './events.js';
-import { CANARY_PREFIX, META_GROUP, canaryMember, unescapeComponent } from './layout.js';
+import { CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryMember, unescapeComponent } from './layout.js';
 import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
 import { openStore, defaultKeyFileFor } from './store-url.js';
 import { type Keyring, parseKeyring, ensureKeyFile, readKeyFile } from '../crypto/keyring.js';
@@ -161,30 +161,32 @@ async function resolveKeyring(options: VaultOptions, log: (line: string) => void
  * lacks one of those keys, or holds different material under its id, cannot open what is
  * stored: refuse to start rather than write under the wrong keys.
  *
- * On a fresh store two servers with different keys may start at once. Each inserts its own
- * canary and then checks every canary again: whichever insert came second sees a canary it
- * cannot open, takes its own back and refuses, so two incompatible keyrings never both run.
+ * A fresh store is claimed in one atomic step: a founder record and the first canary are
+ * inserted together, so when servers with different keys start at once exactly one claims
+ * the store and every other re-reads the canaries and refuses. Nothing is ever taken back,
+ * so a server that started on a canary can rely on it staying.
  */
 async function checkKeyring(store: VaultStore, keyring: Keyring): Promise<void> {
   const primary = keyring.primary.id;
+  const hasPrimary = (items: readonly StoreListItem[]) =>
+    items.some((c) => unescapeComponent(c.member.slice(CANARY_PREFIX.length)) === primary);
   const canaries = await store.list(META_GROUP, CANARY_PREFIX);
   verifyCanaries(canaries, keyring);
-  if (canaries.some((c) => unescapeComponent(c.member.slice(CANARY_PREFIX.length)) === primary)) return;
+  if (hasPrimary(canaries)) return;
   const sealed = sealCredential(keyring, randomBytes(16).toString('base64url'), CANARY_CONTEXT);
-  if (!(await store.insert(META_GROUP, canaryMember(primary), sealed))) {
-    // Another server with the same key id got there first: its canary must open too.
-    verifyCanaries(await store.list(META_GROUP, CANARY_PREFIX), keyring);
-    return;
+  if (canaries.length === 0) {
+    const claim = await store.batch(META_GROUP, [
+      { op: 'insert', member: KEYRING_FOUNDER, value: primary },
+      { op: 'insert', member: canaryMember(primary), value: sealed },
+    ]);
+    if (claim.committed) return;
+  } else {
+    await store.insert(META_GROUP, canaryMember(primary), sealed);
   }
-  try {
-    verifyCanaries(await store.list(META_GROUP, CANARY_PREFIX), keyring);
-  } catch (error) {
-    // Take back our own canary only (a compare-and-swap on its exact value finds it).
-    if (await store.replace(META_GROUP, canaryMember(primary), sealed, sealed).catch(() => false)) {
-      await store.remove(META_GROUP, canaryMember(primary)).catch(() => false);
-    }
-    throw error;
-  }
+  // Another server wrote first, or meanwhile: whatever is there now must open with our keys.
+  const now = await store.list(META_GROUP, CANARY_PREFIX);
+  verifyCanaries(now, keyring);
+  if (!hasPrimary(now)) await store.insert(META_GROUP, canaryMember(primary), sealed);
 }
 
 function verifyCanaries(canaries: readonly StoreListItem[], keyring: Keyring): void {

@@ -80,3 +80,35 @@ describe('expired session tokens on SQLite', () => {
     }
   });
 });
+
+describe('claiming a fresh store', () => {
+  it('a server that lost the claim refuses and takes nothing back, so servers already running on the winner keep it', async () => {
+    const shared = createMemoryStore();
+    const k1 = `k1:${randomBytes(32).toString('base64')}`;
+    const k2 = `k2:${randomBytes(32).toString('base64')}`;
+    let releaseZ!: () => void;
+    const zMayWrite = new Promise<void>((resolve) => (releaseZ = resolve));
+    // Z listed an empty store, then is held back while X claims it and Y starts on X's key.
+    const slowZ = new Proxy(shared, {
+      get(target, prop, receiver) {
+        const original = Reflect.get(target, prop, receiver) as unknown;
+        if (prop === 'close') return async () => undefined;
+        if (prop !== 'batch' || typeof original !== 'function') return typeof original === 'function' ? original.bind(target) : original;
+        return async (...args: unknown[]) => {
+          await zMayWrite;
+          return (original as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        };
+      },
+    });
+    const z = createVault({ store: slowZ, keys: k2, log: () => undefined });
+    const x = await createVault({ store: new Proxy(shared, { get: (t, p) => (p === 'close' ? async () => undefined : (Reflect.get(t, p) as unknown)) }), keys: k1, log: () => undefined });
+    const y = await createVault({ store: new Proxy(shared, { get: (t, p) => (p === 'close' ? async () => undefined : (Reflect.get(t, p) as unknown)) }), keys: k1, log: () => undefined });
+    releaseZ();
+    await expect(z).rejects.toMatchObject({ code: 'KEYRING_MISMATCH' });
+    // X's canary is still there: a fourth server with k1 starts, one with k2 is refused.
+    const again = await createVault({ store: new Proxy(shared, { get: (t, p) => (p === 'close' ? async () => undefined : (Reflect.get(t, p) as unknown)) }), keys: k1, log: () => undefined });
+    await expect(createVault({ store: new Proxy(shared, { get: (t, p) => (p === 'close' ? async () => undefined : (Reflect.get(t, p) as unknown)) }), keys: k2, log: () => undefined })).rejects.toMatchObject({ code: 'KEYRING_MISMATCH' });
+    for (const vault of [x, y, again]) await vault.close();
+    await shared.close();
+  });
+});
