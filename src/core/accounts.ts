@@ -7,9 +7,12 @@ import { actorOf, checkAccountRef, type Principal } from './principal.js';
 import { accountNameSchema, credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
 import { accountNotFound } from './credentials.js';
 import { auditedRemoval } from './events.js';
-import type { BatchWrite } from './store.js';
+import { MAX_BATCH_WRITES, type BatchWrite } from './store.js';
 import type { Vault } from './vault.js';
 import { sealCredential } from '../crypto/cipher.js';
+
+/** Most credentials (or udf fields) one request may set: they share one batch with the profile and default app. */
+const MAX_ENTRIES = MAX_BATCH_WRITES - 2;
 
 /** The record of an account's default-app integration. */
 const DEFAULT_APP_RECORD = JSON.stringify({ type: 'default_app' });
@@ -60,7 +63,10 @@ function parseEntries<T>(input: unknown, field: string, valueSchema: z.ZodType<T
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new VaultError('VALIDATION_ERROR', `${field} must be an object`);
   }
-  return Object.entries(input).map(([key, value]) => [
+  const entries = Object.entries(input);
+  // Profile, default app and these go in one atomic store batch.
+  if (entries.length > MAX_ENTRIES) throw new VaultError('VALIDATION_ERROR', `${field} holds at most ${MAX_ENTRIES} entries`);
+  return entries.map(([key, value]) => [
     parseInput(credentialKeySchema, key, `${field} key`),
     parseInput(valueSchema, value, `${field}.${key}`),
   ]);
@@ -207,11 +213,16 @@ export async function upsertLinkedAccount(
     current = reread;
   }
   if (!vault.failClosedEvents) await vault.emit(event);
-  for (const [i, [key]] of (credentials ?? []).entries()) {
-    if (announced.has(key)) continue;
-    const action = results[i] === 'added' ? 'added' : 'updated';
-    const undo = action === 'added' ? () => vault.store.remove(group, credentialMember(key)) : undefined;
-    await vault.emit({ type: `credential.${action}`, ...ref, key, actor }, undo);
+  const pending = (credentials ?? []).flatMap(([key], i) => (announced.has(key) ? [] : [{ key, added: results[i] === 'added' }]));
+  for (const [n, { key, added }] of pending.entries()) {
+    // Failing closed, a refused event takes back this credential and every added one not yet
+    // reported, so nothing stays stored unaudited.
+    const unreported = pending.slice(n).filter((p) => p.added);
+    const undo =
+      unreported.length === 0
+        ? undefined
+        : () => vault.store.batch(group, unreported.map((p): BatchWrite => ({ op: 'remove', member: credentialMember(p.key) })));
+    await vault.emit({ type: `credential.${added ? 'added' : 'updated'}`, ...ref, key, actor }, undo);
   }
   return { ...toLinkedAccount(profile), new_account: false };
 }

@@ -4,7 +4,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { createLinkedAccount, createVault, getLinkedAccount, issueSessionToken, upsertLinkedAccount, type VaultStore } from '../../src/index.js';
+import { createLinkedAccount, createVault, getLinkedAccount, issueSessionToken, listDefaultAppCredentials, upsertLinkedAccount, type VaultStore } from '../../src/index.js';
 import { createMemoryStore } from '../../adapters/memory.js';
 import { createSqliteStore } from '../../adapters/sqlite.js';
 import { PROFILE, accountGroup } from '../../src/core/layout.js';
@@ -110,5 +110,43 @@ describe('claiming a fresh store', () => {
     await expect(createVault({ store: new Proxy(shared, { get: (t, p) => (p === 'close' ? async () => undefined : (Reflect.get(t, p) as unknown)) }), keys: k2, log: () => undefined })).rejects.toMatchObject({ code: 'KEYRING_MISMATCH' });
     for (const vault of [x, y, again]) await vault.close();
     await shared.close();
+  });
+});
+
+describe('account writes and their limits', () => {
+  it('failing closed, a refused credential event takes back every added credential not yet reported', async () => {
+    let refuse = false;
+    const vault = await createVault({
+      store: createMemoryStore(),
+      keys: `k:${randomBytes(32).toString('base64')}`,
+      failClosedEvents: true,
+      onEvent: (event) => {
+        if (refuse && event.type === 'credential.added') throw new Error('sink down');
+      },
+    });
+    const ref = { org: 'acme', environment: 'test', accountId: 'audited' };
+    try {
+      await createLinkedAccount(vault, ref, { credentials: {} });
+      refuse = true;
+      await expect(upsertLinkedAccount(vault, ref, { credentials: { a: '1', b: '2' } })).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      expect(await listDefaultAppCredentials(vault, ref)).toEqual([]);
+    } finally {
+      await vault.close();
+    }
+  });
+
+  it('more credentials than one atomic write holds is a validation error, and nothing is written', async () => {
+    const vault = await createVault({ store: createMemoryStore(), keys: `k:${randomBytes(32).toString('base64')}` });
+    const ref = { org: 'acme', environment: 'test', accountId: 'many' };
+    try {
+      const credentials = Object.fromEntries(Array.from({ length: 999 }, (_, i) => [`k${i}`, 'v']));
+      await expect(createLinkedAccount(vault, ref, { credentials })).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
+      await expect(getLinkedAccount(vault, ref)).rejects.toMatchObject({ code: 'LINKED_ACCOUNT_NOT_FOUND' });
+      const fits = Object.fromEntries(Array.from({ length: 998 }, (_, i) => [`k${i}`, 'v']));
+      await createLinkedAccount(vault, ref, { credentials: fits });
+      expect(await listDefaultAppCredentials(vault, ref)).toHaveLength(998);
+    } finally {
+      await vault.close();
+    }
   });
 });
