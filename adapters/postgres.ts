@@ -116,13 +116,16 @@ function statements(table: string) {
       WHEN ${live('t.value', '$3')}
       THEN '{"value":{"v":"' || (COALESCE(substring(t.value from '^\\{"value":\\{"v":"([0-9]+)",')::bigint, 0) + 1)::text
         || '","c":' || substring(t.value from ',"c":([0-9]+),"u":') || ',"u":' || $3::bigint::text
-        || ',"w":"' || COALESCE(${writeId('t.value')}, '') || '"},"expires":' || ${expires('t.value')} || '}'
+        || ',"w":"' || COALESCE(${writeId('t.value')}, '') || '"}' || COALESCE(',"expires":' || ${expires('t.value')}, '') || '}'
       ELSE excluded.value END
       RETURNING value`,
     // Served by the partial index on expires_at made in setup, so its cost follows what it deletes.
+    // The outer condition is checked again on the locked row: a row made live again by a
+    // concurrent writer after the subquery read it is left alone.
     purge: `DELETE FROM ${table} WHERE key IN (SELECT key FROM ${table}
-      WHERE expires_at < $1::bigint AND ${range('$2', '$3')} LIMIT $4)
+      WHERE expires_at < $1::bigint AND ${range('$2', '$3')} LIMIT $4) AND expires_at < $1::bigint
       RETURNING 1 AS purged`,
+    lockMany: `SELECT key, value FROM ${table} WHERE key = ANY($1::varchar[]) ORDER BY key COLLATE "C" FOR UPDATE`,
     /** The record's expiry as a column PostgreSQL keeps itself, so no statement writes it. */
     expiresColumn: `expires_at bigint GENERATED ALWAYS AS ((${expires('value')})::bigint) STORED`,
   };
@@ -289,6 +292,19 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       const y = (writes[b] as BatchWrite).member;
       return Buffer.compare(Buffer.from(x), Buffer.from(y));
     });
+    // Every condition is checked first, in write order, on rows locked (in key order) until
+    // commit; an insert racing a concurrent insert of an absent member is still caught below.
+    const keys = writes.map((w) => keyOf(group, w.member));
+    const current = new Map<string, string>();
+    for (const row of await run(SQL.lockMany, [keys])) {
+      const entry = toEntry(row['value'] as string, now);
+      if (entry !== undefined) current.set(row['key'] as string, entry.value);
+    }
+    for (const [i, w] of writes.entries()) {
+      const value = current.get(keys[i] as string);
+      if (w.op === 'insert' && value !== undefined) return { committed: false, failed: i };
+      if (w.op === 'replace' && value !== w.expected) return { committed: false, failed: i };
+    }
     const results: Array<'added' | 'updated' | boolean> = new Array(writes.length);
     for (const [step, i] of order.entries()) {
       options.faults?.beforeWrite?.(step);
@@ -425,7 +441,7 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       const [row] = await query<{ value: string }>(SQL.increment, keyOf(group, member), JSON.stringify(stored), now);
       if (row === undefined) throw new Error('increment returned no row');
       const counter = JSON.parse(row.value) as Stored;
-      return { count: Number(counter.value.v), expiresAt: counter.expires as number };
+      return { count: Number(counter.value.v), expiresAt: counter.expires ?? Number.MAX_SAFE_INTEGER };
     },
 
     async purgeExpired(limit: number): Promise<number> {

@@ -367,9 +367,9 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
       checkTtl(ttlMs);
       const now = Date.now();
       const stored: Stored = { value: newRow('1', now), expires: now + Math.ceil(ttlMs) };
-      const [row] = await query<{ v: string; e: number }>(SQL.increment, keyOf(group, member), JSON.stringify(stored), now);
+      const [row] = await query<{ v: string; e: number | null }>(SQL.increment, keyOf(group, member), JSON.stringify(stored), now);
       if (row === undefined) throw new Error('increment returned no row');
-      return { count: Number(row.v), expiresAt: row.e };
+      return { count: Number(row.v), expiresAt: row.e ?? Number.MAX_SAFE_INTEGER };
     },
 
     async purgeExpired(limit: number): Promise<number> {

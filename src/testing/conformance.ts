@@ -625,6 +625,13 @@ export function runStoreConformance(
             { op: 'replace', member: 'swap', expected: 'stale', value: 'y' },
           ]),
         ).toEqual({ committed: false, failed: 2 });
+        // The first failing write in the order given, whatever the members' order.
+        expect(
+          await store.batch(g, [
+            { op: 'replace', member: 'swap', expected: 'stale', value: 'y' },
+            { op: 'insert', member: 'taken', value: 'x' },
+          ]),
+        ).toEqual({ committed: false, failed: 0 });
         expect(await store.batch(g, [{ op: 'replace', member: 'absent', expected: '', value: 'y' }])).toEqual({
           committed: false,
           failed: 0,
@@ -769,6 +776,16 @@ export function runStoreConformance(
         const second = await store.increment(g, 'n', 120_000);
         expect(second).toEqual({ count: 2, expiresAt: first.expiresAt });
         expect((await store.get(g, 'n'))?.value).toBe('2');
+      });
+
+      test('a member written without expiry counts on and keeps no expiry', async ({ store, group }) => {
+        const g = group();
+        await store.put(g, 'n', '5');
+        expect(await store.increment(g, 'n', 60_000)).toEqual({ count: 6, expiresAt: Number.MAX_SAFE_INTEGER });
+        const entry = await store.get(g, 'n');
+        expect(entry?.value).toBe('6');
+        expect(entry?.expiresAt).toBeUndefined();
+        expect((await store.list(g)).map((item) => item.entry.value)).toEqual(['6']);
       });
 
       test('an expired counter starts again at 1', async ({ store, group }) => {

@@ -126,3 +126,28 @@ suite('postgres store: namespace isolation', () => {
     }
   });
 });
+
+suite('postgres store: purge and concurrent writers', () => {
+  it('a row made live again by a writer the purge waited for is not deleted', async () => {
+    const namespace = runId('purgerace');
+    const store = open({ namespace });
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    try {
+      await store.increment('limit:x', 'count', 20);
+      await new Promise((resolve) => setTimeout(resolve, 60));
+      const key = `${encodeURIComponent(namespace)}{limit:x}:count`;
+      const fresh = JSON.stringify({ value: { v: '1', c: Date.now(), u: Date.now(), w: 'w' }, expires: Date.now() + 60_000 });
+      await client.query('BEGIN');
+      await client.query(`UPDATE "${schema}"."keyv" SET value = $2 WHERE key = $1`, [key, fresh]);
+      const purging = store.purgeExpired(100);
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      await client.query('COMMIT');
+      expect(await purging).toBe(0);
+      expect((await store.get('limit:x', 'count'))?.value).toBe('1');
+    } finally {
+      await client.end();
+      await store.close();
+    }
+  });
+});
