@@ -24,6 +24,7 @@ import {
   startServer,
   waitFor,
   type RunResult,
+  untouchedStore,
 } from './helpers.js';
 
 interface CreatedApiKey {
@@ -538,37 +539,27 @@ async function readDatabaseFiles(db: string): Promise<Record<string, Buffer>> {
 }
 
 describe('usage errors exit 2 with one line on stderr and touch nothing', () => {
-  let dir: string;
-  let store: string[];
-  beforeAll(async () => {
-    dir = await makeTempDir();
-    store = ['--store', `sqlite:${path.join(dir, 'usage.db')}`];
-  });
-  afterEach(() => {
-    expect(existsSync(path.join(dir, 'usage.db'))).toBe(false);
-    expect(existsSync(path.join(dir, 'usage.keys'))).toBe(false);
-  });
-  afterAll(() => removeDir(dir));
+  const usage = untouchedStore();
 
   const cases: Array<[string, () => string[], RegExp]> = [
-    ['an unknown flag', () => ['api-key', 'create', '--org', 'acme', '--bogus', ...store], /--bogus/],
-    ['an unknown command', () => ['api-key', 'frobnicate', ...store], /frobnicate/],
-    ['a missing required flag', () => ['api-key', 'create', ...store], /--org/],
-    ['a missing --key-id', () => ['api-key', 'revoke', ...store], /--key-id/],
-    ['a missing --id', () => ['session-token', 'create', '--org', 'acme', ...store], /--id/],
-    ['a missing value', () => ['api-key', 'create', ...store, '--org'], /--org/],
+    ['an unknown flag', () => ['api-key', 'create', '--org', 'acme', '--bogus', ...usage.store], /--bogus/],
+    ['an unknown command', () => ['api-key', 'frobnicate', ...usage.store], /frobnicate/],
+    ['a missing required flag', () => ['api-key', 'create', ...usage.store], /--org/],
+    ['a missing --key-id', () => ['api-key', 'revoke', ...usage.store], /--key-id/],
+    ['a missing --id', () => ['session-token', 'create', '--org', 'acme', ...usage.store], /--id/],
+    ['a missing value', () => ['api-key', 'create', ...usage.store, '--org'], /--org/],
     ['a missing --store value', () => ['api-key', 'create', '--org', 'acme', '--store'], /--store/],
-    ['--environment staging', () => ['api-key', 'create', '--org', 'acme', '--environment', 'staging', ...store], /--environment.*staging|staging.*environment/],
-    ['--port abc', () => ['serve', '--port', 'abc', ...store], /--port/],
-    ['--port 65536', () => ['serve', '--port', '65536', ...store], /--port/],
-    ['--framework hapi', () => ['serve', '--framework', 'hapi', ...store], /--framework/],
+    ['--environment staging', () => ['api-key', 'create', '--org', 'acme', '--environment', 'staging', ...usage.store], /--environment.*staging|staging.*environment/],
+    ['--port abc', () => ['serve', '--port', 'abc', ...usage.store], /--port/],
+    ['--port 65536', () => ['serve', '--port', '65536', ...usage.store], /--port/],
+    ['--framework hapi', () => ['serve', '--framework', 'hapi', ...usage.store], /--framework/],
     ['--store bogus://x', () => ['api-key', 'create', '--org', 'acme', '--store', 'bogus://x'], /store URL/i],
     ['--store sqlite: without a path', () => ['api-key', 'create', '--org', 'acme', '--store', 'sqlite:'], /store URL/i],
-    ['--credential novalue', () => ['linked-account', 'create', '--org', 'acme', '--id', 'c1', '--credential', 'novalue', ...store], /--credential/],
-    ['--credential =value', () => ['linked-account', 'create', '--org', 'acme', '--id', 'c1', '--credential', '=value', ...store], /--credential/],
-    ['--ttl -5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '-5', ...store], /--ttl/],
-    ['--ttl 0', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '0', ...store], /--ttl/],
-    ['--ttl 1.5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '1.5', ...store], /--ttl/],
+    ['--credential novalue', () => ['linked-account', 'create', '--org', 'acme', '--id', 'c1', '--credential', 'novalue', ...usage.store], /--credential/],
+    ['--credential =value', () => ['linked-account', 'create', '--org', 'acme', '--id', 'c1', '--credential', '=value', ...usage.store], /--credential/],
+    ['--ttl -5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '-5', ...usage.store], /--ttl/],
+    ['--ttl 0', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '0', ...usage.store], /--ttl/],
+    ['--ttl 1.5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '1.5', ...usage.store], /--ttl/],
   ];
 
   it.each(cases)('%s', async (_name, args, pattern) => {
@@ -578,13 +569,13 @@ describe('usage errors exit 2 with one line on stderr and touch nothing', () => 
 
   it('a --credential without "=" is not echoed: it may be a secret pasted without its key', async () => {
     const secret = `sk_live_${randomBytes(8).toString('hex')}`;
-    const result = await run(['linked-account', 'create', '--org', 'acme', '--id', 'c1', '--credential', secret, ...store]);
+    const result = await run(['linked-account', 'create', '--org', 'acme', '--id', 'c1', '--credential', secret, ...usage.store]);
     expectFailure(result, 2, /--credential/);
     expect(result.stderr).not.toContain(secret);
   });
 
   it('an invalid CREDVAULT_KEYS names the variable and never echoes key text', async () => {
-    const result = await run(['api-key', 'create', '--org', 'acme', ...store], { env: { CREDVAULT_KEYS: 'k1:notbase64!!' } });
+    const result = await run(['api-key', 'create', '--org', 'acme', ...usage.store], { env: { CREDVAULT_KEYS: 'k1:notbase64!!' } });
     expectFailure(result, 2, /^credvault: CREDVAULT_KEYS: /);
     expect(result.stderr).not.toContain('notbase64');
   });

@@ -5,6 +5,7 @@ import net from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { afterAll, afterEach, beforeAll, expect } from 'vitest';
 
 /** The built CLI: `npm test` builds before vitest; alone, run `npx tsc -p tsconfig.build.json` first. */
 export const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
@@ -267,3 +268,23 @@ export async function waitFor(condition: () => boolean, timeoutMs: number, messa
 }
 
 export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+
+/**
+ * For one describe block: a temp dir holding a SQLite store that usage errors must never
+ * create. `store` is its `--store` flag; after each test neither the database nor a key
+ * file exists.
+ */
+export function untouchedStore(): { readonly store: string[] } {
+  let dir = '';
+  const state = { store: [] as string[] };
+  beforeAll(async () => {
+    dir = await makeTempDir();
+    state.store = ['--store', `sqlite:${path.join(dir, 'usage.db')}`];
+  });
+  afterEach(() => {
+    expect(existsSync(path.join(dir, 'usage.db'))).toBe(false);
+    expect(existsSync(path.join(dir, 'usage.keys'))).toBe(false);
+  });
+  afterAll(() => removeDir(dir));
+  return state;
+}

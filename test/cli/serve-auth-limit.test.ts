@@ -4,10 +4,9 @@
  * --trust-proxy-hops (issue 9).
  */
 import { randomBytes } from 'node:crypto';
-import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { CREDENTIAL_PATH, assertBuilt, killAll, linesOf, makeTempDir, removeDir, request, run, runJson, startServer, type HttpResult, type Server } from './helpers.js';
+import { CREDENTIAL_PATH, assertBuilt, killAll, linesOf, makeTempDir, removeDir, request, run, runJson, startServer, type HttpResult, type Server, untouchedStore } from './helpers.js';
 
 interface CreatedApiKey {
   api_key: string;
@@ -109,17 +108,7 @@ describe('serve: the failed-authentication limit flags', () => {
 });
 
 describe('serve: bad limit flag values are usage errors', () => {
-  let dir: string;
-  let store: string[];
-  beforeAll(async () => {
-    dir = await makeTempDir();
-    store = ['--store', `sqlite:${path.join(dir, 'usage.db')}`];
-  });
-  afterEach(() => {
-    expect(existsSync(path.join(dir, 'usage.db'))).toBe(false);
-    expect(existsSync(path.join(dir, 'usage.keys'))).toBe(false);
-  });
-  afterAll(() => removeDir(dir));
+  const usage = untouchedStore();
 
   const cases: Array<[string[], RegExp]> = [
     [['--max-auth-failures', '0'], /--max-auth-failures/],
@@ -138,7 +127,7 @@ describe('serve: bad limit flag values are usage errors', () => {
   ];
 
   it.each(cases)('serve %j exits 2 with one line on stderr', async (flags, pattern) => {
-    const result = await run(['serve', '--port', '0', ...store, ...flags]);
+    const result = await run(['serve', '--port', '0', ...usage.store, ...flags]);
     expect(result.code).toBe(2);
     expect(result.stdout).toBe('');
     const lines = linesOf(result.stderr);
