@@ -15,7 +15,7 @@ import { credvaultExpress } from '../src/http/express.js';
 import { credvaultKoa } from '../src/http/koa.js';
 import { credvaultFastify } from '../src/http/fastify.js';
 import { credvaultFetch } from '../src/http/fetch.js';
-import { nodeToFetch } from '../src/cli/server.js';
+import { nodeToFetch } from '../src/http/node-fetch.js';
 import { readNodeBody } from '../src/http/body.js';
 
 export const BINDINGS = ['express', 'koa', 'fastify', 'fetch'] as const;

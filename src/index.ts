@@ -6,10 +6,10 @@
  */
 export { createVault, DEFAULT_SESSION_TOKEN_TTL_SECONDS } from './core/vault.js';
 export type { Vault, VaultOptions } from './core/vault.js';
-export { VaultError, isVaultError } from './core/errors.js';
-export type { VaultErrorCode } from './core/errors.js';
+export { VaultError, isVaultError } from './errors.js';
+export type { VaultErrorCode } from './errors.js';
 export type { VaultStore, StoreEntry, StoreListItem, ScanPage, PutOptions, PutResult, InsertOptions } from './core/store.js';
-export { openStore, parseStoreUrl, DEFAULT_STORE_URL } from './core/store-url.js';
+export { openStore, parseStoreUrl, DEFAULT_STORE_URL } from './store-url.js';
 export type { AccountRef } from './core/layout.js';
 export type { Principal } from './core/principal.js';
 export type { Actor, VaultEvent, VaultEventType, EventSink } from './core/events.js';

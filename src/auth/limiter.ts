@@ -1,4 +1,4 @@
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 import { escapeComponent } from '../core/layout.js';
 import type { VaultStore } from '../core/store.js';
 

@@ -1,4 +1,4 @@
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 import { verifyApiKey } from '../core/api-keys.js';
 import { verifySessionToken } from '../core/session-tokens.js';
 import type { AuthResolver, AuthRequest, Caller } from './types.js';

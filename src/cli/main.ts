@@ -2,8 +2,8 @@
 import { existsSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import { createVault, type Vault } from '../core/vault.js';
-import { VaultError, isVaultError } from '../core/errors.js';
-import { DEFAULT_STORE_URL, defaultKeyFileFor, parseStoreUrl } from '../core/store-url.js';
+import { VaultError, isVaultError } from '../errors.js';
+import { DEFAULT_STORE_URL, defaultKeyFileFor, parseStoreUrl } from '../store-url.js';
 import { createApiKey, revokeApiKey, anyApiKeyCreated } from '../core/api-keys.js';
 import { createLinkedAccount } from '../core/accounts.js';
 import { issueSessionToken } from '../core/session-tokens.js';

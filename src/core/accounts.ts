@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
-import { VaultError } from './errors.js';
+import { VaultError } from '../errors.js';
 import { accountGroup, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';

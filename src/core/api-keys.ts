@@ -1,5 +1,5 @@
 import { randomBytes } from 'node:crypto';
-import { VaultError } from './errors.js';
+import { VaultError } from '../errors.js';
 import { API_KEY_EXISTS, META_GROUP, RECORD, apiKeyGroup } from './layout.js';
 import { environmentSchema, orgIdSchema, parseInput, type Environment } from './validation.js';
 import type { Vault } from './vault.js';

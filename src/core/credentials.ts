@@ -1,4 +1,4 @@
-import { VaultError } from './errors.js';
+import { VaultError } from '../errors.js';
 import { accountGroup, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE, unescapeComponent } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';

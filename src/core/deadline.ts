@@ -1,4 +1,4 @@
-import { VaultError, isVaultError } from './errors.js';
+import { VaultError, isVaultError } from '../errors.js';
 import type { VaultStore } from './store.js';
 
 /** Default deadline for one store call. */

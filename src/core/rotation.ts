@@ -1,4 +1,4 @@
-import { VaultError, isVaultError } from './errors.js';
+import { VaultError, isVaultError } from '../errors.js';
 import { CANARY_PREFIX, CREDENTIAL_PREFIX, META_GROUP, SESSION_PREFIX, unescapeComponent } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { CANARY_CONTEXT } from './vault.js';

@@ -1,4 +1,4 @@
-import { VaultError } from './errors.js';
+import { VaultError } from '../errors.js';
 import { PROFILE, SESSION_PREFIX, accountGroup, sessionMember } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { checkAccountRef } from './principal.js';

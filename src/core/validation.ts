@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { VaultError } from './errors.js';
+import { VaultError } from '../errors.js';
 
 /** Default cap on one credential value, in UTF-8 bytes. */
 export const DEFAULT_MAX_VALUE_BYTES = 64 * 1024;

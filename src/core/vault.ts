@@ -1,12 +1,12 @@
 import { randomBytes } from 'node:crypto';
 import path from 'node:path';
-import { VaultError, isVaultError } from './errors.js';
+import { VaultError, isVaultError } from '../errors.js';
 import type { StoreListItem, VaultStore } from './store.js';
 import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
 import type { EventSink, VaultEvent } from './events.js';
 import { CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryMember, unescapeComponent } from './layout.js';
 import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
-import { openStore, defaultKeyFileFor } from './store-url.js';
+import { openStore, defaultKeyFileFor } from '../store-url.js';
 import { type Keyring, parseKeyring, ensureKeyFile, readKeyFile } from '../crypto/keyring.js';
 import { sealCredential, openCredential } from '../crypto/cipher.js';
 

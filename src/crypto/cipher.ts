@@ -1,5 +1,5 @@
 import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 import { isValidKeyId, type Keyring, type KeyringKey } from './keyring.js';
 
 /**

@@ -1,7 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 
 /** One key of a {@link Keyring}: a short public id and 32 secret bytes. */
 export interface KeyringKey {

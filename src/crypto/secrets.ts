@@ -1,5 +1,5 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 
 /** Fewest random bytes {@link randomToken} hands out: 128 bits, what makes a fast hash safe. */
 export const MIN_TOKEN_BYTES = 16;

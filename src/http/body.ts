@@ -1,5 +1,5 @@
 import type { IncomingMessage } from 'node:http';
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 
 /** The default request body limit: 100 KiB. */
 export const DEFAULT_BODY_LIMIT_BYTES = 100 * 1024;

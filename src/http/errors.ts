@@ -1,5 +1,5 @@
-import type { VaultErrorCode } from '../core/errors.js';
-import { VaultError } from '../core/errors.js';
+import type { VaultErrorCode } from '../errors.js';
+import { VaultError } from '../errors.js';
 
 /** The one place where error codes become HTTP: status, `http_error_type`, `error`. */
 const HTTP_ERRORS: Record<VaultErrorCode, readonly [status: number, httpErrorType: string, error: string]> = {

@@ -1,6 +1,6 @@
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Vault } from '../core/vault.js';
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 import { createHandler, errorResponse, type HandlerOptions } from './handler.js';
 import { readNodeBody } from './body.js';
 import { wireHeaderDefects } from './node.js';

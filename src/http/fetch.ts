@@ -1,7 +1,7 @@
 import type { Vault } from '../core/vault.js';
 import { createHandler, type HandlerOptions } from './handler.js';
 import { tooLarge } from './body.js';
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 
 export { attachClientErrorHandler, attachHeaderInspection, credvaultClientError, drainServer, hardenNodeServer } from './node.js';
 

@@ -1,4 +1,4 @@
-import { VaultError, isVaultError } from '../core/errors.js';
+import { VaultError, isVaultError } from '../errors.js';
 import type { Vault } from '../core/vault.js';
 import { defaultResolvers, resolveCaller } from '../auth/resolvers.js';
 import type { AuthRequest, AuthResolver, Caller } from '../auth/types.js';

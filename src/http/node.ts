@@ -1,6 +1,6 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
-import { VaultError } from '../core/errors.js';
+import { VaultError } from '../errors.js';
 import { errorEnvelope, type ErrorEnvelope } from './errors.js';
 
 // Only type imports from node: this module is also loaded by the fetch binding.

@@ -1,6 +1,6 @@
 import { z } from 'zod';
-import type { VaultErrorCode } from '../core/errors.js';
-import { VaultError } from '../core/errors.js';
+import type { VaultErrorCode } from '../errors.js';
+import { VaultError } from '../errors.js';
 import { errorEnvelope } from './errors.js';
 import { DEFAULT_BASE_PATH, routes, type Route } from './routes.js';
 import { errorEnvelopeSchema } from './schemas.js';

@@ -1,5 +1,5 @@
 import type { z } from 'zod';
-import { VaultError, type VaultErrorCode } from '../core/errors.js';
+import { VaultError, type VaultErrorCode } from '../errors.js';
 import { upsertDefaultAppCredential, deleteDefaultAppCredential } from '../core/credentials.js';
 import {
   createLinkedAccount,

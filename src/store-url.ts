@@ -1,6 +1,6 @@
 import path from 'node:path';
 import { VaultError } from './errors.js';
-import type { VaultStore } from './store.js';
+import type { VaultStore } from './core/store.js';
 
 /** The embedded default. */
 export const DEFAULT_STORE_URL = 'sqlite:./data/credvault.db';
@@ -54,19 +54,19 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
   const namespace = options.namespace;
   switch (parsed.kind) {
     case 'memory': {
-      const { createMemoryStore } = await import('../../adapters/memory.js');
+      const { createMemoryStore } = await import('../adapters/memory.js');
       return createMemoryStore(namespace === undefined ? {} : { namespace });
     }
     case 'sqlite': {
-      const { createSqliteStore } = await import('../../adapters/sqlite.js');
+      const { createSqliteStore } = await import('../adapters/sqlite.js');
       return createSqliteStore(namespace === undefined ? { path: parsed.path } : { path: parsed.path, namespace });
     }
     case 'redis': {
-      const { createRedisStore } = await import('../../adapters/redis.js');
+      const { createRedisStore } = await import('../adapters/redis.js');
       return createRedisStore(namespace === undefined ? { url: parsed.url } : { url: parsed.url, namespace });
     }
     case 'postgres': {
-      const { createPostgresStore } = await import('../../adapters/postgres.js');
+      const { createPostgresStore } = await import('../adapters/postgres.js');
       return createPostgresStore(namespace === undefined ? { url: parsed.url } : { url: parsed.url, namespace });
     }
   }
