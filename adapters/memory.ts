@@ -1,5 +1,5 @@
 import Keyv from 'keyv';
-import { VaultError } from '../src/core/errors.js';
+import { VaultError } from '../src/errors.js';
 import {
   checkBatch,
   checkTtl,

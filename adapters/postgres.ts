@@ -2,7 +2,7 @@ import { randomBytes } from 'node:crypto';
 import KeyvPostgres from '@keyv/postgres';
 import Keyv from 'keyv';
 import pg from 'pg';
-import { VaultError } from '../src/core/errors.js';
+import { VaultError } from '../src/errors.js';
 import {
   checkBatch,
   checkTtl,

@@ -9,7 +9,7 @@ import KeyvRedis, {
   type RedisSentinelType,
 } from '@keyv/redis';
 import Keyv from 'keyv';
-import { VaultError } from '../src/core/errors.js';
+import { VaultError } from '../src/errors.js';
 import {
   checkBatch,
   checkTtl,

@@ -3,7 +3,7 @@ import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import KeyvSqlite from '@keyv/sqlite';
 import Keyv from 'keyv';
-import { VaultError } from '../src/core/errors.js';
+import { VaultError } from '../src/errors.js';
 import {
   checkBatch,
   checkTtl,

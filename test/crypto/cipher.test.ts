@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
-import { VaultError } from '../../src/core/errors.js';
+import { VaultError } from '../../src/errors.js';
 import {
   assertKeyringOpens,
   createKeyring,
