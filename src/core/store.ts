@@ -144,6 +144,9 @@ export type PutResult = 'added' | 'updated' | 'missing';
 /** The most writes one {@link VaultStore.batch} call may carry. */
 export const MAX_BATCH_WRITES = 1000;
 
+/** The longest group or member an adapter must accept, in UTF-16 units; longer names are refused with `RangeError`. */
+export const MAX_NAME_LENGTH = 4096;
+
 /** One write of a {@link VaultStore.batch}. */
 export type BatchWrite =
   | { op: 'put'; member: string; value: string }
