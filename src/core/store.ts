@@ -1,76 +1,112 @@
 /**
  * The storage contract every credvault adapter implements (memory, SQLite, Redis,
- * PostgreSQL, or your own). The suite in `credvault/testing` checks each rule below.
+ * PostgreSQL, or your own). `credvault/testing` runs one suite over every rule below;
+ * pass it and the vault works on your backend.
  *
  * Data is addressed by a **group** and a **member**. The vault puts everything one linked
  * account owns (its profile, its default app, each credential, its session tokens) in one
  * group, so listing an account and deleting it cost in proportion to that account alone.
- * Group and member strings reach the adapter already escaped: they contain only
- * `A-Z a-z 0-9 _ . - % :` and never `{`, `}` or whitespace. An adapter must map distinct
- * (group, member) pairs to distinct storage keys, and keep two stores with different
- * namespaces fully apart.
  *
- * Rules:
- * - Every method either does all it says or nothing, and is atomic with respect to every
- *   other call, from this process or any other sharing the backend.
- * - Errors surface: a backend that is down, slow or failing rejects the promise. It
- *   never reads as "absent". (The vault puts a deadline on every call.)
- * - Values are opaque strings; adapters store them byte for byte.
+ * Rules (each method's comment says how it applies them):
+ *
+ * 1. **Names.** Group, member, `requires` and list prefix arrive already escaped: only
+ *    `A-Z a-z 0-9 _ . - % :`, never `{`, `}` or whitespace, and at most
+ *    {@link MAX_NAME_LENGTH} UTF-16 units. An adapter accepts every such name (names like
+ *    `__proto__` are ordinary) and refuses any other. Distinct (group, member) pairs map to
+ *    distinct storage keys. The vault never passes an empty group or member; an adapter
+ *    may refuse one.
+ * 2. **Values** are opaque strings, stored and returned byte for byte (any UTF-16 content,
+ *    control characters included, up to at least 64 KiB).
+ * 3. **Atomicity.** Every method does all it says or nothing, and is atomic with respect
+ *    to every other call, from this process or any other sharing the backend.
+ * 4. **Expiry.** An entry whose `expiresAt` has passed is absent for every method: `get`,
+ *    `list` and `scan` omit it, `remove` and `removeGroup` do not count it, `insert` and a
+ *    batch insert treat its member as free, `replace` and a batch replace do not match it,
+ *    `requires` does not see it, and `increment` starts it again at 1. Only `insert` (and
+ *    `increment`) set an expiry; a `put` clears it; a `replace` keeps it.
+ * 5. **Timestamps.** `createdAt` is set by the write that makes a member present and kept
+ *    by every later write; `updatedAt` is set by each `put` and `insert`, and kept by
+ *    `replace`. Both are milliseconds since the epoch from the adapter's clock.
+ * 6. **Bad input** (a name outside rule 1, a non-positive or non-finite TTL, limit or batch
+ *    size, a malformed batch, a cursor the store did not make) rejects the returned
+ *    promise with a `RangeError`, before anything is written. Adapters never throw
+ *    synchronously, so a caller has one failure path.
+ * 7. **Errors surface.** A backend that is down, slow or failing rejects the promise (any
+ *    `Error` but `RangeError`; the vault maps it to `STORE_UNAVAILABLE` and puts a deadline
+ *    on every call). It never reads as absent, empty, `false` or `0`.
+ * 8. **After close** every method but `close` rejects with a `VaultError` whose code is
+ *    `STORE_UNAVAILABLE`; `close` itself may be called again and resolves.
+ * 9. **Namespaces.** Two stores with different namespaces on one backend never see, count,
+ *    remove, purge or scan each other's entries, nor anything else the backend holds.
+ *
+ * @example
+ * ```ts
+ * // The vault's own use: one account's credential, written only while its profile exists.
+ * const result = await store.put('acct:acme:test:u1', 'cred:api_key', sealed, { requires: 'profile' });
+ * if (result === 'missing') throw new Error('no such account');
+ * ```
  */
 export interface VaultStore {
   /** A short name for messages, e.g. `sqlite` or `redis`. */
   readonly kind: string;
 
-  /** The entry, or `undefined` if absent or expired. */
+  /** The live entry, or `undefined` if absent or expired. */
   get(group: string, member: string): Promise<StoreEntry | undefined>;
 
   /**
-   * Insert or replace, atomically, and say which. `createdAt` survives a replace;
-   * `updatedAt` is set to now. With `requires`, the write happens only if that member
-   * of the same group exists at the moment of writing; otherwise nothing is written and
-   * the result is `'missing'`. When N writers race on one new member, exactly one
-   * sees `'added'`.
+   * Inserts or replaces, atomically, and says which: `'added'` if the member was absent or
+   * expired, else `'updated'`. `createdAt` survives an update; `updatedAt` is now; any
+   * expiry is cleared. With `requires`, the write happens only if that member of the same
+   * group is live at the moment of writing; otherwise nothing is written and the result is
+   * `'missing'`. When N writers race on one new member, exactly one sees `'added'`.
    */
   put(group: string, member: string, value: string, options?: PutOptions): Promise<PutResult>;
 
   /**
-   * Insert only if absent (an expired entry counts as absent) and, with `requires`, only
-   * if that member of the same group exists. Returns `true` if this call inserted. When N
-   * writers race, exactly one gets `true`.
+   * Inserts only if the member is absent or expired (and, with `requires`, only if that
+   * member of the same group is live), with an expiry `ttlMs` from now when given. Returns
+   * `true` if this call inserted. When N writers race, exactly one gets `true`.
    */
   insert(group: string, member: string, value: string, options?: InsertOptions): Promise<boolean>;
 
   /**
-   * Compare-and-swap: replace the value only if it is currently exactly `expected`.
-   * `createdAt` and `updatedAt` are kept (key rotation re-seals a value; that is not a
-   * user's write). Returns whether it replaced.
+   * Compare-and-swap: replaces the value only if the live entry's value is exactly
+   * `expected` (no trimming, no case folding). `createdAt`, `updatedAt` and any expiry are
+   * kept (key rotation re-seals a value; that is not a user's write). Returns whether it
+   * replaced; of N racing replaces of one value, exactly one returns `true`.
    */
   replace(group: string, member: string, expected: string, value: string): Promise<boolean>;
 
-  /** Remove one member. Returns whether it existed. */
+  /** Removes one member. Returns whether it was live; of N racing removes, one gets `true`. */
   remove(group: string, member: string): Promise<boolean>;
 
   /**
    * Every live member of the group whose name starts with `prefix` (all members when
-   * omitted), sorted by member name. Costs in proportion to the group, not the store.
+   * omitted or `''`), sorted by member name in UTF-16 code-unit order (as `Array#sort`
+   * without a comparator). Costs in proportion to the group, not the store.
    */
   list(group: string, prefix?: string): Promise<StoreListItem[]>;
 
-  /** Remove every member of the group. Returns how many were removed. */
+  /**
+   * Removes every member of the group and returns how many live ones it removed. Racing
+   * calls count each member once. Costs in proportion to the group, never to the store;
+   * it never touches another group, however alike their names.
+   */
   removeGroup(group: string): Promise<number>;
 
   /**
    * Applies several writes to one group as one atomic step: all of them or none.
    *
-   * First every condition is checked: `requires` (that member exists), each `insert`
-   * (its member is absent or expired) and each `replace` (its member's value is exactly
-   * `expected`). If one fails, nothing is written and the result is
-   * `{ committed: false, failed }`, the index of the first failing write (`-1` for
-   * `requires`). Otherwise every write is applied and `results[i]` says what write `i`
-   * did: `'added'` or `'updated'` for a put, `true` for an insert or a replace, whether the
-   * member existed for a remove. Each write means what the single-member method of the
-   * same name means (timestamps, expiry). Members must be distinct (else `RangeError`);
-   * at most {@link MAX_BATCH_WRITES} writes.
+   * First every condition is checked, before anything is written: `requires` (that member
+   * is live), each `insert` (its member is absent or expired) and each `replace` (its
+   * member's live value is exactly `expected`). If one fails, nothing is written and the
+   * result is `{ committed: false, failed }`: the index of the first failing write in the
+   * order given (`-1` for `requires`). Otherwise the writes are applied in order and
+   * `results[i]` says what write `i` did: `'added'` or `'updated'` for a put, `true` for an
+   * insert or a replace, whether the member was live for a remove. Each write means what
+   * the single-member method of the same name means (timestamps, expiry). An empty batch
+   * commits with no results. Refused with `RangeError`: a member written twice, `requires`
+   * naming a written member, an unknown op, a bad TTL, more than {@link MAX_BATCH_WRITES}.
    *
    * A backend failure rejects the promise, and then none of the writes happened: no
    * reader, in any process, ever sees some of them without the others.
@@ -80,40 +116,50 @@ export interface VaultStore {
   /**
    * Adds one to a counter and returns the new count. An absent or expired member starts
    * at 1 and expires `ttlMs` after that first increment; later increments keep that
-   * expiry, so the window is fixed. Exact under concurrency: N racing increments of one
-   * counter return N distinct counts. The value is the count in decimal (`get` shows it).
+   * expiry, so the window is fixed, not sliding. A member written by `put` (no expiry)
+   * counts on from its decimal value and keeps no expiry (`expiresAt` is then
+   * `Number.MAX_SAFE_INTEGER`). Exact under concurrency: N racing increments of one counter
+   * return N distinct counts. The value is the count in decimal (`get` shows it).
    */
   increment(group: string, member: string, ttlMs: number): Promise<CounterState>;
 
   /**
-   * Deletes up to `limit` expired entries of this namespace and returns how many it
-   * deleted. Costs in proportion to what it deletes, never to the whole store (an index
-   * on expiry, or the backend's own expiry). A store whose backend expires entries by
-   * itself (Redis) may do nothing and return 0.
+   * Deletes at most `limit` (a positive integer) expired entries of this namespace and
+   * returns how many it deleted; live entries and other namespaces are never touched.
+   * Costs in proportion to what it deletes, never to the whole store (an index on expiry,
+   * or the backend's own expiry). A store whose backend expires entries by itself (Redis)
+   * may do nothing and return 0.
    */
   purgeExpired(limit: number): Promise<number>;
 
   /**
-   * Walks every group of this store (this namespace only) in batches of at most
-   * `batchSize` items, for maintenance such as key rotation. `cursor` is opaque: pass
-   * `undefined` to start and the returned cursor to continue; `undefined` back means done.
-   * Every member that is live for the whole walk is returned at least once; one written
-   * during the walk may or may not be. An adapter may return a member twice (Redis SCAN
-   * does during a rehash), so callers must be idempotent. Order is the adapter's own.
+   * Walks every group of this store (this namespace only) in pages of at most `batchSize`
+   * (a positive integer) items, for maintenance such as key rotation. Pass `undefined` to
+   * start and the returned cursor to continue; `undefined` back means done (an empty page
+   * with a cursor is allowed; keep going). The cursor is opaque: a string this store did
+   * not return is refused with `RangeError`.
+   *
+   * Visibility is at-least-once: every member live for the whole walk is returned, and
+   * returned with its current entry; a member written, updated or removed during the walk
+   * may or may not be; expired members are not. A member may come twice (Redis SCAN does
+   * during a rehash), so callers must be idempotent. Order is the adapter's own.
    */
   scan(cursor: string | undefined, batchSize: number): Promise<ScanPage>;
 
-  /** Releases connections. The store is unusable afterwards. */
+  /**
+   * Releases connections. Afterwards every other method rejects with a `VaultError` coded
+   * `STORE_UNAVAILABLE`. Resolves even if the backend is gone; calling it again resolves.
+   */
   close(): Promise<void>;
 }
 
 export interface StoreEntry {
   value: string;
-  /** Milliseconds since the epoch of the first insert. */
+  /** Milliseconds since the epoch of the write that made the member present. */
   createdAt: number;
-  /** Milliseconds since the epoch of the latest write. */
+  /** Milliseconds since the epoch of the latest `put` or `insert` (a `replace` keeps it). */
   updatedAt: number;
-  /** Milliseconds since the epoch after which the entry is gone, if it expires. */
+  /** Milliseconds since the epoch after which the entry is gone; absent if it never expires. */
   expiresAt?: number;
 }
 
@@ -122,23 +168,26 @@ export interface StoreListItem {
   entry: StoreEntry;
 }
 
+/** One page of {@link VaultStore.scan}. */
 export interface ScanPage {
   items: Array<{ group: string; member: string; entry: StoreEntry }>;
+  /** Pass back to continue; `undefined` when the walk is done. */
   cursor: string | undefined;
 }
 
 export interface PutOptions {
-  /** Write only if this member of the same group exists. */
+  /** Write only if this member of the same group is live. */
   requires?: string;
 }
 
 export interface InsertOptions {
-  /** Lifetime in milliseconds. */
+  /** Lifetime in milliseconds: positive and finite. */
   ttlMs?: number;
-  /** Insert only if this member of the same group exists (else `false`, nothing written). */
+  /** Insert only if this member of the same group is live (else `false`, nothing written). */
   requires?: string;
 }
 
+/** What {@link VaultStore.put} did. */
 export type PutResult = 'added' | 'updated' | 'missing';
 
 /** The most writes one {@link VaultStore.batch} call may carry. */
@@ -155,17 +204,19 @@ export type BatchWrite =
   | { op: 'remove'; member: string };
 
 export interface BatchOptions {
-  /** Apply the batch only if this member of the group exists (it must not be written by the batch). */
+  /** Apply the batch only if this member of the group is live (it must not be written by the batch). */
   requires?: string;
 }
 
+/** What {@link VaultStore.batch} did: every write, or none and the first that could not apply. */
 export type BatchResult =
   | { committed: true; results: Array<'added' | 'updated' | boolean> }
   | { committed: false; failed: number };
 
+/** What {@link VaultStore.increment} returns. */
 export interface CounterState {
   count: number;
-  /** Milliseconds since the epoch when the counter expires. */
+  /** Milliseconds since the epoch when the counter expires (`Number.MAX_SAFE_INTEGER` if never). */
   expiresAt: number;
 }
 
