@@ -4,8 +4,10 @@
  * storage adapters in `credvault/adapters/*`; the store conformance suite in
  * `credvault/testing`.
  */
-export { createVault, DEFAULT_SESSION_TOKEN_TTL_SECONDS } from './core/vault.js';
-export type { Vault, VaultOptions } from './core/vault.js';
+export { createVault, resolveKeyring, DEFAULT_SESSION_TOKEN_TTL_SECONDS } from './vault.js';
+export type { VaultOptions, VaultKeyOptions, ResolveKeyringOptions, ResolvedKeyring } from './vault.js';
+export { openVault } from './core/vault.js';
+export type { Vault, VaultSettings } from './core/vault.js';
 export { VaultError, isVaultError } from './errors.js';
 export type { VaultErrorCode } from './errors.js';
 export type { VaultStore, StoreEntry, StoreListItem, ScanPage, PutOptions, PutResult, InsertOptions } from './core/store.js';

@@ -1,5 +1,9 @@
+/**
+ * The failed-authentication limit: decides when a client address or an API key id has
+ * failed too often and answers 429; the counting itself is `core/limits.ts`.
+ */
 import { VaultError } from '../errors.js';
-import { escapeComponent } from '../core/layout.js';
+import { countFailure, type LimitSubject } from '../core/limits.js';
 import type { VaultStore } from '../core/store.js';
 
 /** Limits on failed authentications. */
@@ -18,11 +22,7 @@ export interface FailedAuthLimitOptions {
   perApiKeyId?: boolean;
 }
 
-/** Subjects a request's failures are counted against, e.g. `ip:203.0.113.9`, `key:3f2a...`. */
-export type LimitSubject = string;
-
-const COUNTER = 'count';
-const groupOf = (subject: LimitSubject) => `limit:${escapeComponent(subject)}`;
+export type { LimitSubject };
 
 /**
  * Counts failed authentications in the store with one atomic increment per subject, so the
@@ -66,7 +66,7 @@ export class FailedAuthLimiter {
    */
   async recordFailure(subjects: readonly LimitSubject[]): Promise<VaultError | undefined> {
     const counts = await Promise.all(
-      subjects.map(async (subject) => ({ subject, ...(await this.store.increment(groupOf(subject), COUNTER, this.windowMs)) })),
+      subjects.map(async (subject) => ({ subject, ...(await countFailure(this.store, subject, this.windowMs)) })),
     );
     let until = 0;
     for (const { subject, count, expiresAt } of counts) {

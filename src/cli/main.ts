@@ -1,14 +1,14 @@
 #!/usr/bin/env node
-import { existsSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { createVault, type Vault } from '../core/vault.js';
+import type { Vault } from '../core/vault.js';
+import { createVault, resolveKeyring } from '../vault.js';
 import { VaultError, isVaultError } from '../errors.js';
-import { DEFAULT_STORE_URL, defaultKeyFileFor, parseStoreUrl } from '../store-url.js';
+import { DEFAULT_STORE_URL, parseStoreUrl } from '../store-url.js';
 import { createApiKey, revokeApiKey, anyApiKeyCreated } from '../core/api-keys.js';
 import { createLinkedAccount } from '../core/accounts.js';
 import { issueSessionToken } from '../core/session-tokens.js';
 import { listDefaultAppCredentials } from '../core/credentials.js';
-import { formatMode, generateKey, loadKeyring, parseKeyring, type Keyring } from '../crypto/keyring.js';
+import { formatMode, generateKey } from '../crypto/keyring.js';
 import { createApiServer, drainServer, FRAMEWORKS, type Framework } from './server.js';
 import type { HandlerOptions } from '../http/handler.js';
 import { rotateKeys } from '../core/rotation.js';
@@ -91,8 +91,16 @@ function credentialPair(raw: string, previous: Array<[string, string]> = []): Ar
   return [...previous, [raw.slice(0, at), raw.slice(at + 1)]];
 }
 
-/** Opens the vault the flags and environment describe. A bad URL is a usage error. */
-async function openVault(flags: StoreFlags): Promise<Vault> {
+/**
+ * Opens the vault the flags and environment describe. A bad URL is a usage error.
+ *
+ * Keys: $CREDVAULT_KEYS, else --keys-file, else $CREDVAULT_KEYS_FILE, else (SQLite) the file
+ * beside the database, created mode 0600 when missing. A key file that group or others may
+ * access is refused (a usage error naming the file and its mode) unless
+ * --allow-insecure-key-file or $CREDVAULT_ALLOW_INSECURE_KEY_FILE=1, and then used with a
+ * warning on stderr. Never prints key material.
+ */
+async function openCliVault(flags: StoreFlags): Promise<Vault> {
   const store = flags.store ?? process.env['CREDVAULT_STORE'] ?? DEFAULT_STORE_URL;
   try {
     parseStoreUrl(store);
@@ -100,49 +108,41 @@ async function openVault(flags: StoreFlags): Promise<Vault> {
     throw usageError(isVaultError(error) ? error.message : 'Invalid store URL');
   }
   const keys = process.env['CREDVAULT_KEYS'];
-  const namespace = flags.namespace ?? process.env['CREDVAULT_NAMESPACE'];
-  return createVault({
-    store,
-    ...(namespace !== undefined && namespace !== '' ? { namespace } : {}),
-    // Parsed here so that a bad entry is reported as CREDVAULT_KEYS, not as "keyring".
-    ...(keys !== undefined && keys.trim() !== '' ? { keys: parseKeyring(keys, 'CREDVAULT_KEYS') } : await keyringFromFile(flags, store)),
-  });
-}
-
-/**
- * The keyring from the key file in use: --keys-file, else $CREDVAULT_KEYS_FILE, else the
- * file beside a SQLite database if it exists (when it does not, createVault creates it,
- * mode 0600). A file that group or others may access is refused (a usage error naming the
- * file and its mode) unless --allow-insecure-key-file or $CREDVAULT_ALLOW_INSECURE_KEY_FILE=1,
- * and then used with a warning on stderr. Never prints key material.
- */
-async function keyringFromFile(flags: StoreFlags, store: string): Promise<{ keys?: Keyring }> {
-  const given = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
-  const beside = defaultKeyFileFor(store);
-  const keyFile = given !== undefined && given !== '' ? given : beside !== undefined && existsSync(beside) ? beside : undefined;
-  if (keyFile === undefined) return {};
+  const keyFile = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
   const allowed = flags.allowInsecureKeyFile === true || process.env[ALLOW_INSECURE_KEY_FILE_ENV] === '1';
+  let resolved: Awaited<ReturnType<typeof resolveKeyring>>;
   try {
-    const loaded = await loadKeyring({ keyFile, allowInsecurePermissions: allowed });
-    if (loaded.insecurePermissions) {
-      process.stderr.write(
-        `credvault: WARNING: key file ${keyFile} is accessible by group or others; using it only because ${flags.allowInsecureKeyFile === true ? '--allow-insecure-key-file was given' : `${ALLOW_INSECURE_KEY_FILE_ENV}=1 is set`}; run chmod 600 on it\n`,
-      );
-    }
-    return { keys: loaded.keyring };
+    resolved = await resolveKeyring(store, {
+      ...(keys !== undefined && keys.trim() !== '' ? { keys } : {}),
+      keysSource: 'CREDVAULT_KEYS',
+      ...(keyFile !== undefined && keyFile !== '' ? { keyFile } : {}),
+      allowInsecureKeyFile: allowed,
+    });
   } catch (error) {
-    const mode = isVaultError(error) ? error.details?.['mode'] : undefined;
+    const details = isVaultError(error) ? error.details : undefined;
+    const mode = details?.['mode'];
     if (typeof mode !== 'number') throw error;
     throw new VaultError(
       'INVALID_CONFIGURATION',
-      `key file ${keyFile} is accessible by group or others (mode ${formatMode(mode)}): refusing to use it; run chmod 600 on it, or pass --allow-insecure-key-file`,
+      `key file ${String(details?.['keyFile'])} is accessible by group or others (mode ${formatMode(mode)}): refusing to use it; run chmod 600 on it, or pass --allow-insecure-key-file`,
     );
   }
+  if (resolved.insecurePermissions) {
+    process.stderr.write(
+      `credvault: WARNING: key file ${resolved.keyFile ?? ''} is accessible by group or others; using it only because ${flags.allowInsecureKeyFile === true ? '--allow-insecure-key-file was given' : `${ALLOW_INSECURE_KEY_FILE_ENV}=1 is set`}; run chmod 600 on it\n`,
+    );
+  }
+  const namespace = flags.namespace ?? process.env['CREDVAULT_NAMESPACE'];
+  return createVault({
+    store,
+    keys: resolved.keyring,
+    ...(namespace !== undefined && namespace !== '' ? { namespace } : {}),
+  });
 }
 
 /** Runs a provisioning command against a vault, closing it afterwards. */
 async function withVault<T>(flags: StoreFlags, run: (vault: Vault) => Promise<T>): Promise<T> {
-  const vault = await openVault(flags);
+  const vault = await openCliVault(flags);
   try {
     return await run(vault);
   } finally {
@@ -308,7 +308,7 @@ function serveHandlerOptions(flags: ServeFlags): HandlerOptions {
 const REPEAT_SIGNAL_GRACE_MS = 1000;
 
 async function serve(flags: ServeFlags): Promise<void> {
-  const vault = await openVault(flags);
+  const vault = await openCliVault(flags);
   const server = await createApiServer(vault, flags.framework, serveHandlerOptions(flags));
   const host = flags.host.includes(':') ? `[${flags.host}]` : flags.host;
   try {

@@ -1,33 +1,27 @@
+/**
+ * The open vault: a store behind its deadline, a checked keyring, the audit sink, and the
+ * background sweep of expired records. Opening one from a URL lives above core, in
+ * `src/vault.ts`.
+ */
 import { randomBytes } from 'node:crypto';
-import path from 'node:path';
-import { VaultError, isVaultError } from '../errors.js';
+import { VaultError } from '../errors.js';
 import type { StoreListItem, VaultStore } from './store.js';
 import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
 import type { EventSink, VaultEvent } from './events.js';
 import { CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryMember, unescapeComponent } from './layout.js';
 import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
-import { openStore, defaultKeyFileFor } from '../store-url.js';
-import { type Keyring, parseKeyring, ensureKeyFile, readKeyFile } from '../crypto/keyring.js';
-import { sealCredential, openCredential } from '../crypto/cipher.js';
+import type { Keyring } from '../crypto/keyring.js';
+import { assertKeyringOpens, sealCredential } from '../crypto/cipher.js';
 
+/** Default lifetime of issued session tokens: 24 hours. */
 export const DEFAULT_SESSION_TOKEN_TTL_SECONDS = 24 * 60 * 60;
 
-export interface VaultOptions {
-  /**
-   * Where records live: a {@link VaultStore}, or a URL: `memory:`, `sqlite:<path>`,
-   * `redis://...`, `postgres://...`.
-   */
-  store: VaultStore | string;
-  /** Keeps this vault's records apart from other vaults sharing one backend. */
-  namespace?: string;
-  /**
-   * The keyring: a parsed {@link Keyring} or text in the `id:base64,id:base64` format
-   * (the first key seals, all open). Without it, `keyFile` is read; without both, a SQLite
-   * store gets a generated key file beside its database, and `memory:` an ephemeral key.
-   */
-  keys?: Keyring | string;
-  /** A file holding the keyring text. */
-  keyFile?: string;
+/**
+ * How an open vault behaves. The store and the keyring are given to {@link openVault}
+ * already open and parsed; `createVault` (in `credvault`) builds them from a URL and key
+ * options.
+ */
+export interface VaultSettings {
   /** Lifetime of issued session tokens. Default 24 h. */
   sessionTokenTtlSeconds?: number;
   /** Deadline for each store call; past it the caller gets `STORE_UNAVAILABLE`. Default 2000. */
@@ -41,8 +35,6 @@ export interface VaultOptions {
    * already made is taken back) and the caller gets `STORE_UNAVAILABLE` (HTTP 503).
    */
   failClosedEvents?: boolean;
-  /** Where notices (such as "created a key file") go. Default: stderr. */
-  log?: (line: string) => void;
 }
 
 /** An open vault. Pass it to the operations (`upsertDefaultAppCredential`, ...). */
@@ -72,20 +64,17 @@ export interface Vault {
 export const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: 'credvault:keyring-canary' };
 
 /**
- * Opens a vault: connects the store, loads the keyring and checks that it opens what the
- * store already holds.
+ * Opens a vault over a store that is already connected: wraps every store call in its
+ * deadline and checks that the keyring opens what the store already holds. On a refused
+ * keyring the store is closed and the call throws `KEYRING_MISMATCH`.
  *
  * @example
  * ```ts
- * const vault = await createVault({ store: 'sqlite:./data/credvault.db' });
- * await upsertDefaultAppCredential(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' }, 'api_key', 'sk_live_...');
+ * import { createMemoryStore } from 'credvault/adapters/memory';
+ * const vault = await openVault(createMemoryStore(), parseKeyring(process.env.CREDVAULT_KEYS ?? ''));
  * ```
  */
-export async function createVault(options: VaultOptions): Promise<Vault> {
-  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-  const keyring = await resolveKeyring(options, log);
-  const rawStore =
-    typeof options.store === 'string' ? await openStore(options.store, { namespace: options.namespace }) : options.store;
+export async function openVault(rawStore: VaultStore, keyring: Keyring, options: VaultSettings = {}): Promise<Vault> {
   const store = withDeadline(rawStore, options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
   try {
     await checkKeyring(store, keyring);
@@ -136,26 +125,6 @@ const SWEEP_INTERVAL_MS = 10_000;
 const SWEEP_BATCH = 500;
 const SWEEP_ROUNDS = 10;
 
-async function resolveKeyring(options: VaultOptions, log: (line: string) => void): Promise<Keyring> {
-  if (options.keys !== undefined) return typeof options.keys === 'string' ? parseKeyring(options.keys, 'keys option') : options.keys;
-  if (options.keyFile !== undefined) return readKeyFile(options.keyFile);
-  if (typeof options.store === 'string') {
-    if (options.store === 'memory:' || options.store.startsWith('memory:')) {
-      return parseKeyring(`ephemeral:${randomBytes(32).toString('base64')}`);
-    }
-    const keyFile = defaultKeyFileFor(options.store);
-    if (keyFile !== undefined) {
-      const { keyring, created } = await ensureKeyFile(keyFile);
-      if (created) log(`credvault: created a new encryption key file at ${path.resolve(keyFile)} (mode 0600); back it up: without it the stored credentials cannot be read`);
-      return keyring;
-    }
-  }
-  throw new VaultError(
-    'INVALID_CONFIGURATION',
-    'No encryption keys given: set CREDVAULT_KEYS (or the keys / keyFile option) for this store',
-  );
-}
-
 /**
  * Each key that ever sealed into this store left a canary sealed under it. A keyring that
  * lacks one of those keys, or holds different material under its id, cannot open what is
@@ -190,22 +159,5 @@ async function checkKeyring(store: VaultStore, keyring: Keyring): Promise<void> 
 }
 
 function verifyCanaries(canaries: readonly StoreListItem[], keyring: Keyring): void {
-  for (const { member, entry } of canaries) {
-    const keyId = unescapeComponent(member.slice(CANARY_PREFIX.length));
-    if (!keyring.keys.has(keyId)) {
-      throw new VaultError(
-        'KEYRING_MISMATCH',
-        `The store holds data sealed with key '${keyId}', which the configured keys do not include`,
-      );
-    }
-    try {
-      openCredential(keyring, entry.value, CANARY_CONTEXT);
-    } catch (error) {
-      if (!isVaultError(error) || error.code !== 'DECRYPTION_FAILED') throw error;
-      throw new VaultError(
-        'KEYRING_MISMATCH',
-        `Key '${keyId}' in the configured keys is not the key that sealed this store's data`,
-      );
-    }
-  }
+  assertKeyringOpens(keyring, canaries.map(({ entry }) => ({ sealed: entry.value, context: CANARY_CONTEXT })));
 }

@@ -325,6 +325,8 @@ export interface LoadedKeyring {
 export interface LoadKeyringOptions {
   /** The `CREDVAULT_KEYS` value; wins over `keyFile` when non-blank. */
   readonly env?: string | undefined;
+  /** What `env` is called in messages. Default `CREDVAULT_KEYS`. */
+  readonly envSource?: string;
   /** A key file to read when `env` is blank or absent. */
   readonly keyFile?: string | undefined;
   /** Create `keyFile` with a new key if it is missing (the embedded SQLite default). */
@@ -348,7 +350,7 @@ export interface LoadKeyringOptions {
 export async function loadKeyring(options: LoadKeyringOptions): Promise<LoadedKeyring> {
   if (options.env !== undefined && options.env.trim() !== '') {
     return {
-      keyring: parseKeyring(options.env, 'CREDVAULT_KEYS'),
+      keyring: parseKeyring(options.env, options.envSource ?? 'CREDVAULT_KEYS'),
       source: 'env',
       created: false,
       insecurePermissions: false,

@@ -596,21 +596,21 @@ describe('keyring mismatch', () => {
   it('CREDVAULT_KEYS holding a different key exits 1 with one clear line', async () => {
     const fresh = await runJson<GeneratedKey>(['keys', 'generate']);
     const result = await run(['api-key', 'create', '--org', 'acme', ...store], { env: { CREDVAULT_KEYS: fresh.entry } });
-    expectFailure(result, 1, new RegExp(`^credvault: .*'${stored.id}'.*do not include`));
+    expectFailure(result, 1, new RegExp(`^credvault: .*not in the keyring: ${stored.id}$`));
     expect(result.stderr).not.toContain(fresh.key);
   });
 
   it('CREDVAULT_KEYS holding other material under the same id exits 1 with one clear line', async () => {
     const fresh = await runJson<GeneratedKey>(['keys', 'generate', '--id', stored.id]);
     const result = await run(['credentials', 'list', '--org', 'acme', '--id', 'x', ...store], { env: { CREDVAULT_KEYS: fresh.entry } });
-    expectFailure(result, 1, new RegExp(`^credvault: .*'${stored.id}'.*not the key`));
+    expectFailure(result, 1, new RegExp(`^credvault: .*present but unable to open stored data: ${stored.id}$`));
     expect(result.stderr).not.toContain(fresh.key);
   });
 
   it('serve refuses to start with the wrong keys', async () => {
     const fresh = await runJson<GeneratedKey>(['keys', 'generate']);
     const result = await run(['serve', '--port', '0', ...store], { env: { CREDVAULT_KEYS: fresh.entry } });
-    expectFailure(result, 1, /^credvault: .*do not include/);
+    expectFailure(result, 1, /^credvault: .*not in the keyring: /);
   });
 
   it('the right key given in CREDVAULT_KEYS opens the store', async () => {
@@ -663,6 +663,6 @@ describe('keys rotate', () => {
     expect(listed.credentials.map((c) => [c.key, c.value])).toEqual([['a', 'alpha'], ['b', 'beta']]);
     const refused = await run(['credentials', 'list', '--org', 'acme', '--id', 'r1', ...store], withKeys(old));
     expect(refused.code).toBe(1);
-    expect(linesOf(refused.stderr)).toEqual(["credvault: The store holds data sealed with key 'new', which the configured keys do not include"]);
+    expect(linesOf(refused.stderr)).toEqual(['credvault: The configured keys cannot open what is stored: sealed with key id(s) not in the keyring: new']);
   });
 });
