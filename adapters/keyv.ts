@@ -82,6 +82,14 @@ function shardOf(group: string): number {
   return (hash >>> 0) % SHARDS;
 }
 
+/**
+ * Spells each capital as `^` and its lower case, so that a store comparing keys without
+ * case (MariaDB's default collation) still keeps `A` and `a` apart; no key holds `^` otherwise.
+ */
+function caseSafe(raw: string): string {
+  return raw.replace(/[A-Z]/g, (c) => `^${c.toLowerCase()}`);
+}
+
 /** Inserts `value` into a sorted array unless present; returns whether it changed. */
 function addSorted(sorted: string[], value: string): boolean {
   let low = 0;
@@ -176,19 +184,22 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
   const maxKeyLength = options.maxKeyLength ?? 200;
   if (!(Number.isFinite(leaseMs) && leaseMs >= 300)) throw new VaultError('INVALID_CONFIGURATION', 'leaseMs must be at least 300');
   // Encoded, the namespace holds no brace: data keys go on with '{', our own records with '}'.
-  const base = encodeURIComponent(namespace);
-  if (!(Number.isInteger(maxKeyLength) && maxKeyLength >= base.length + 48)) {
-    throw new VaultError('INVALID_CONFIGURATION', 'maxKeyLength must leave room for the namespace and a 46-character digest');
+  const base = caseSafe(encodeURIComponent(namespace));
+  if (!(Number.isInteger(maxKeyLength) && maxKeyLength >= base.length + 67)) {
+    throw new VaultError('INVALID_CONFIGURATION', 'maxKeyLength must leave room for the namespace and a 67-character digest key');
   }
   const faults = options.faults;
   const owner = randomUUID();
   // A Map lives in one process: no other process can race for its lease.
   const shared = !(keyv.store instanceof Map);
 
-  const keyOf = (raw: string): string =>
-    raw.length <= maxKeyLength ? raw : `${base}}h:${createHash('sha256').update(raw).digest('base64url')}`;
+  const keyOf = (raw: string): string => {
+    const key = caseSafe(raw);
+    return key.length <= maxKeyLength ? key : `${base}}h:${createHash('sha256').update(raw).digest('hex')}`;
+  };
   const entryKey = (group: string, member: string): string => keyOf(`${base}{${group}}:${member}`);
   const membersKey = (group: string): string => keyOf(`${base}}m:${group}`);
+  // `base` is case-safe already and the rest of these names is lower case.
   const shardKey = (shard: number): string => `${base}}d:${shard}`;
   const bucketKey = (bucket: number): string => `${base}}x:${bucket}`;
   const BUCKETS = `${base}}xs`;
