@@ -1,9 +1,13 @@
 /**
- * What every credvault adapter shares: the record format inside Keyv's
- * `{"value":...,"expires":...}` envelope, the name rule of the store contract, and key ranges.
- * Internal: not a public entry point.
+ * The kernel's row module: the record every credvault adapter stores, inside Keyv's
+ * `{"value":...,"expires":...}` envelope, and how a stored text becomes a {@link StoreEntry}.
+ * The key layout and the argument checks live in `kernel.ts`. Internal: not a public entry point.
  */
+import { randomBytes } from 'node:crypto';
 import type { ScanPage, StoreEntry } from '../src/core/store.js';
+
+// Moved to kernel.ts; re-exported until every adapter imports them from there.
+export { assertName, DEFAULT_NAMESPACE, upperBound, type StoreFaults } from './kernel.js';
 
 /** The record: value, createdAt, updatedAt and (for adapters that report `added` by it) a write id. */
 export interface Row {
@@ -25,29 +29,21 @@ export interface KeyValueRow {
   value: string;
 }
 
-export const DEFAULT_NAMESPACE = 'credvault';
+// Write ids only need to be unique: a random per-process part and a counter are, and cost
+// no random bytes per write.
+const WRITER = randomBytes(9).toString('base64url');
+let writes = 0;
 
 /**
- * Test hooks an adapter accepts so that a conformance suite can make it fail on purpose.
- * `beforeWrite(i)` runs before write `i` of a batch reaches the backend; a throw there
- * must leave the store exactly as it was.
+ * A new record for `value` written at `now`, with a fresh write id (an upsert that returns
+ * the stored id tells by it whether it inserted) and, with `ttlMs`, an expiry.
  */
-export interface StoreFaults {
-  beforeWrite?: (index: number) => void;
-}
-
-const NAME = /^[A-Za-z0-9_.%:-]*$/;
-
-/** Groups, members and prefixes arrive escaped (see the store contract); refuse any that do not. */
-export function assertName(what: string, name: string): void {
-  if (!NAME.test(name)) {
-    throw new RangeError(`${what} must be pre-escaped to A-Z a-z 0-9 _ . - % :`);
-  }
-}
-
-/** The smallest string greater than every string that starts with `prefix`. */
-export function upperBound(prefix: string): string {
-  return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);
+export function newRecord(value: string, now: number, ttlMs?: number): Stored {
+  writes = (writes + 1) % Number.MAX_SAFE_INTEGER;
+  const stored: Stored = { value: { v: value, c: now, u: now, w: `${WRITER}${writes.toString(36)}` } };
+  // Whole milliseconds: Redis PXAT and the SQL expiry patterns read digits only.
+  if (ttlMs !== undefined) stored.expires = now + Math.ceil(ttlMs);
+  return stored;
 }
 
 /** The entry a stored envelope holds. */
@@ -57,16 +53,21 @@ export function entryOf(stored: Stored): StoreEntry {
   return entry;
 }
 
+/** Whether a stored envelope is live at `now`. */
+export function isLive(stored: Stored, now: number): boolean {
+  return typeof stored.expires !== 'number' || stored.expires >= now;
+}
+
 /** The entry a serialized envelope holds, or `undefined` once it has expired at `now`. */
 export function parseEntry(raw: string, now: number): StoreEntry | undefined {
   const stored = JSON.parse(raw) as Stored;
-  if (typeof stored.expires === 'number' && stored.expires < now) return undefined;
-  return entryOf(stored);
+  return isLive(stored, now) ? entryOf(stored) : undefined;
 }
 
 /**
- * One page of a SQL `scan`: the live rows as (group, member, entry), and the cursor, the
- * last storage key read (expired rows advance it too), or `undefined` after a short page.
+ * One page of a key-ordered `scan`: the live rows as (group, member, entry), and the cursor,
+ * the last storage key read (expired rows advance it too), or `undefined` after a short page.
+ * `base` is the namespace part of every key, up to and including its `{`.
  */
 export function scanPage(rows: readonly KeyValueRow[], base: string, batchSize: number, now: number): ScanPage {
   const items: ScanPage['items'] = [];

@@ -11,6 +11,7 @@ import { createSqliteStore } from '../../adapters/sqlite.js';
 import { createRedisStore } from '../../adapters/redis.js';
 import { createPostgresStore } from '../../adapters/postgres.js';
 import type { VaultStore } from '../../src/core/store.js';
+import { namespacePrefix, storageKey } from '../../adapters/kernel.js';
 import { escapeGlob, POSTGRES_URL, REDIS_URL, redisUrlWithRandomDb, runId, serviceSuite } from '../helpers/services.js';
 
 export type BackendKind = 'memory' | 'sqlite' | 'redis' | 'postgres';
@@ -32,7 +33,7 @@ export interface Backend {
   readonly namespace: string;
   /** A new store over this backend's data (memory: always the one store). */
   openStore(): VaultStore;
-  /** The backend's own storage key for a (group, member): `encodeURIComponent(namespace) + "{" + group + "}:" + member`. */
+  /** The backend's own storage key for a (group, member), as the adapter kernel's `storageKey` builds it. */
   storageKey(group: string, member: string): string;
   /** The sealed value `v` of one record, read straight from the backend (memory: through the store). */
   readSealed(group: string, member: string): Promise<string | undefined>;
@@ -85,7 +86,7 @@ async function memoryBackend(): Promise<Backend> {
     kind: 'memory',
     namespace,
     openStore: () => store,
-    storageKey: (group, member) => `${encodeURIComponent(namespace)}{${group}}:${member}`,
+    storageKey: (group, member) => storageKey(namespace, group, member),
     readSealed: async (group, member) => (await store.get(group, member))?.value,
     async writeSealed(group, member, sealed) {
       // replace, not put: it keeps the timestamps and the expiry, as a raw edit would.
@@ -124,8 +125,7 @@ async function sqliteBackend(): Promise<Backend> {
   const dir = mkdtempSync(join(tmpdir(), 'credvault-security-'));
   const path = join(dir, 'vault.db');
   const stores: VaultStore[] = [];
-  const base = encodeURIComponent(namespace);
-  const storageKey = (group: string, member: string) => `${base}{${group}}:${member}`;
+  const keyOf = (group: string, member: string) => storageKey(namespace, group, member);
   let raw: ReturnType<typeof openRawSqlite> | undefined;
   const rawDb = () => (raw ??= openRawSqlite(path));
   const tableExists = async () =>
@@ -138,13 +138,13 @@ async function sqliteBackend(): Promise<Backend> {
       stores.push(store);
       return store;
     },
-    storageKey,
+    storageKey: keyOf,
     async readSealed(group, member) {
-      const rows = await rawDb().all<{ value: string }>('SELECT value FROM keyv WHERE key = ?', storageKey(group, member));
+      const rows = await rawDb().all<{ value: string }>('SELECT value FROM keyv WHERE key = ?', keyOf(group, member));
       return sealedOf(rows[0]?.value);
     },
     async writeSealed(group, member, sealed) {
-      const key = storageKey(group, member);
+      const key = keyOf(group, member);
       const rows = await rawDb().all<{ value: string }>('SELECT value FROM keyv WHERE key = ?', key);
       const text = rows[0]?.value;
       if (text === undefined) throw new Error(`no row ${key}`);
@@ -176,8 +176,8 @@ async function sqliteBackend(): Promise<Backend> {
 async function redisBackend(): Promise<Backend> {
   const namespace = runId('cvsec');
   const url = redisUrlWithRandomDb();
-  const base = encodeURIComponent(namespace);
-  const storageKey = (group: string, member: string) => `${base}{${group}}:${member}`;
+  const base = namespacePrefix(namespace);
+  const keyOf = (group: string, member: string) => storageKey(namespace, group, member);
   const stores: VaultStore[] = [];
   const client = createClient({ url }) as RedisClientType;
   client.on('error', () => undefined);
@@ -216,10 +216,10 @@ async function redisBackend(): Promise<Backend> {
       stores.push(store);
       return store;
     },
-    storageKey,
-    readSealed: async (group, member) => sealedOf((await client.get(storageKey(group, member))) ?? undefined),
+    storageKey: keyOf,
+    readSealed: async (group, member) => sealedOf((await client.get(keyOf(group, member))) ?? undefined),
     async writeSealed(group, member, sealed) {
-      const key = storageKey(group, member);
+      const key = keyOf(group, member);
       const text = await client.get(key);
       if (text === null) throw new Error(`no key ${key}`);
       // KEEPTTL: a session record keeps its expiry.
@@ -256,8 +256,7 @@ async function redisBackend(): Promise<Backend> {
 async function postgresBackend(): Promise<Backend> {
   const namespace = runId('cvsec');
   const schema = runId('cvsec');
-  const base = encodeURIComponent(namespace);
-  const storageKey = (group: string, member: string) => `${base}{${group}}:${member}`;
+  const keyOf = (group: string, member: string) => storageKey(namespace, group, member);
   const stores: VaultStore[] = [];
   const client = new pg.Client({ connectionString: POSTGRES_URL });
   client.on('error', () => undefined);
@@ -273,13 +272,13 @@ async function postgresBackend(): Promise<Backend> {
       stores.push(store);
       return store;
     },
-    storageKey,
+    storageKey: keyOf,
     async readSealed(group, member) {
-      const result = await client.query<{ value: string }>(`SELECT value FROM ${table} WHERE key = $1`, [storageKey(group, member)]);
+      const result = await client.query<{ value: string }>(`SELECT value FROM ${table} WHERE key = $1`, [keyOf(group, member)]);
       return sealedOf(result.rows[0]?.value);
     },
     async writeSealed(group, member, sealed) {
-      const key = storageKey(group, member);
+      const key = keyOf(group, member);
       const result = await client.query<{ value: string }>(`SELECT value FROM ${table} WHERE key = $1`, [key]);
       const text = result.rows[0]?.value;
       if (text === undefined) throw new Error(`no row ${key}`);
