@@ -1,3 +1,7 @@
+/**
+ * Org API keys: creating, revoking and checking them. This module owns the key format
+ * (`tk_`/`pk_`, a public id, a secret) and the stored record (a hash, never the key).
+ */
 import { randomBytes } from 'node:crypto';
 import { VaultError } from '../errors.js';
 import { API_KEY_EXISTS, META_GROUP, RECORD, apiKeyGroup } from './layout.js';
@@ -27,9 +31,12 @@ interface ApiKeyRecord {
   environment: Environment;
 }
 
-const PREFIX: Record<Environment, string> = { test: 'tk_', production: 'pk_' };
+/** How an API key starts, by environment: `tk_` for test keys, `pk_` for production keys. */
+export const API_KEY_PREFIXES: Readonly<Record<Environment, string>> = { test: 'tk_', production: 'pk_' };
+const PREFIX = API_KEY_PREFIXES;
 // tk_/pk_, a 16-hex public id, then 43 base64url characters of secret (256 bits).
 const API_KEY_FORMAT = /^(tk|pk)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
+const KEY_ID_FORMAT = /^[0-9a-f]{16}$/;
 
 /**
  * Creates an API key for one org and environment. Only a hash of its secret is stored.
@@ -68,7 +75,7 @@ export async function createApiKey(
  * ```
  */
 export async function revokeApiKey(vault: Vault, keyId: string, actor: Actor = { type: 'system' }): Promise<boolean> {
-  if (!/^[0-9a-f]{16}$/.test(keyId)) return false;
+  if (!KEY_ID_FORMAT.test(keyId)) return false;
   const entry = await vault.store.get(apiKeyGroup(keyId), RECORD);
   if (entry === undefined) return false;
   const record = JSON.parse(entry.value) as ApiKeyRecord;
@@ -104,3 +111,18 @@ export async function anyApiKeyCreated(vault: Vault): Promise<boolean> {
 
 const invalidApiKey = (details?: { keyId: string }) =>
   new VaultError('INVALID_API_KEY', 'Invalid Credentials', details === undefined ? {} : { details });
+
+/**
+ * The public id of the real API key an `INVALID_API_KEY` failure presented (a known id with
+ * the wrong secret or prefix), or `undefined`: malformed keys and unknown ids name none, so
+ * counting failures per id cannot fill the store with counters.
+ *
+ * @example
+ * ```ts
+ * const keyId = presentedApiKeyId(error); // '3f2a9c...' or undefined
+ * ```
+ */
+export function presentedApiKeyId(error: VaultError): string | undefined {
+  const keyId = error.code === 'INVALID_API_KEY' ? error.details?.['keyId'] : undefined;
+  return typeof keyId === 'string' && KEY_ID_FORMAT.test(keyId) ? keyId : undefined;
+}

@@ -1,5 +1,5 @@
 import { VaultError } from '../errors.js';
-import { accountGroup, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE, unescapeComponent } from './layout.js';
+import { accountGroup, credentialKeyOf, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';
 import { auditedRemoval } from './events.js';
@@ -100,7 +100,7 @@ export async function listDefaultAppCredentials(
     throw accountNotFound(account);
   }
   return items.map(({ member, entry }) => {
-    const key = unescapeComponent(member.slice(CREDENTIAL_PREFIX.length));
+    const key = credentialKeyOf(member);
     const info: CredentialInfo & { value?: string } = {
       key,
       created_at: new Date(entry.createdAt).toISOString(),

@@ -27,8 +27,19 @@ export interface AccountRef {
   accountId: string;
 }
 
+const ACCOUNT_GROUP_PREFIX = 'acct';
+
+/** The group holding everything one linked account owns. */
 export const accountGroup = (ref: AccountRef): string =>
-  `acct:${escapeComponent(ref.org)}:${escapeComponent(ref.environment)}:${escapeComponent(ref.accountId)}`;
+  `${ACCOUNT_GROUP_PREFIX}:${escapeComponent(ref.org)}:${escapeComponent(ref.environment)}:${escapeComponent(ref.accountId)}`;
+
+/** The account an {@link accountGroup} names, or `undefined` for any other group. */
+export function parseAccountGroup(group: string): AccountRef | undefined {
+  const parts = group.split(':');
+  if (parts.length !== 4 || parts[0] !== ACCOUNT_GROUP_PREFIX) return undefined;
+  const [, org, environment, accountId] = parts.map(unescapeComponent) as [string, string, string, string];
+  return { org, environment, accountId };
+}
 
 /** Members of an account group. */
 export const PROFILE = 'profile';
@@ -37,6 +48,10 @@ export const CREDENTIAL_PREFIX = 'cred:';
 export const credentialMember = (key: string): string => CREDENTIAL_PREFIX + escapeComponent(key);
 export const SESSION_PREFIX = 'session:';
 export const sessionMember = (tokenId: string): string => SESSION_PREFIX + escapeComponent(tokenId);
+/** The credential key a {@link credentialMember} names. */
+export const credentialKeyOf = (member: string): string => unescapeComponent(member.slice(CREDENTIAL_PREFIX.length));
+/** The token id a {@link sessionMember} names. */
+export const sessionTokenIdOf = (member: string): string => unescapeComponent(member.slice(SESSION_PREFIX.length));
 
 /** One group per API key, looked up by the public id inside the key. */
 export const apiKeyGroup = (keyId: string): string => `apikey:${escapeComponent(keyId)}`;
@@ -46,6 +61,8 @@ export const RECORD = 'record';
 export const META_GROUP = 'meta';
 export const CANARY_PREFIX = 'canary:';
 export const canaryMember = (keyId: string): string => CANARY_PREFIX + escapeComponent(keyId);
+/** The key id a {@link canaryMember} names. */
+export const canaryKeyIdOf = (member: string): string => unescapeComponent(member.slice(CANARY_PREFIX.length));
 export const API_KEY_EXISTS = 'apikey-exists';
 /** The key id that claimed a fresh store, written together with its canary (see `checkKeyring`). */
 export const KEYRING_FOUNDER = 'keyring-founder';

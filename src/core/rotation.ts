@@ -1,5 +1,10 @@
 import { VaultError, isVaultError } from '../errors.js';
-import { CANARY_PREFIX, CREDENTIAL_PREFIX, META_GROUP, SESSION_PREFIX, unescapeComponent } from './layout.js';
+/**
+ * Key rotation: re-seals every sealed value in the store under the primary key, verifies,
+ * then retires the other keys' canaries.
+ */
+import { CANARY_PREFIX, CREDENTIAL_PREFIX, META_GROUP, SESSION_PREFIX, canaryKeyIdOf, credentialKeyOf, parseAccountGroup, sessionTokenIdOf, unescapeComponent } from './layout.js';
+import { sessionTokenSealContext, type SessionTokenRecord } from './session-tokens.js';
 import type { AccountRef } from './layout.js';
 import { CANARY_CONTEXT } from './vault.js';
 import type { Vault } from './vault.js';
@@ -36,26 +41,19 @@ function sealedField(group: string, member: string, entry: StoreEntry): SealedFi
   const account = parseAccountGroup(group);
   if (account === undefined) return undefined;
   if (member.startsWith(CREDENTIAL_PREFIX)) {
-    const name = unescapeComponent(member.slice(CREDENTIAL_PREFIX.length));
+    const name = credentialKeyOf(member);
     return { sealed: entry.value, context: { ...account, name }, rebuild: (sealed) => sealed };
   }
   if (member.startsWith(SESSION_PREFIX)) {
-    const record = JSON.parse(entry.value) as { sealed: string };
-    const tokenId = unescapeComponent(member.slice(SESSION_PREFIX.length));
+    const record = JSON.parse(entry.value) as SessionTokenRecord;
+    const tokenId = sessionTokenIdOf(member);
     return {
       sealed: record.sealed,
-      context: { ...account, name: `session-token:${tokenId}` },
+      context: sessionTokenSealContext(account, tokenId),
       rebuild: (sealed) => JSON.stringify({ ...record, sealed }),
     };
   }
   return undefined;
-}
-
-function parseAccountGroup(group: string): AccountRef | undefined {
-  const parts = group.split(':');
-  if (parts.length !== 4 || parts[0] !== 'acct') return undefined;
-  const [, org, environment, accountId] = parts.map(unescapeComponent) as [string, string, string, string];
-  return { org, environment, accountId };
 }
 
 /** A record a rotation could not bring under the primary key. */
@@ -149,7 +147,7 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
   }
   // Every record now opens under the primary: the other keys' canaries can go.
   for (const { member } of await vault.store.list(META_GROUP, CANARY_PREFIX)) {
-    const keyId = unescapeComponent(member.slice(CANARY_PREFIX.length));
+    const keyId = canaryKeyIdOf(member);
     if (keyId !== primary) await vault.store.remove(META_GROUP, member);
   }
   return result;

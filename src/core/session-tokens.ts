@@ -1,12 +1,16 @@
+/**
+ * Session tokens: issuing (or handing back) one for a linked account, checking it with one
+ * store read, revoking it. This module owns the token format and its stored record.
+ */
 import { VaultError } from '../errors.js';
-import { PROFILE, SESSION_PREFIX, accountGroup, sessionMember } from './layout.js';
+import { PROFILE, SESSION_PREFIX, accountGroup, sessionMember, sessionTokenIdOf } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { checkAccountRef } from './principal.js';
 import type { Environment } from './validation.js';
 import type { Vault } from './vault.js';
 import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
-import { openCredential, sealCredential } from '../crypto/cipher.js';
+import { openCredential, sealCredential, type SealContext } from '../crypto/cipher.js';
 
 /** What `POST /session-token` answers. */
 export interface IssuedSessionToken {
@@ -22,7 +26,7 @@ export interface SessionIdentity extends AccountRef {
 }
 
 /** Stored in the account's own group, so deleting the account takes its tokens along. */
-interface SessionTokenRecord {
+export interface SessionTokenRecord {
   /** Hash of the secret part, for checking. */
   hash: string;
   /** The whole token, sealed, so a still-valid token can be handed out again. */
@@ -40,7 +44,11 @@ const unknownAccount = (account: AccountRef) =>
     'UNKNOWN_LINKED_ACCOUNT',
     `No linked account found for account id : ${account.accountId} in environment ${account.environment}`,
   );
-const sealContext = (account: AccountRef, tokenId: string) => ({ ...account, name: `session-token:${tokenId}` });
+/** What a session token's sealed copy is bound to: its account and its id. */
+export const sessionTokenSealContext = (account: AccountRef, tokenId: string): SealContext => ({
+  ...account,
+  name: `session-token:${tokenId}`,
+});
 
 /**
  * Issues a session token for a linked account, or hands back a still-valid one unless
@@ -74,7 +82,7 @@ export async function issueSessionToken(
   const token = `cvs_${locator}.${tokenId}.${secret}`;
   const record: SessionTokenRecord = {
     hash: hashSecret(secret),
-    sealed: sealCredential(vault.keyring, token, sealContext(account, tokenId)),
+    sealed: sealCredential(vault.keyring, token, sessionTokenSealContext(account, tokenId)),
   };
   // Conditional on the profile: a token issued while the account is being deleted must
   // not survive into a later account with the same id.
@@ -106,9 +114,9 @@ async function findReusableToken(
     }
   }
   if (best === undefined) return undefined;
-  const tokenId = best.member.slice(SESSION_PREFIX.length);
+  const tokenId = sessionTokenIdOf(best.member);
   const record = JSON.parse(best.entry.value) as SessionTokenRecord;
-  const token = openCredential(vault.keyring, record.sealed, sealContext(account, tokenId));
+  const token = openCredential(vault.keyring, record.sealed, sessionTokenSealContext(account, tokenId));
   return { token, expires_in: Math.floor(((best.entry.expiresAt ?? now) - now) / 1000) };
 }
 

@@ -8,7 +8,7 @@ import { VaultError } from '../errors.js';
 import type { StoreListItem, VaultStore } from './store.js';
 import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
 import type { EventSink, VaultEvent } from './events.js';
-import { CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryMember, unescapeComponent } from './layout.js';
+import { CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryKeyIdOf, canaryMember } from './layout.js';
 import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { assertKeyringOpens, sealCredential } from '../crypto/cipher.js';
@@ -138,7 +138,7 @@ const SWEEP_ROUNDS = 10;
 async function checkKeyring(store: VaultStore, keyring: Keyring): Promise<void> {
   const primary = keyring.primary.id;
   const hasPrimary = (items: readonly StoreListItem[]) =>
-    items.some((c) => unescapeComponent(c.member.slice(CANARY_PREFIX.length)) === primary);
+    items.some((c) => canaryKeyIdOf(c.member) === primary);
   const canaries = await store.list(META_GROUP, CANARY_PREFIX);
   verifyCanaries(canaries, keyring);
   if (hasPrimary(canaries)) return;

@@ -1,6 +1,7 @@
 import { VaultError, isVaultError } from '../errors.js';
 import type { Vault } from '../core/vault.js';
 import { defaultResolvers, resolveCaller } from '../auth/resolvers.js';
+import { presentedApiKeyId } from '../core/api-keys.js';
 import type { AuthRequest, AuthResolver, Caller } from '../auth/types.js';
 import { DEFAULT_BODY_LIMIT_BYTES, tooLarge } from './body.js';
 import { errorEnvelope } from './errors.js';
@@ -204,9 +205,9 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
       let answer = error;
       if (limiter !== undefined && (error.code === 'INVALID_API_KEY' || error.code === 'INVALID_SESSION_TOKEN')) {
         const subjects = addressSubject === undefined ? [] : [addressSubject];
-        // Only the id of a real key is counted (see verifyApiKey), so random ids add no rows.
-        const keyId = error.details?.['keyId'];
-        if (limiter.perApiKeyId && typeof keyId === 'string') subjects.push(`key:${keyId}`);
+        // Only the id of a real key is counted, so random ids add no rows.
+        const keyId = presentedApiKeyId(error);
+        if (limiter.perApiKeyId && keyId !== undefined) subjects.push(`key:${keyId}`);
         answer = (await limiter.recordFailure(subjects).catch(() => undefined)) ?? error;
         vault.sweepExpired();
       }

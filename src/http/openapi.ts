@@ -4,6 +4,7 @@ import { VaultError } from '../errors.js';
 import { errorEnvelope } from './errors.js';
 import { DEFAULT_BASE_PATH, routes, type Route } from './routes.js';
 import { errorEnvelopeSchema } from './schemas.js';
+import { API_KEY_PREFIXES } from '../core/api-keys.js';
 
 /** Errors any endpoint can answer, whatever it does. */
 const COMMON_ERRORS: VaultErrorCode[] = ['AUTH_MISSING', 'INVALID_API_KEY', 'INVALID_SESSION_TOKEN', 'STORE_UNAVAILABLE', 'INTERNAL'];
@@ -153,7 +154,7 @@ export function openApiDocument(options: { basePath?: string; serverUrl?: string
           type: 'apiKey',
           in: 'header',
           name: 'x-api-key',
-          description: 'An org API key: `tk_...` for the test environment, `pk_...` for production.',
+          description: `An org API key: \`${API_KEY_PREFIXES.test}...\` for the test environment, \`${API_KEY_PREFIXES.production}...\` for production.`,
         },
         LinkedAccountToken: {
           type: 'http',
