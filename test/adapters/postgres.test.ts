@@ -2,6 +2,8 @@ import pg from 'pg';
 import { afterAll, expect, it } from 'vitest';
 import { createPostgresStore } from '../../adapters/postgres.js';
 import { runStoreConformance } from '../../src/testing/index.js';
+import { batchFaultHook, openThenCut } from '../helpers/faults.js';
+import { dropSchema } from '../helpers/postgres.js';
 import { POSTGRES_URL, runId, serviceSuite } from '../helpers/services.js';
 
 const service = await serviceSuite('PostgreSQL', POSTGRES_URL);
@@ -11,26 +13,19 @@ const schema = runId('cvpg');
 const open = ({ namespace }: { namespace: string }) => createPostgresStore({ url: POSTGRES_URL, schema, namespace });
 
 afterAll(async () => {
-  if (!service.available) return;
-  const client = new pg.Client({ connectionString: POSTGRES_URL });
-  await client.connect();
-  try {
-    await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-  } finally {
-    await client.end();
-  }
+  if (service.available) await dropSchema(schema);
 });
-
-const faultHook = (controls: { failAt: number }) => ({ beforeWrite: (i: number) => { if (i === controls.failAt) throw new Error('injected fault'); } });
 
 runStoreConformance({ describe: suite, it, expect }, open, {
   name: 'postgres',
   concurrencyFactory: open,
   faults: {
-    factory: ({ namespace }, controls) => createPostgresStore({ url: POSTGRES_URL, schema, namespace, faults: faultHook(controls) }),
+    factory: ({ namespace }, controls) => createPostgresStore({ url: POSTGRES_URL, schema, namespace, faults: batchFaultHook(controls) }),
   },
   unreachableFactory: ({ namespace }) =>
     createPostgresStore({ url: 'postgres://postgres@127.0.0.1:1/test', schema, namespace, connectTimeoutMs: 500 }),
+  failingFactory: ({ namespace }) =>
+    openThenCut(POSTGRES_URL, (proxied) => createPostgresStore({ url: proxied, schema, namespace, connectTimeoutMs: 500 })),
 });
 
 suite('postgres store: query plans', () => {

@@ -2,6 +2,7 @@ import { createClient, type RedisClientType } from '@keyv/redis';
 import { afterAll, expect, it } from 'vitest';
 import { createRedisStore } from '../../adapters/redis.js';
 import { runStoreConformance } from '../../src/testing/index.js';
+import { batchFaultHook, openThenCut } from '../helpers/faults.js';
 import { escapeGlob, REDIS_URL, redisUrlWithRandomDb, runId, serviceSuite } from '../helpers/services.js';
 
 const service = await serviceSuite('Redis', REDIS_URL);
@@ -25,16 +26,16 @@ afterAll(async () => {
   }
 });
 
-const faultHook = (controls: { failAt: number }) => ({ beforeWrite: (i: number) => { if (i === controls.failAt) throw new Error('injected fault'); } });
-
 runStoreConformance({ describe: suite, it, expect }, open, {
   name: 'redis',
   concurrencyFactory: open,
   faults: {
-    factory: ({ namespace }, controls) => createRedisStore({ url, namespace: `${prefix}:${namespace}`, faults: faultHook(controls) }),
+    factory: ({ namespace }, controls) => createRedisStore({ url, namespace: `${prefix}:${namespace}`, faults: batchFaultHook(controls) }),
   },
   unreachableFactory: ({ namespace }) =>
     createRedisStore({ url: 'redis://127.0.0.1:1', namespace: `${prefix}:${namespace}`, connectTimeoutMs: 300 }),
+  failingFactory: ({ namespace }) =>
+    openThenCut(url, (proxied) => createRedisStore({ url: proxied, namespace: `${prefix}:${namespace}`, connectTimeoutMs: 300, commandTimeoutMs: 1000 })),
 });
 
 suite('redis store: namespace isolation', () => {
