@@ -8,8 +8,7 @@ import { MAX_NAME_LENGTH } from '../../src/core/store.js';
 import { createVault, deleteDefaultAppCredential, createLinkedAccount, getDefaultAppCredential, upsertDefaultAppCredential, VaultError } from '../../src/index.js';
 import { runStoreConformance } from '../../src/testing/index.js';
 import { freePort, runId, serviceSuite } from '../helpers/services.js';
-
-export const MARIADB_URL = process.env.CREDVAULT_TEST_MARIADB_URL ?? 'mysql://root@127.0.0.1:3306/test';
+import { MARIADB_URL } from './keyv-mariadb.js';
 
 const faultHook = (controls: { failAt: number }) => ({
   beforeWrite: (i: number) => {
