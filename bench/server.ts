@@ -63,7 +63,7 @@ async function main(): Promise<void> {
   if (spec.mode === 'credvault') {
     const store = counted(await openStore(spec.store, { namespace: spec.namespace }), ops);
     vault = await createVault({ store, keys: spec.keys });
-    apiKey = (await createApiKey(vault, { org: 'bench', environment: 'test' })).api_key;
+    apiKey = (await createApiKey(vault, { org: 'bench', environment: 'test' })).apiKey;
     // Upserted, so that every round can reuse one store.
     for (let a = 0; a < ACCOUNTS; a++) {
       await upsertLinkedAccount(vault, { org: 'bench', environment: 'test', accountId: `${BENCH_ACCOUNT}-${a}` }, { credentials: {} });
