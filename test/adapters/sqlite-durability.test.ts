@@ -8,6 +8,7 @@ import KeyvSqlite from '@keyv/sqlite';
 import Keyv from 'keyv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createSqliteStore } from '../../adapters/sqlite.js';
+import { waitFor } from '../helpers/wait.js';
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
 const fixture = join(root, 'test/fixtures/sqlite-writer.mjs');
@@ -37,14 +38,6 @@ function startWriter(args: string[]): { child: Child; lines: string[]; exited: P
     });
   });
   return { child, lines, exited };
-}
-
-async function waitFor(condition: () => boolean, what: string, timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
 }
 
 beforeAll(() => {
@@ -92,7 +85,7 @@ describe('sqlite durability', () => {
   it('keeps every acknowledged write when the writer is killed with SIGKILL', async () => {
     const path = freshPath();
     const writer = startWriter(['burst', path, 'kill', 'burst']);
-    await waitFor(() => writer.lines.length >= 300, '300 acknowledged writes');
+    await waitFor(() => writer.lines.length >= 300, '300 acknowledged writes', 20_000);
     writer.child.kill('SIGKILL');
     expect(await writer.exited).toBe(null);
     const acknowledged = [...writer.lines];
@@ -117,7 +110,7 @@ describe('sqlite durability', () => {
     const writers = [0, 1].map(() =>
       startWriter(['race', path, 'race', 'group', String(members), String(putsPerMember)]),
     );
-    await waitFor(() => writers.every((writer) => writer.lines.includes('ready')), 'both writers ready');
+    await waitFor(() => writers.every((writer) => writer.lines.includes('ready')), 'both writers ready', 20_000);
     for (const writer of writers) writer.child.stdin.write('go\n');
     expect(await Promise.all(writers.map((writer) => writer.exited))).toEqual([0, 0]);
 

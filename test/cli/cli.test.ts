@@ -266,7 +266,7 @@ describe.each(['express', 'koa', 'fastify', 'fetch'] as const)('serve --framewor
     const server = await startServer([...store, '--framework', framework]);
     expect(server.stdout()).toBe(`credvault listening on ${server.url}\n`);
     // On a store with no API key, a hint on how to make one.
-    await waitFor(() => HINT.test(server.stderr()), 10_000, () => `no hint on stderr: ${server.stderr()}`);
+    await waitFor(() => HINT.test(server.stderr()), () => `the hint on stderr: ${server.stderr()}`, 10_000);
     const hint = linesOf(server.stderr()).filter((line) => HINT.test(line));
     expect(hint).toHaveLength(1);
     expect(hint[0]).toMatch(/api-key create/);

@@ -6,6 +6,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, expect } from 'vitest';
+import { waitFor } from '../helpers/wait.js';
 
 /** The built CLI: `npm test` builds before vitest; alone, run `npx tsc -p tsconfig.build.json` first. */
 export const CLI = fileURLToPath(new URL('../../dist/src/cli/main.js', import.meta.url));
@@ -250,7 +251,7 @@ export async function rawConnection(port: number): Promise<{
   return {
     write: (text) => socket.write(text),
     until: async (pattern, timeoutMs = 10_000) => {
-      await waitFor(() => pattern.test(received), timeoutMs, () => `never received ${pattern}; got ${JSON.stringify(received)}`);
+      await waitFor(() => pattern.test(received), () => `${pattern}; got ${JSON.stringify(received)}`, timeoutMs);
       return received;
     },
     response: (timeoutMs = 10_000) => withTimeout(closed, timeoutMs, () => `connection not closed; got ${JSON.stringify(received)}`),
@@ -258,16 +259,8 @@ export async function rawConnection(port: number): Promise<{
   };
 }
 
-/** Polls `condition` every 20 ms; rejects after `timeoutMs`. */
-export async function waitFor(condition: () => boolean, timeoutMs: number, message: () => string = () => 'condition not met'): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!condition()) {
-    if (Date.now() > deadline) throw new Error(`${message()} (after ${timeoutMs} ms)`);
-    await sleep(20);
-  }
-}
-
-export const sleep = (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms));
+// The CLI tests import these from here; one definition lives in test/helpers/wait.ts.
+export { sleep, waitFor } from '../helpers/wait.js';
 
 /**
  * For one describe block: a temp dir holding a SQLite store that usage errors must never

@@ -69,7 +69,7 @@ async function npmStart(cwd: string, store: string): Promise<NpmStart> {
   const entry: NpmStart = { npm, serverPid: 0, port: 0, output: () => output, exited };
   started.push(entry);
   const pattern = /^credvault listening on http:\/\/127\.0\.0\.1:(\d+)$/m;
-  await waitFor(() => pattern.test(output) || npm.exitCode !== null, 30_000, () => `npm start did not report listening: ${output}`);
+  await waitFor(() => pattern.test(output) || npm.exitCode !== null, () => `npm start to report listening: ${output}`, 30_000);
   const match = pattern.exec(output);
   if (match === null) throw new Error(`npm start exited before listening: ${output}`);
   entry.port = Number(match[1]);

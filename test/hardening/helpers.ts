@@ -3,6 +3,7 @@ import type http from 'node:http';
 import net from 'node:net';
 import type { AddressInfo } from 'node:net';
 import { expect } from 'vitest';
+import { waitFor } from '../helpers/wait.js';
 import { createApiKey, createLinkedAccount, createVault, listDefaultAppCredentials, type Vault, type VaultStore } from '../../src/index.js';
 import { createMemoryStore } from '../../adapters/memory.js';
 import { createApiServer, type ApiServerOptions, type Framework } from '../../src/cli/server.js';
@@ -36,7 +37,7 @@ export async function seededVault(options: { latencyMs?: number; accounts?: stri
   const memory = createMemoryStore();
   const store = options.latencyMs === undefined ? memory : slowStore(memory, options.latencyMs);
   const vault = await createVault({ store, keys: `k1:${randomBytes(32).toString('base64')}`, log: () => undefined });
-  const apiKey = (await createApiKey(vault, ACME)).api_key;
+  const apiKey = (await createApiKey(vault, ACME)).apiKey;
   for (const accountId of options.accounts ?? ['cust-1']) {
     await createLinkedAccount(vault, { ...ACME, accountId }, { credentials: {} });
   }
@@ -140,40 +141,22 @@ export async function rawSocket(port: number): Promise<RawSocket> {
     socket.once('error', reject);
   });
   let received = Buffer.alloc(0);
-  const waiters = new Set<() => void>();
   let isClosed = false;
   socket.on('data', (chunk: Buffer) => {
     received = Buffer.concat([received, chunk]);
-    for (const wake of waiters) wake();
   });
   socket.on('error', () => undefined);
   socket.on('close', () => {
     isClosed = true;
-    for (const wake of waiters) wake();
   });
-  const waitFor = <T>(test: () => T | undefined, timeoutMs: number, what: string) =>
-    new Promise<T>((resolve, reject) => {
-      const check = () => {
-        const value = test();
-        if (value !== undefined) {
-          cleanup();
-          resolve(value);
-        } else if (isClosed) {
-          cleanup();
-          reject(new Error(`connection closed before ${what}; received ${JSON.stringify(received.toString('latin1').slice(0, 500))}`));
-        }
-      };
-      const timer = setTimeout(() => {
-        cleanup();
-        reject(new Error(`no ${what} within ${timeoutMs} ms; received ${JSON.stringify(received.toString('latin1').slice(0, 500))}`));
-      }, timeoutMs);
-      const cleanup = () => {
-        clearTimeout(timer);
-        waiters.delete(check);
-      };
-      waiters.add(check);
-      check();
-    });
+  const shown = () => JSON.stringify(received.toString('latin1').slice(0, 500));
+  // Settles on a complete response or on close, whichever comes first; the bound only stops a hang.
+  const response = async (timeoutMs: number): Promise<RawResponse> => {
+    let parsed: RawResponse | undefined;
+    await waitFor(() => (parsed = parseResponse(received)) !== undefined || isClosed, () => `a complete response; received ${shown()}`, timeoutMs);
+    if (parsed === undefined) throw new Error(`connection closed before a complete response; received ${shown()}`);
+    return parsed;
+  };
   return {
     socket,
     write: (data) =>
@@ -181,7 +164,7 @@ export async function rawSocket(port: number): Promise<RawSocket> {
         if (socket.destroyed) return resolve();
         socket.write(data, () => resolve());
       }),
-    response: (timeoutMs = 10_000) => waitFor(() => parseResponse(received), timeoutMs, 'complete response'),
+    response: (timeoutMs = 10_000) => response(timeoutMs),
     closed: (timeoutMs = 10_000) =>
       new Promise<void>((resolve, reject) => {
         if (isClosed) return resolve();

@@ -83,14 +83,8 @@ export async function freePort(): Promise<number> {
   return address.port;
 }
 
-/** Polls `condition` every 20 ms until it holds, or throws after `timeoutMs`. */
-export async function waitFor(condition: () => boolean | Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await condition())) {
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((resolve) => setTimeout(resolve, 20));
-  }
-}
+// Kept here too, so the service suites import their helpers from one place.
+export { waitFor } from './wait.js';
 
 /**
  * A TCP forwarder to `target`, to cut and restore a connection without touching the real
