@@ -1,6 +1,6 @@
 /** Faults for the conformance suite: our adapters' batch hook (`faults`) and a cut connection (`failingFactory`). */
 import type { VaultStore } from '../../src/core/store.js';
-import { freePort, tcpProxy } from './services.js';
+import { freePort, tcpProxy, viaPort } from './services.js';
 
 /** Fails write `controls.failAt` of the next batch, as the suite's "all or nothing" test asks. */
 export function batchFaultHook(controls: { failAt: number }): { beforeWrite: (index: number) => void } {
@@ -9,14 +9,6 @@ export function batchFaultHook(controls: { failAt: number }): { beforeWrite: (in
       if (i === controls.failAt) throw new Error('injected fault');
     },
   };
-}
-
-/** `url` pointed at 127.0.0.1:`port`, keeping its user, database and query. */
-export function viaPort(url: string, port: number): string {
-  const out = new URL(url);
-  out.hostname = '127.0.0.1';
-  out.port = String(port);
-  return out.toString();
 }
 
 /**

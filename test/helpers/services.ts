@@ -73,6 +73,14 @@ export function escapeGlob(literal: string): string {
   return literal.replace(/[*?[\]\\^]/g, '\\$&');
 }
 
+/** `url` pointed at 127.0.0.1:`port`, keeping its user, database and query: to reach a service through a proxy. */
+export function viaPort(url: string, port: number): string {
+  const out = new URL(url);
+  out.hostname = '127.0.0.1';
+  out.port = String(port);
+  return out.toString();
+}
+
 /** A TCP port that nothing listens on right now. */
 export async function freePort(): Promise<number> {
   const server = createServer();
