@@ -4,6 +4,7 @@ import { afterAll, describe, expect, it } from 'vitest';
 import { createRedisStore } from '../../adapters/redis.js';
 import type { VaultStore } from '../../src/core/store.js';
 import { freePort, silentServer, waitFor } from '../helpers/services.js';
+import { errorName, settle } from '../helpers/wait.js';
 
 // A private redis-server per test, so killing it never disturbs the shared one.
 const hasRedisServer = spawnSync('redis-server', ['--version']).status === 0;
@@ -13,8 +14,10 @@ if (!hasRedisServer) {
 }
 const suite = hasRedisServer ? describe : describe.skip;
 
-/** Far above the store's own bounds (500 ms connect, 1000 ms command), far below a hang. */
-const PROMPT_MS = 3000;
+/** Far above the store's own bounds (500 ms connect, 1000 ms command): a test that reaches it hung. */
+const HANG_MS = 15_000;
+/** How every call ends while Redis is down, silent or gone: a backend error (the vault maps it to STORE_UNAVAILABLE), never the RangeError of bad input. */
+const UNAVAILABLE = { ok: false, error: expect.not.stringMatching(/^RangeError$/) };
 const servers = new Set<ChildProcess>();
 
 async function startRedis(port: number): Promise<ChildProcess> {
@@ -45,6 +48,7 @@ interface Call {
   start: number;
   end?: number;
   ok?: boolean;
+  error?: string;
 }
 
 /** Keeps `workers` loops of put/get/list running against `store` until stopped. */
@@ -60,8 +64,9 @@ function startLoad(store: VaultStore, workers = 16) {
         else if (i % 3 === 1) await store.get(`g${worker}`, `m${i % 10}`);
         else await store.list(`g${worker}`);
         call.ok = true;
-      } catch {
+      } catch (error) {
         call.ok = false;
+        call.error = errorName(error);
         await new Promise((resolve) => setTimeout(resolve, 10));
       }
       call.end = Date.now();
@@ -76,18 +81,8 @@ function startLoad(store: VaultStore, workers = 16) {
   };
 }
 
-async function timed<T>(call: () => Promise<T>): Promise<{ ms: number; ok: boolean }> {
-  const start = Date.now();
-  try {
-    await call();
-    return { ms: Date.now() - start, ok: true };
-  } catch {
-    return { ms: Date.now() - start, ok: false };
-  }
-}
-
 suite('redis store outage', () => {
-  it('rejects promptly while Redis is killed mid-load, and recovers by itself when it returns', async () => {
+  it('while Redis is killed mid-load, calls reject before it returns, and the store recovers by itself', async () => {
     const port = await freePort();
     let server = await startRedis(port);
     const store = createRedisStore({ url: `redis://127.0.0.1:${port}`, connectTimeoutMs: 500, commandTimeoutMs: 1000 });
@@ -102,60 +97,48 @@ suite('redis store outage', () => {
       const restartedAt = Date.now();
       server = await startRedis(port);
       await waitFor(() => load.calls.some((call) => call.start > restartedAt && call.ok === true), 'recovery', 8000);
-      const recoveredAt = Date.now();
       await load.stop();
 
-      const slowest = Math.max(...load.calls.map((call) => (call.end ?? Number.POSITIVE_INFINITY) - call.start));
-      expect(slowest).toBeLessThan(PROMPT_MS);
+      // Calls begun after the kill settled before the restart: none waited for Redis to come back.
       const duringOutage = load.calls.filter((call) => call.start > killedAt + 50 && (call.end ?? 0) < restartedAt);
       expect(duringOutage.length).toBeGreaterThan(0);
-      expect(duringOutage.every((call) => call.ok === false)).toBe(true);
-      expect(recoveredAt - restartedAt).toBeLessThan(5000);
+      for (const call of duringOutage) expect(call).toMatchObject(UNAVAILABLE);
       expect(await store.put('after', 'm', 'v')).toBe('added');
     } finally {
-      const closing = await timed(() => store.close());
-      expect(closing.ms).toBeLessThan(PROMPT_MS);
+      await store.close();
       await kill(server);
     }
-  });
+  }, HANG_MS + 10_000);
 
-  it('opened while Redis is down: rejects promptly, starts working when Redis starts, closes while down', async () => {
+  it('opened while Redis is down: rejects, starts working when Redis starts, closes while down', async () => {
     const port = await freePort();
     const store = createRedisStore({ url: `redis://127.0.0.1:${port}`, connectTimeoutMs: 300 });
-    const down = await timed(() => store.get('g', 'm'));
-    expect(down.ok).toBe(false);
-    expect(down.ms).toBeLessThan(PROMPT_MS);
+    // Awaited before Redis starts: the call settles while nothing listens.
+    expect(await settle(() => store.get('g', 'm'))).toMatchObject(UNAVAILABLE);
 
     const server = await startRedis(port);
-    await waitFor(async () => (await timed(() => store.put('g', 'm', 'v'))).ok, 'the store to connect', 8000);
+    await waitFor(async () => (await settle(() => store.put('g', 'm', 'v'))).ok, 'the store to connect', 8000);
     expect((await store.get('g', 'm'))?.value).toBe('v');
 
     await kill(server);
-    const failed = await timed(() => store.list('g'));
-    expect(failed.ok).toBe(false);
-    expect(failed.ms).toBeLessThan(PROMPT_MS);
-    const closing = await timed(() => store.close());
-    expect(closing.ok).toBe(true);
-    expect(closing.ms).toBeLessThan(PROMPT_MS);
-  });
+    expect(await settle(() => store.list('g'))).toMatchObject(UNAVAILABLE);
+    expect(await settle(() => store.close())).toMatchObject({ ok: true });
+  }, HANG_MS + 8000);
 
-  it('a server that accepts connections but never answers makes calls reject, not hang', async () => {
+  it('a server that accepts connections but never answers: calls reject while it still listens', async () => {
     const silent = await silentServer();
     const store = createRedisStore({ url: `redis://127.0.0.1:${silent.port}`, connectTimeoutMs: 300 });
     try {
+      // The server never answers, so only the store's own timeouts can settle these calls.
       const calls = await Promise.all([
-        timed(() => store.get('g', 'm')),
-        timed(() => store.put('g', 'm', 'v')),
-        timed(() => store.scan(undefined, 10)),
+        settle(() => store.get('g', 'm')),
+        settle(() => store.put('g', 'm', 'v')),
+        settle(() => store.scan(undefined, 10)),
       ]);
-      for (const call of calls) {
-        expect(call.ok).toBe(false);
-        expect(call.ms).toBeLessThan(PROMPT_MS);
-      }
+      for (const call of calls) expect(call).toMatchObject(UNAVAILABLE);
     } finally {
-      const closing = await timed(() => store.close());
-      expect(closing.ms).toBeLessThan(PROMPT_MS);
+      await store.close();
       await silent.close();
     }
-  });
+  }, HANG_MS);
 });
