@@ -410,11 +410,11 @@ export function credentialApiSuite(binding: BindingName): void {
       it('503 STORE_UNAVAILABLE within the deadline when the store hangs, then recovers', async () => {
         store.down = true;
         try {
-          const started = Date.now();
           const result = await put('during_outage', { value: 'v' }, asAcme());
           expectError(result, 503, 'SERVICE_UNAVAILABLE', 'STORE_UNAVAILABLE');
           expect((result.body as { message: string }).message).not.toMatch(/memory|Map|keyv/i);
-          expect(Date.now() - started).toBeLessThan(5000);
+          // The store never answers, so only the vault's deadline can have produced this answer.
+          expect((result.body as { message: string }).message).toMatch(/did not answer within 300 ms/);
         } finally {
           store.down = false;
         }
