@@ -7,23 +7,9 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type Keyv from 'keyv';
 import { VaultError } from '../src/errors.js';
-import {
-  checkBatch,
-  checkTtl,
-  MAX_NAME_LENGTH,
-  type BatchOptions,
-  type BatchResult,
-  type BatchWrite,
-  type CounterState,
-  type InsertOptions,
-  type PutOptions,
-  type PutResult,
-  type ScanPage,
-  type StoreEntry,
-  type StoreListItem,
-  type VaultStore,
-} from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, entryOf, type StoreFaults, type Stored } from './record.js';
+import type { BatchResult, BatchWrite, CounterState, PutResult, ScanPage, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
+import { assertName, DEFAULT_NAMESPACE, defineStore, namespacePrefix, storageKey, type StoreFaults } from './kernel.js';
+import { entryOf, isLive, newRecord, type Stored } from './record.js';
 
 /** Options of {@link createKeyvStore}. */
 export interface KeyvStoreOptions {
@@ -65,15 +51,6 @@ const READ_CHUNK = 500;
 
 const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
-
-function checkName(what: string, name: string): void {
-  assertName(what, name);
-  if (name.length > MAX_NAME_LENGTH) throw new RangeError(`${what} must be at most ${MAX_NAME_LENGTH} characters`);
-}
-
-function checkCount(what: string, n: number): void {
-  if (!Number.isInteger(n) || n < 1) throw new RangeError(`${what} must be a positive integer`);
-}
 
 /** FNV-1a: a stable, cheap spread of group names over the directory shards. */
 function shardOf(group: string): number {
@@ -122,8 +99,15 @@ function restoredTtl(record: string): number {
   return Array.isArray(parsed) ? 0 : ttlOf(parsed as Stored);
 }
 
-function isLive(stored: Stored | undefined, now: number): stored is Stored {
-  return stored !== undefined && !(typeof stored.expires === 'number' && stored.expires < now);
+/** A put's record: fresh timestamps, no expiry, and the createdAt of the live entry it replaces. */
+function putRecord(value: string, now: number, current: Stored | undefined): Stored {
+  const stored = newRecord(value, now);
+  if (current !== undefined) stored.value.c = current.value.c;
+  return stored;
+}
+
+function liveAt(stored: Stored | undefined, now: number): stored is Stored {
+  return stored !== undefined && isLive(stored, now);
 }
 
 /**
@@ -183,8 +167,8 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
   const leaseMs = options.leaseMs ?? 30_000;
   const maxKeyLength = options.maxKeyLength ?? 200;
   if (!(Number.isFinite(leaseMs) && leaseMs >= 300)) throw new VaultError('INVALID_CONFIGURATION', 'leaseMs must be at least 300');
-  // Encoded, the namespace holds no brace: data keys go on with '{', our own records with '}'.
-  const base = caseSafe(encodeURIComponent(namespace));
+  // The namespace part of the kernel's keys holds no brace: data keys go on with '{', this store's own records with '}'.
+  const base = caseSafe(namespacePrefix(namespace));
   if (!(Number.isInteger(maxKeyLength) && maxKeyLength >= base.length + 67)) {
     throw new VaultError('INVALID_CONFIGURATION', 'maxKeyLength must leave room for the namespace and a 67-character digest key');
   }
@@ -197,7 +181,7 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
     const key = caseSafe(raw);
     return key.length <= maxKeyLength ? key : `${base}}h:${createHash('sha256').update(raw).digest('hex')}`;
   };
-  const entryKey = (group: string, member: string): string => keyOf(`${base}{${group}}:${member}`);
+  const entryKey = (group: string, member: string): string => keyOf(storageKey(namespace, group, member));
   const membersKey = (group: string): string => keyOf(`${base}}m:${group}`);
   // `base` is case-safe already and the rest of these names is lower case.
   const shardKey = (shard: number): string => `${base}}d:${shard}`;
@@ -371,15 +355,14 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
 
   /** Runs `task` after every earlier call of this store, with the lease held. */
   function serial<T>(task: () => Promise<T>): Promise<T> {
-    if (closed) return Promise.reject(new VaultError('STORE_UNAVAILABLE', 'The Keyv store is closed'));
     const run = tail.then(async () => {
-      if (closed) throw new VaultError('STORE_UNAVAILABLE', 'The Keyv store is closed');
       await ensureOpen();
       return task();
     });
     tail = run.catch(() => undefined);
     return run;
   }
+
 
   // Claim the namespace now, so a second process is refused on its first call; errors wait for that call.
   serial(async () => undefined).catch(() => undefined);
@@ -458,53 +441,38 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
     return members;
   }
 
-  const fresh = (value: string, now: number, ttlMs?: number): Stored =>
-    ttlMs === undefined ? { value: { v: value, c: now, u: now } } : { value: { v: value, c: now, u: now }, expires: now + ttlMs };
 
-  return {
-    kind: 'keyv',
-
+  return defineStore({ kind: 'keyv' }, {
     get(group, member) {
       return serial(async (): Promise<StoreEntry | undefined> => {
-        checkName('group', group);
-        checkName('member', member);
         const [raw] = await readMany([entryKey(group, member)]);
         const stored = raw === undefined ? undefined : (JSON.parse(raw) as Stored);
-        return isLive(stored, Date.now()) ? entryOf(stored) : undefined;
+        return liveAt(stored, Date.now()) ? entryOf(stored) : undefined;
       });
     },
 
-    put(group, member, value, putOptions?: PutOptions) {
+    put(group, member, value, requires) {
       return serial(async (): Promise<PutResult> => {
-        checkName('group', group);
-        checkName('member', member);
-        const requires = putOptions?.requires;
-        if (requires !== undefined) checkName('requires', requires);
         const step = new Step();
         await loadGroup(step, group, requires === undefined ? [member] : [member, requires]);
         const now = Date.now();
-        if (requires !== undefined && !isLive(entryIn(step, group, requires), now)) return 'missing';
+        if (requires !== undefined && !liveAt(entryIn(step, group, requires), now)) return 'missing';
         const current = entryIn(step, group, member);
-        const live = isLive(current, now);
-        await writeEntry(step, group, member, { value: { v: value, c: live ? current.value.c : now, u: now } });
+        const live = liveAt(current, now);
+        await writeEntry(step, group, member, putRecord(value, now, live ? current : undefined));
         await commit(step);
         return live ? 'updated' : 'added';
       });
     },
 
-    insert(group, member, value, insertOptions?: InsertOptions) {
+    insert(group, member, value, ttlMs, requires) {
       return serial(async (): Promise<boolean> => {
-        checkName('group', group);
-        checkName('member', member);
-        const { requires, ttlMs } = insertOptions ?? {};
-        if (requires !== undefined) checkName('requires', requires);
-        if (ttlMs !== undefined) checkTtl(ttlMs);
         const step = new Step();
         await loadGroup(step, group, requires === undefined ? [member] : [member, requires]);
         const now = Date.now();
-        if (requires !== undefined && !isLive(entryIn(step, group, requires), now)) return false;
-        if (isLive(entryIn(step, group, member), now)) return false;
-        await writeEntry(step, group, member, fresh(value, now, ttlMs));
+        if (requires !== undefined && !liveAt(entryIn(step, group, requires), now)) return false;
+        if (liveAt(entryIn(step, group, member), now)) return false;
+        await writeEntry(step, group, member, newRecord(value, now, ttlMs));
         await commit(step);
         return true;
       });
@@ -512,12 +480,10 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
 
     replace(group, member, expected, value) {
       return serial(async (): Promise<boolean> => {
-        checkName('group', group);
-        checkName('member', member);
         const step = new Step();
         await step.load([entryKey(group, member)]);
         const current = entryIn(step, group, member);
-        if (!isLive(current, Date.now()) || current.value.v !== expected) return false;
+        if (!liveAt(current, Date.now()) || current.value.v !== expected) return false;
         await writeEntry(step, group, member, { ...current, value: { ...current.value, v: value } });
         await commit(step);
         return true;
@@ -526,22 +492,18 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
 
     remove(group, member) {
       return serial(async (): Promise<boolean> => {
-        checkName('group', group);
-        checkName('member', member);
         const step = new Step();
         await loadGroup(step, group, [member]);
         const current = entryIn(step, group, member);
         if (current === undefined) return false;
         await dropEntry(step, group, member);
         await commit(step);
-        return isLive(current, Date.now());
+        return liveAt(current, Date.now());
       });
     },
 
-    list(group, prefix = '') {
+    list(group, prefix) {
       return serial(async (): Promise<StoreListItem[]> => {
-        checkName('group', group);
-        checkName('prefix', prefix);
         const step = new Step();
         const indexKey = membersKey(group);
         await step.load([indexKey]);
@@ -551,7 +513,7 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
         const items: StoreListItem[] = [];
         for (const member of members) {
           const stored = entryIn(step, group, member);
-          if (isLive(stored, now)) items.push({ member, entry: entryOf(stored) });
+          if (liveAt(stored, now)) items.push({ member, entry: entryOf(stored) });
         }
         return items;
       });
@@ -559,14 +521,13 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
 
     removeGroup(group) {
       return serial(async (): Promise<number> => {
-        checkName('group', group);
         const step = new Step();
         const members = await liveMembers(step, group);
         const now = Date.now();
         let removed = 0;
         for (const member of members) {
           const stored = entryIn(step, group, member);
-          if (isLive(stored, now)) removed += 1;
+          if (liveAt(stored, now)) removed += 1;
           await dropEntry(step, group, member);
         }
         await commit(step);
@@ -574,19 +535,16 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
       });
     },
 
-    batch(group, writes: readonly BatchWrite[], batchOptions?: BatchOptions) {
+    batch(group, writes: readonly BatchWrite[], requires) {
       return serial(async (): Promise<BatchResult> => {
-        checkName('group', group);
-        checkBatch(writes, batchOptions, checkName);
-        const requires = batchOptions?.requires;
         const step = new Step();
         const members = writes.map((write) => write.member);
         await loadGroup(step, group, requires === undefined ? members : [...members, requires]);
         const now = Date.now();
-        if (requires !== undefined && !isLive(entryIn(step, group, requires), now)) return { committed: false, failed: -1 };
+        if (requires !== undefined && !liveAt(entryIn(step, group, requires), now)) return { committed: false, failed: -1 };
         const before = writes.map((write) => {
           const stored = entryIn(step, group, write.member);
-          return isLive(stored, now) ? stored : undefined;
+          return liveAt(stored, now) ? stored : undefined;
         });
         for (const [i, write] of writes.entries()) {
           if (write.op === 'insert' && before[i] !== undefined) return { committed: false, failed: i };
@@ -597,11 +555,11 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
           const current = before[i];
           switch (write.op) {
             case 'put':
-              await writeEntry(step, group, write.member, { value: { v: write.value, c: current?.value.c ?? now, u: now } });
+              await writeEntry(step, group, write.member, putRecord(write.value, now, current));
               results.push(current === undefined ? 'added' : 'updated');
               break;
             case 'insert':
-              await writeEntry(step, group, write.member, fresh(write.value, now, write.ttlMs));
+              await writeEntry(step, group, write.member, newRecord(write.value, now, write.ttlMs));
               results.push(true);
               break;
             case 'replace':
@@ -621,15 +579,12 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
 
     increment(group, member, ttlMs) {
       return serial(async (): Promise<CounterState> => {
-        checkName('group', group);
-        checkName('member', member);
-        checkTtl(ttlMs);
         const step = new Step();
         await loadGroup(step, group, [member]);
         const now = Date.now();
         const current = entryIn(step, group, member);
-        if (!isLive(current, now)) {
-          const stored = fresh('1', now, ttlMs);
+        if (!liveAt(current, now)) {
+          const stored = newRecord('1', now, ttlMs);
           await writeEntry(step, group, member, stored);
           await commit(step);
           return { count: 1, expiresAt: stored.expires as number };
@@ -643,7 +598,6 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
 
     purgeExpired(limit) {
       return serial(async (): Promise<number> => {
-        checkCount('limit', limit);
         const step = new Step();
         await step.load([BUCKETS]);
         const buckets = step.json<number[]>(BUCKETS) ?? [];
@@ -683,7 +637,6 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
 
     scan(cursor, batchSize) {
       return serial(async (): Promise<ScanPage> => {
-        checkCount('batchSize', batchSize);
         // The cursor is the last item returned: `shard}group}member`; names never hold '}'.
         let from = { shard: 0, group: '', member: '' };
         let started = false;
@@ -691,8 +644,8 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
           const parts = cursor.split('}');
           const shard = Number(parts[0]);
           if (parts.length !== 3 || !Number.isInteger(shard) || shard < 0 || shard >= SHARDS) throw new RangeError('invalid scan cursor');
-          checkName('cursor', parts[1] as string);
-          checkName('cursor', parts[2] as string);
+          assertName('cursor', parts[1] as string);
+          assertName('cursor', parts[2] as string);
           from = { shard, group: parts[1] as string, member: parts[2] as string };
           started = true;
         }
@@ -716,7 +669,7 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
                 await step.load(slice.map((member) => entryKey(group, member)));
                 for (const member of slice) {
                   const stored = entryIn(step, group, member);
-                  if (!isLive(stored, now)) continue;
+                  if (!liveAt(stored, now)) continue;
                   items.push({ group, member, entry: entryOf(stored) });
                   if (items.length === batchSize) return { items, cursor: `${shard}}${group}}${member}` };
                 }
@@ -729,7 +682,6 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
     },
 
     async close(): Promise<void> {
-      if (closed) return;
       closed = true;
       clearInterval(refresher);
       await tail;
@@ -741,5 +693,5 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
         if (options.disconnectOnClose !== false) await keyv.disconnect();
       }
     },
-  };
+  });
 }
