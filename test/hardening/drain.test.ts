@@ -3,6 +3,7 @@ import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { DEFAULT_DRAIN_TIMEOUT_MS, drainServer, FRAMEWORKS } from '../../src/cli/server.js';
 import { assertBuilt, CREDENTIAL_PATH, killAll, makeTempDir, removeDir, runJson, startServer, type Server } from '../cli/helpers.js';
+import { waitFor } from '../helpers/wait.js';
 import { listen, rawSocket, seededVault, type RawSocket } from './helpers.js';
 
 /**
@@ -19,23 +20,21 @@ interface CreatedApiKey {
   api_key: string;
 }
 
-/** Resolves once connecting to `port` is refused: the server has stopped listening. */
-async function refusedAt(port: number, limitMs: number): Promise<void> {
-  const deadline = Date.now() + limitMs;
-  for (;;) {
-    const refused = await new Promise<boolean>((resolve) => {
-      const socket = net.connect(port, '127.0.0.1');
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(false);
-      });
-      socket.once('error', () => resolve(true));
+/** Whether connecting to `port` is refused: the server has stopped listening. */
+function refused(port: number): Promise<boolean> {
+  return new Promise<boolean>((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    socket.once('connect', () => {
+      socket.destroy();
+      resolve(false);
     });
-    if (refused) return;
-    if (Date.now() > deadline) throw new Error(`port ${port} still accepts connections after ${limitMs} ms`);
-    await new Promise((resolve) => setTimeout(resolve, 50));
-  }
+    socket.once('error', () => resolve(true));
+  });
 }
+
+/** Resolves once connecting to `port` is refused. */
+const refusedAt = (port: number, limitMs: number): Promise<void> =>
+  waitFor(() => refused(port), `port ${port} to refuse connections`, limitMs);
 
 /** Clients that send a request head one byte at a time, never finishing it. */
 async function slowHeaderClients(port: number, count: number): Promise<{ sockets: RawSocket[]; stop(): void }> {
@@ -59,11 +58,7 @@ async function inFlightPut(port: number, apiKey: string, key: string, body: stri
       `content-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nexpect: 100-continue\r\n\r\n`,
   );
   // Node answers 100 Continue as it hands the request to the app: from here it is in flight.
-  const deadline = Date.now() + 10_000;
-  while (!/^HTTP\/1\.1 100 /.test(socket.received().toString('latin1'))) {
-    if (Date.now() > deadline) throw new Error('no 100 Continue');
-    await new Promise((resolve) => setTimeout(resolve, 10));
-  }
+  await waitFor(() => /^HTTP\/1\.1 100 /.test(socket.received().toString('latin1')), '100 Continue');
   return socket;
 }
 
@@ -88,7 +83,6 @@ describe.each(FRAMEWORKS)('SIGTERM drains within the bound: serve --framework %s
     const body = JSON.stringify({ value: 'finished-during-drain' });
     const inFlight = await inFlightPut(server.port, apiKey, 'drained', body);
     try {
-      const signalledAt = Date.now();
       server.child.kill('SIGTERM');
       // The drain has begun once the port refuses connections.
       await refusedAt(server.port, 5_000);
@@ -102,8 +96,8 @@ describe.each(FRAMEWORKS)('SIGTERM drains within the bound: serve --framework %s
       expect(response.body).toEqual({ success: true, message: "Auth credential 'drained' added successfully", action: 'added' });
       expect(response.headers['connection']).toBe('close');
 
+      // Exited by itself (the limit only stops a hang), and not because the bound ran out.
       expect(await server.exited(EXIT_LIMIT_MS)).toEqual({ code: 0, signal: null });
-      expect(Date.now() - signalledAt).toBeLessThan(EXIT_LIMIT_MS);
       expect(server.stderr()).not.toMatch(/shutdown bound/);
     } finally {
       slow.stop();
@@ -143,13 +137,11 @@ describe('SIGTERM with requests that never finish', () => {
           const stalled = await inFlightPut(server.port, apiKey, `stalled_${framework}`, JSON.stringify({ value: 'never-sent-in-full' }));
           await stalled.write('{"val');
           try {
-            const signalledAt = Date.now();
             server.child.kill('SIGTERM');
             const exit = await server.exited(EXIT_LIMIT_MS);
-            const elapsed = Date.now() - signalledAt;
             expect(exit, framework).toEqual({ code: 0, signal: null });
-            expect(elapsed, framework).toBeLessThan(EXIT_LIMIT_MS);
             await stalled.closed(5_000);
+            // The bound, not the client, ended the stalled request: the server says so.
             expect(server.stderr()).toContain(`credvault: shutdown bound of ${DEFAULT_DRAIN_TIMEOUT_MS} ms reached; closing 1 connection(s) still open`);
             // Nothing about the request's content reaches the log.
             expect(server.stderr()).not.toContain('never-sent');
