@@ -1,6 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Vault } from '../../src/index.js';
 import { FRAMEWORKS } from '../../src/cli/server.js';
+import { waitFor } from '../helpers/wait.js';
 import { CREDENTIALS, expectEnvelope, head, listen, putCredential, rawSocket, seededVault, storedKeys, type Listening } from './helpers.js';
 
 /**
@@ -98,10 +99,7 @@ describe.each(FRAMEWORKS)('request bodies that end badly, on %s (createApiServer
     // The same connection then carries the next request.
     const before = connection.received().length;
     await connection.write(head(`GET ${BASE_PATH_404} HTTP/1.1`, 'Host: 127.0.0.1'));
-    const deadline = Date.now() + 5_000;
-    while (!/\r\n\r\n/.test(connection.received().toString('latin1').slice(before)) && Date.now() < deadline) {
-      await new Promise((resolve) => setTimeout(resolve, 20));
-    }
+    await waitFor(() => /\r\n\r\n/.test(connection.received().toString('latin1').slice(before)), 'the second response head', 5_000);
     expect(connection.received().toString('latin1').slice(before)).toMatch(/^HTTP\/1\.1 404 /);
     connection.destroy();
   });
