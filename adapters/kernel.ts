@@ -64,6 +64,25 @@ export function storageKey(namespace: string, group: string, member: string): st
   return `${groupPrefix(namespace, group)}${member}`;
 }
 
+/** The key layout of one namespace, with its encoded prefix worked out once. */
+export interface KeyLayout {
+  /** `encodeURIComponent(namespace)`: every key of the namespace starts with it, then `{`. */
+  readonly prefix: string;
+  /** `<prefix>{<group>}:`, the start of every key of the group. */
+  group(group: string): string;
+  /** The same as {@link storageKey}. */
+  key(group: string, member: string): string;
+}
+
+export function keyLayout(namespace: string): KeyLayout {
+  const prefix = namespacePrefix(namespace);
+  return {
+    prefix,
+    group: (group) => `${prefix}{${group}}:`,
+    key: (group, member) => `${prefix}{${group}}:${member}`,
+  };
+}
+
 /** The smallest string greater than every string that starts with `prefix` (which must not be empty). */
 export function upperBound(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);

@@ -1,25 +1,14 @@
-import Keyv from 'keyv';
-import { VaultError } from '../src/errors.js';
-import {
-  checkBatch,
-  checkTtl,
-  type BatchOptions,
-  type BatchResult,
-  type BatchWrite,
-  type CounterState,
-  type InsertOptions,
-  type PutOptions,
-  type PutResult,
-  type ScanPage,
-  type StoreEntry,
-  type StoreListItem,
-  type VaultStore,
-} from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, entryOf as toEntry, type Row, type StoreFaults, type Stored } from './record.js';
+/**
+ * The in-memory adapter: a Keyv over a `Map` of serialized records, for tests, demos and
+ * single-process servers that can afford to lose everything on restart. It relies on the
+ * kernel for argument checks and the key layout, and on JavaScript's single thread for
+ * atomicity: every write runs synchronously on the Map, between two awaits of nobody else.
+ */
+import type { BatchWrite, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
+import { createKeyv, defineStore, DEFAULT_NAMESPACE, keyLayout, type StoreFaults } from './kernel.js';
+import { entryOf, isLive, newRecord, type Stored } from './record.js';
 
-function byCodeUnit(a: string, b: string): number {
-  return a < b ? -1 : a > b ? 1 : 0;
-}
+const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
 /** The first index of a sorted array whose element is not below `value`. */
 function lowerBound(sorted: readonly string[], value: string): number {
@@ -34,12 +23,10 @@ function lowerBound(sorted: readonly string[], value: string): number {
 }
 
 /**
- * An in-process {@link VaultStore} over a `Keyv` whose store is a `Map`: for tests, demos
- * and single-process servers that can afford to lose everything on restart.
- *
- * Every operation runs synchronously on the Map, so each is atomic; a per-group index keeps
- * `list` and `removeGroup` in proportion to the group. Each call creates a separate store;
- * two memory stores never share data, whatever their namespaces.
+ * An in-process {@link VaultStore}. A per-group index keeps `list` and `removeGroup` in
+ * proportion to the group, and an index of expiring entries keeps `purgeExpired` in
+ * proportion to what it deletes. Each call creates a separate store; two memory stores
+ * never share data, whatever their namespaces.
  *
  * @example
  * ```ts
@@ -55,32 +42,16 @@ export function createMemoryStore(options: {
   /** Test hook: asked about each write of a batch before any is applied; a throw aborts the batch. */
   faults?: StoreFaults;
 } = {}): VaultStore {
-  // Same key layout as the SQL adapters, so a Keyv reading this Map sees familiar keys.
-  const base = `${encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE)}{`;
+  const keyOf = keyLayout(options.namespace ?? DEFAULT_NAMESPACE).key;
+  // Stored as text, so a caller can never alias a record; the Keyv reads the same Map.
   const map = new Map<string, string>();
-  const keyv = new Keyv<Row>({
-    store: map,
-    namespace: undefined,
-    useKeyPrefix: false,
-    throwOnErrors: true,
-    serialize: JSON.stringify,
-    deserialize: JSON.parse,
-  });
+  const keyv = createKeyv(map);
   const groups = new Map<string, Set<string>>();
   // The groups in order, for scan; rebuilt only after a group appears or goes, so a walk
   // over a large, steady store (a key rotation) stays linear.
   let sortedGroups: string[] | undefined;
   // Entries that carry an expiry, by storage key, so purgeExpired never walks the rest.
   const expiring = new Map<string, [group: string, member: string]>();
-  let closed = false;
-
-  const keyOf = (group: string, member: string): string => `${base}${group}}:${member}`;
-
-  function open(group: string, member?: string): void {
-    if (closed) throw new VaultError('STORE_UNAVAILABLE', 'The memory store is closed');
-    assertName('group', group);
-    if (member !== undefined) assertName('member', member);
-  }
 
   function drop(group: string, member: string): void {
     const key = keyOf(group, member);
@@ -94,17 +65,14 @@ export function createMemoryStore(options: {
     }
   }
 
-  // Reads bypass Keyv.get: it deletes an expired key after an await, which could erase a
-  // fresh insert made in between. Here the check and the purge happen in one synchronous step.
+  // The synchronous read every write decides on; an expired entry is dropped in the same step.
   function read(group: string, member: string, now: number): Stored | undefined {
     const raw = map.get(keyOf(group, member));
     if (raw === undefined) return undefined;
     const stored = JSON.parse(raw) as Stored;
-    if (stored.expires !== undefined && stored.expires < now) {
-      drop(group, member);
-      return undefined;
-    }
-    return stored;
+    if (isLive(stored, now)) return stored;
+    drop(group, member);
+    return undefined;
   }
 
   function write(group: string, member: string, stored: Stored): void {
@@ -121,68 +89,56 @@ export function createMemoryStore(options: {
     members.add(member);
   }
 
-  function fresh(value: string, now: number, ttlMs: number | undefined): Stored {
-    const stored: Stored = { value: { v: value, c: now, u: now } };
-    if (ttlMs !== undefined) stored.expires = now + ttlMs;
-    return stored;
+  /** A put over what is there: createdAt survives, any expiry is cleared. */
+  function putOver(group: string, member: string, value: string, current: Stored | undefined, now: number): 'added' | 'updated' {
+    const stored = newRecord(value, now);
+    if (current !== undefined) stored.value.c = current.value.c;
+    write(group, member, stored);
+    return current === undefined ? 'added' : 'updated';
   }
 
-  return {
-    kind: 'memory',
+  /** A replace keeps every field but the value, the expiry included. */
+  function replaceIn(group: string, member: string, current: Stored, value: string): void {
+    write(group, member, { ...current, value: { ...current.value, v: value } });
+  }
 
-    async get(group: string, member: string): Promise<StoreEntry | undefined> {
-      open(group, member);
-      const stored = read(group, member, Date.now());
-      return stored === undefined ? undefined : toEntry(stored);
+  const isMissing = (group: string, requires: string | undefined, now: number): boolean =>
+    requires !== undefined && read(group, requires, now) === undefined;
+
+  return defineStore({ kind: 'memory' }, {
+    async get(group, member): Promise<StoreEntry | undefined> {
+      // Keyv reads the Map; it sees no expiry of its own, so the clock check is ours.
+      const stored = await keyv.get(keyOf(group, member));
+      return stored !== undefined && isLive(stored, Date.now()) ? entryOf(stored) : undefined;
     },
 
-    async put(group: string, member: string, value: string, putOptions?: PutOptions): Promise<PutResult> {
-      open(group, member);
+    async put(group, member, value, requires) {
       const now = Date.now();
-      if (putOptions?.requires !== undefined) {
-        assertName('requires', putOptions.requires);
-        if (read(group, putOptions.requires, now) === undefined) return 'missing';
-      }
-      const existing = read(group, member, now);
-      write(group, member, { value: { v: value, c: existing?.value.c ?? now, u: now } });
-      return existing === undefined ? 'added' : 'updated';
+      if (isMissing(group, requires, now)) return 'missing';
+      return putOver(group, member, value, read(group, member, now), now);
     },
 
-    async insert(group: string, member: string, value: string, insertOptions?: InsertOptions): Promise<boolean> {
-      open(group, member);
-      const ttlMs = insertOptions?.ttlMs;
-      if (ttlMs !== undefined && !(Number.isFinite(ttlMs) && ttlMs > 0)) {
-        throw new RangeError('ttlMs must be a positive number of milliseconds');
-      }
+    async insert(group, member, value, ttlMs, requires) {
       const now = Date.now();
-      const requires = insertOptions?.requires;
-      if (requires !== undefined) {
-        assertName('requires', requires);
-        if (read(group, requires, now) === undefined) return false;
-      }
-      if (read(group, member, now) !== undefined) return false;
-      write(group, member, fresh(value, now, ttlMs));
+      if (isMissing(group, requires, now) || read(group, member, now) !== undefined) return false;
+      write(group, member, newRecord(value, now, ttlMs));
       return true;
     },
 
-    async replace(group: string, member: string, expected: string, value: string): Promise<boolean> {
-      open(group, member);
+    async replace(group, member, expected, value) {
       const stored = read(group, member, Date.now());
       if (stored === undefined || stored.value.v !== expected) return false;
-      write(group, member, { ...stored, value: { ...stored.value, v: value } });
+      replaceIn(group, member, stored, value);
       return true;
     },
 
-    async remove(group: string, member: string): Promise<boolean> {
-      open(group, member);
+    async remove(group, member) {
       if (read(group, member, Date.now()) === undefined) return false;
       drop(group, member);
       return true;
     },
 
-    async list(group: string, prefix = ''): Promise<StoreListItem[]> {
-      open(group);
-      assertName('prefix', prefix);
+    async list(group, prefix) {
       const members = groups.get(group);
       if (members === undefined) return [];
       const now = Date.now();
@@ -191,53 +147,43 @@ export function createMemoryStore(options: {
       for (const member of [...members]) {
         if (!member.startsWith(prefix)) continue;
         const stored = read(group, member, now);
-        if (stored !== undefined) items.push({ member, entry: toEntry(stored) });
+        if (stored !== undefined) items.push({ member, entry: entryOf(stored) });
       }
       return items.sort((a, b) => byCodeUnit(a.member, b.member));
     },
 
-    async removeGroup(group: string): Promise<number> {
-      open(group);
+    async removeGroup(group) {
       const members = groups.get(group);
       if (members === undefined) return 0;
       const now = Date.now();
       let removed = 0;
-      for (const member of members) {
+      for (const member of [...members]) {
         if (read(group, member, now) !== undefined) removed += 1;
-        map.delete(keyOf(group, member));
-        expiring.delete(keyOf(group, member));
+        drop(group, member);
       }
-      groups.delete(group);
-      sortedGroups = undefined;
       return removed;
     },
 
-    async batch(group: string, writes: readonly BatchWrite[], batchOptions?: BatchOptions): Promise<BatchResult> {
-      open(group);
-      checkBatch(writes, batchOptions, assertName);
+    async batch(group, writes: readonly BatchWrite[], requires) {
       const now = Date.now();
       // Every check runs before the first write, all in one synchronous step.
-      if (batchOptions?.requires !== undefined && read(group, batchOptions.requires, now) === undefined) {
-        return { committed: false, failed: -1 };
-      }
+      if (isMissing(group, requires, now)) return { committed: false, failed: -1 };
       const before = writes.map((w) => read(group, w.member, now));
       for (const [i, w] of writes.entries()) {
-        const current = before[i];
-        if (w.op === 'insert' && current !== undefined) return { committed: false, failed: i };
-        if (w.op === 'replace' && current?.value.v !== w.expected) return { committed: false, failed: i };
+        if (w.op === 'insert' && before[i] !== undefined) return { committed: false, failed: i };
+        if (w.op === 'replace' && before[i]?.value.v !== w.expected) return { committed: false, failed: i };
       }
       for (let i = 0; i < writes.length; i++) options.faults?.beforeWrite?.(i);
       const results = writes.map((w, i): 'added' | 'updated' | boolean => {
         const current = before[i];
         switch (w.op) {
           case 'put':
-            write(group, w.member, { value: { v: w.value, c: current?.value.c ?? now, u: now } });
-            return current === undefined ? 'added' : 'updated';
+            return putOver(group, w.member, w.value, current, now);
           case 'insert':
-            write(group, w.member, fresh(w.value, now, w.ttlMs));
+            write(group, w.member, newRecord(w.value, now, w.ttlMs));
             return true;
           case 'replace':
-            write(group, w.member, { ...(current as Stored), value: { ...(current as Stored).value, v: w.value } });
+            replaceIn(group, w.member, current as Stored, w.value);
             return true;
           case 'remove':
             if (current !== undefined) drop(group, w.member);
@@ -247,13 +193,11 @@ export function createMemoryStore(options: {
       return { committed: true, results };
     },
 
-    async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {
-      open(group, member);
-      checkTtl(ttlMs);
+    async increment(group, member, ttlMs) {
       const now = Date.now();
       const current = read(group, member, now);
       if (current === undefined) {
-        const stored = fresh('1', now, ttlMs);
+        const stored = newRecord('1', now, ttlMs);
         write(group, member, stored);
         return { count: 1, expiresAt: stored.expires as number };
       }
@@ -262,15 +206,13 @@ export function createMemoryStore(options: {
       return { count, expiresAt: current.expires ?? Number.MAX_SAFE_INTEGER };
     },
 
-    async purgeExpired(limit: number): Promise<number> {
-      if (closed) throw new VaultError('STORE_UNAVAILABLE', 'The memory store is closed');
-      if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
+    async purgeExpired(limit) {
       const now = Date.now();
       let purged = 0;
-      for (const [group, member] of expiring.values()) {
+      for (const [group, member] of [...expiring.values()]) {
         if (purged === limit) break;
         const raw = map.get(keyOf(group, member));
-        if (raw !== undefined && (JSON.parse(raw) as Stored).expires! < now) {
+        if (raw !== undefined && !isLive(JSON.parse(raw) as Stored, now)) {
           drop(group, member);
           purged += 1;
         }
@@ -278,11 +220,7 @@ export function createMemoryStore(options: {
       return purged;
     },
 
-    async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
-      if (closed) throw new VaultError('STORE_UNAVAILABLE', 'The memory store is closed');
-      if (!Number.isInteger(batchSize) || batchSize < 1) {
-        throw new RangeError('batchSize must be a positive integer');
-      }
+    async scan(cursor, batchSize) {
       // The cursor is the last (group, member) returned, as `group}member`; groups never hold '}'.
       let afterGroup: string | undefined;
       let afterMember = '';
@@ -293,30 +231,27 @@ export function createMemoryStore(options: {
         afterMember = cursor.slice(split + 1);
       }
       const now = Date.now();
-      const items: ScanPage['items'] = [];
+      const items: Array<{ group: string; member: string; entry: StoreEntry }> = [];
       sortedGroups ??= [...groups.keys()].sort(byCodeUnit);
       const ordered = sortedGroups;
       for (let i = afterGroup === undefined ? 0 : lowerBound(ordered, afterGroup); i < ordered.length; i++) {
         const group = ordered[i] as string;
-        const members = [...(groups.get(group) ?? [])].sort(byCodeUnit);
-        for (const member of members) {
+        for (const member of [...(groups.get(group) ?? [])].sort(byCodeUnit)) {
           if (group === afterGroup && member <= afterMember) continue;
           const stored = read(group, member, now);
           if (stored === undefined) continue;
-          items.push({ group, member, entry: toEntry(stored) });
+          items.push({ group, member, entry: entryOf(stored) });
           if (items.length === batchSize) return { items, cursor: `${group}}${member}` };
         }
       }
       return { items, cursor: undefined };
     },
 
-    async close(): Promise<void> {
-      if (closed) return;
-      closed = true;
+    async close() {
       map.clear();
       expiring.clear();
       groups.clear();
       await keyv.disconnect();
     },
-  };
+  });
 }
