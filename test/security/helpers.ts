@@ -13,6 +13,7 @@ import { createPostgresStore } from '../../adapters/postgres.js';
 import type { VaultStore } from '../../src/core/store.js';
 import { namespacePrefix, storageKey } from '../../adapters/kernel.js';
 import { escapeGlob, POSTGRES_URL, REDIS_URL, redisUrlWithRandomDb, runId, serviceSuite } from '../helpers/services.js';
+import { dropSchema } from '../helpers/postgres.js';
 
 export type BackendKind = 'memory' | 'sqlite' | 'redis' | 'postgres';
 export const ALL_BACKENDS: readonly BackendKind[] = ['memory', 'sqlite', 'redis', 'postgres'];
@@ -308,11 +309,8 @@ async function postgresBackend(): Promise<Backend> {
     },
     async cleanup() {
       await Promise.all(stores.map((s) => s.close().catch(() => undefined)));
-      try {
-        await client.query(`DROP SCHEMA IF EXISTS "${schema}" CASCADE`);
-      } finally {
-        await client.end();
-      }
+      await client.end();
+      await dropSchema(schema);
     },
   };
 }
