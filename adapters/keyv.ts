@@ -49,7 +49,6 @@ const BUCKET_MS = 60_000;
 /** The most keys asked of Keyv in one getMany. */
 const READ_CHUNK = 500;
 
-const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
 /** FNV-1a: a stable, cheap spread of group names over the directory shards. */
@@ -67,17 +66,11 @@ function caseSafe(raw: string): string {
   return raw.replace(/[A-Z]/g, (c) => `^${c.toLowerCase()}`);
 }
 
-/** Inserts `value` into a sorted array unless present; returns whether it changed. */
+/** Adds `value` to an array kept in code-unit order (`sort()`'s own) unless present; returns whether it changed. */
 function addSorted(sorted: string[], value: string): boolean {
-  let low = 0;
-  let high = sorted.length;
-  while (low < high) {
-    const mid = (low + high) >>> 1;
-    if ((sorted[mid] as string) < value) low = mid + 1;
-    else high = mid;
-  }
-  if (sorted[low] === value) return false;
-  sorted.splice(low, 0, value);
+  if (sorted.includes(value)) return false;
+  sorted.push(value);
+  sorted.sort();
   return true;
 }
 

@@ -117,40 +117,41 @@ mariadb.describe('keyv store across processes on MariaDB', () => {
     }
   });
 
-  it('a batch killed with SIGKILL part-way is undone by the next store to open the namespace', async () => {
-    const namespace = runId('crash');
-    const writer = child(['crash', MARIADB_URL, table, namespace, String(LEASE_MS), 'g', '3']);
-    expect(await writer.next()).toBe('mid');
+  /** Runs the child's batch and kills it with SIGKILL once it printed `signal`. */
+  async function killDuring(namespace: string, pass: string, signal: string): Promise<void> {
+    const writer = child(['crash', MARIADB_URL, table, namespace, String(LEASE_MS), 'g', pass]);
+    expect(await writer.next()).toBe(signal);
     await kill(writer.process);
-    // Torn on disk: the journal and two of the eight new values made it, the rest did not.
-    // Keyv prefixes every key with its own namespace, `keyv:`.
-    const rows = await sql<Array<{ id: string; value: string }>>(`SELECT id, value FROM \`${table}\` WHERE id LIKE ?`, [`keyv:${namespace}{g}:%`]);
-    expect(rows.map((row) => row.value.includes('new')).filter(Boolean)).toHaveLength(2);
-    const journal = `keyv:${namespace}}journal`;
-    expect(await sql<unknown[]>(`SELECT id FROM \`${table}\` WHERE id = ?`, [journal])).toHaveLength(1);
+  }
 
+  /** The group as the next store to open the namespace sees it, once the killed holder's lease ran out. */
+  async function inspect(namespace: string): Promise<string[]> {
     const store = await openAfterLease(namespace);
     try {
-      const items = await store.list('g');
-      expect(items.map((item) => [item.member, item.entry.value])).toEqual(Array.from({ length: 8 }, (_, i) => [`m${i}`, 'old']));
-      expect(await sql<unknown[]>(`SELECT id FROM \`${table}\` WHERE id = ?`, [journal])).toHaveLength(0);
+      return (await store.list('g')).map((item) => `${item.member}=${item.entry.value}`);
     } finally {
       await store.close();
     }
+  }
+
+  it('a batch killed with SIGKILL part-way is undone by the next store to open the namespace', async () => {
+    const namespace = runId('crash');
+    await killDuring(namespace, '3', 'mid');
+    // Torn on disk: the journal and two of the eight new values made it, the rest did not.
+    // Keyv prefixes every key with its own namespace, `keyv:`.
+    const rows = await sql<Array<{ id: string; value: string }>>(`SELECT id, value FROM \`${table}\` WHERE id LIKE ?`, [`keyv:${namespace}{g}:%`]);
+    expect(rows.filter((row) => row.value.includes('new'))).toHaveLength(2);
+    const journal = `keyv:${namespace}}journal`;
+    expect(await sql<unknown[]>(`SELECT id FROM \`${table}\` WHERE id = ?`, [journal])).toHaveLength(1);
+
+    expect(await inspect(namespace)).toEqual(Array.from({ length: 8 }, (_, i) => `m${i}=old`));
+    expect(await sql<unknown[]>(`SELECT id FROM \`${table}\` WHERE id = ?`, [journal])).toHaveLength(0);
   });
 
   it('a batch that resolved before SIGKILL is there whole', async () => {
     const namespace = runId('done');
-    const writer = child(['crash', MARIADB_URL, table, namespace, String(LEASE_MS), 'g', 'all']);
-    expect(await writer.next()).toBe('committed');
-    await kill(writer.process);
-    const store = await openAfterLease(namespace);
-    try {
-      const items = await store.list('g');
-      expect(items.map((item) => item.entry.value)).toEqual(Array.from({ length: 8 }, () => 'new'));
-    } finally {
-      await store.close();
-    }
+    await killDuring(namespace, 'all', 'committed');
+    expect(await inspect(namespace)).toEqual(Array.from({ length: 8 }, (_, i) => `m${i}=new`));
   });
 
   it('a store whose connection is cut rejects every call, and its data is intact once it is back', async () => {
