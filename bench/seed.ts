@@ -1,11 +1,14 @@
 /**
  * Fills a SQLite file with many credentials quickly, for the scale and rotation
- * measurements: rows in the SQLite adapter's own format, written in big transactions
+ * measurements: rows in the SQLite adapter's own format (keys from the adapter kernel's
+ * `storageKey`, records typed by its row module), written in big transactions
  * straight into the file (through the store, every put would be one durable commit, and
  * seeding 10^6 credentials would take longer than measuring them). Measures nothing.
  */
 import { randomBytes } from 'node:crypto';
 import sqlite3 from 'sqlite3';
+import { storageKey } from '../adapters/kernel.js';
+import type { Stored } from '../adapters/record.js';
 import { accountGroup, credentialMember } from '../src/core/layout.js';
 
 /** Credentials per seeded linked account: account `a<i / 100>` holds keys `k0`..`k99`. */
@@ -18,11 +21,6 @@ export const SEED_ENVIRONMENT = 'test';
 /** The account and key name of the `i`-th seeded credential. */
 export function seededCredential(i: number): { accountId: string; key: string } {
   return { accountId: `a${Math.floor(i / PER_ACCOUNT)}`, key: `k${i % PER_ACCOUNT}` };
-}
-
-/** Where the SQLite adapter keeps one member of one group, under `namespace`. */
-function sqliteKey(namespace: string, group: string, member: string): string {
-  return `${encodeURIComponent(namespace)}{${group}}:${member}`;
 }
 
 /**
@@ -42,9 +40,9 @@ export async function seedSqlite(file: string, namespace: string, count: number,
       for (let i = start; i < Math.min(count, start + 20_000); i++) {
         const { accountId, key } = seededCredential(i);
         const group = accountGroup({ org: SEED_ORG, environment: SEED_ENVIRONMENT, accountId });
-        // An 8-byte write id (the adapter writes 12), kept so bytes per credential compare with earlier runs.
-        const row = { value: { v: sealed(accountId, key), c: now, u: now, w: randomBytes(8).toString('hex') } };
-        await run('INSERT OR REPLACE INTO keyv(key, value) VALUES (?, ?)', sqliteKey(namespace, group, credentialMember(key)), JSON.stringify(row));
+        // A 16-hex-digit write id, as earlier runs seeded, so bytes per credential stay comparable.
+        const row: Stored = { value: { v: sealed(accountId, key), c: now, u: now, w: randomBytes(8).toString('hex') } };
+        await run('INSERT OR REPLACE INTO keyv(key, value) VALUES (?, ?)', storageKey(namespace, group, credentialMember(key)), JSON.stringify(row));
       }
       await run('COMMIT');
     }
