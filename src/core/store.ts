@@ -193,8 +193,12 @@ export type PutResult = 'added' | 'updated' | 'missing';
 /** The most writes one {@link VaultStore.batch} call may carry. */
 export const MAX_BATCH_WRITES = 1000;
 
-/** The longest group or member an adapter must accept, in UTF-16 units; longer names are refused with `RangeError`. */
-export const MAX_NAME_LENGTH = 4096;
+/**
+ * The longest group or member an adapter must accept, in UTF-16 units; longer names are
+ * refused with `RangeError`. Two names at this bound, plus a namespace and separators, fit a
+ * 2048-character key column (PostgreSQL's) and the 2704-byte limit of a B-tree entry.
+ */
+export const MAX_NAME_LENGTH = 960;
 
 /** One write of a {@link VaultStore.batch}. */
 export type BatchWrite =
