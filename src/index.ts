@@ -26,7 +26,7 @@ export { createLinkedAccount, getLinkedAccount, linkedAccountExists, upsertLinke
 export type { UpsertedLinkedAccount } from './core/accounts.js';
 export type { LinkedAccount, CreateLinkedAccountInput } from './core/accounts.js';
 export { createApiKey, revokeApiKey, verifyApiKey } from './core/api-keys.js';
-export { rotateKeys } from './core/rotation.js';
+export { rotateKeys, countRecords } from './core/rotation.js';
 export type { RotationResult, RotationOptions } from './core/rotation.js';
 export type { CreatedApiKey, ApiKeyIdentity } from './core/api-keys.js';
 export { issueSessionToken, verifySessionToken, revokeSessionToken } from './core/session-tokens.js';

@@ -11,8 +11,17 @@ import { listDefaultAppCredentials } from '../core/credentials.js';
 import { formatMode, generateKey } from '../crypto/keyring.js';
 import { createApiServer, drainServer, FRAMEWORKS, type Framework } from './server.js';
 import type { HandlerOptions } from '../http/handler.js';
-import { rotateKeys } from '../core/rotation.js';
+import { countRecords, rotateKeys } from '../core/rotation.js';
 import { openApiDocument } from '../http/openapi.js';
+import { DEFAULT_BASE_PATH } from '../http/base-path.js';
+import {
+  apiKeyRevokedToWire,
+  createdApiKeyToWire,
+  credentialListToWire,
+  linkedAccountToWire,
+  rotationResultToWire,
+  sessionTokenToWire,
+} from '../http/wire.js';
 import { SingleBar, Presets } from 'cli-progress';
 
 /** Usage errors exit 2; failures of the operation itself exit 1. */
@@ -150,7 +159,7 @@ async function withVault<T>(flags: StoreFlags, run: (vault: Vault) => Promise<T>
   }
 }
 
-export function buildProgram(): Command {
+function buildProgram(): Command {
   const program = new Command('credvault')
     .description('An encrypted vault for linked accounts\' default-app auth credentials')
     .showSuggestionAfterError(true)
@@ -161,7 +170,7 @@ export function buildProgram(): Command {
     .option('--port <port>', 'port to listen on', port, 3000)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
     .addOption(new Option('--framework <framework>', 'HTTP framework').choices(FRAMEWORKS).default('express'))
-    .option('--base-path <path>', 'where the API is mounted', '/api/v2/public')
+    .option('--base-path <path>', 'where the API is mounted', DEFAULT_BASE_PATH)
     .option('--max-auth-failures <n>', 'failed authentications allowed per client address (and API key id) in the window (default 20)', positiveInt('max-auth-failures', 1_000_000))
     .option('--auth-failure-window <seconds>', 'length of the failed-authentication window (default 300)', positiveInt('auth-failure-window', 604_800))
     .option('--no-key-id-limit', 'count failed authentications per client address only, not also per API key id')
@@ -175,14 +184,14 @@ export function buildProgram(): Command {
     .requiredOption('--org <org>', 'org id')
     .addOption(new Option('--environment <environment>', 'environment').choices(['test', 'production']).default('test'))
     .action(async (flags: StoreFlags & { org: string; environment: string }) => {
-      printJson(await withVault(flags, (vault) => createApiKey(vault, { org: flags.org, environment: flags.environment })));
+      printJson(createdApiKeyToWire(await withVault(flags, (vault) => createApiKey(vault, { org: flags.org, environment: flags.environment }))));
     });
   storeOption(apiKey.command('revoke').description('revoke an API key by its key id'))
     .requiredOption('--key-id <id>', 'the key_id printed when the key was created')
     .action(async (flags: StoreFlags & { keyId: string }) => {
       const revoked = await withVault(flags, (vault) => revokeApiKey(vault, flags.keyId));
-      if (!revoked) throw new VaultError('CREDENTIAL_NOT_FOUND', `No API key with key id ${flags.keyId}`);
-      printJson({ revoked: true });
+      if (!revoked) throw new VaultError('API_KEY_NOT_FOUND', `No API key with key id ${flags.keyId}`);
+      printJson(apiKeyRevokedToWire());
     });
 
   const linkedAccount = program.command('linked-account').description('manage linked accounts');
@@ -200,7 +209,7 @@ export function buildProgram(): Command {
           },
         ),
       );
-      printJson(account);
+      printJson(linkedAccountToWire(account));
     });
 
   const sessionToken = program.command('session-token').description('issue session tokens');
@@ -214,7 +223,7 @@ export function buildProgram(): Command {
           { forceRefresh: true, ...(flags.ttl !== undefined ? { ttlSeconds: flags.ttl } : {}) },
         ),
       );
-      printJson(issued);
+      printJson(sessionTokenToWire(issued));
     });
 
   const credentials = program.command('credentials').description('inspect stored credentials');
@@ -224,7 +233,7 @@ export function buildProgram(): Command {
       const list = await withVault(flags, (vault) =>
         listDefaultAppCredentials(vault, { org: flags.org, environment: flags.environment, accountId: flags.id }, { reveal: flags.reveal === true }),
       );
-      printJson({ credentials: list });
+      printJson(credentialListToWire(list));
     });
 
   const keys = program.command('keys').description('manage encryption keys');
@@ -240,13 +249,13 @@ export function buildProgram(): Command {
     .option('--batch-size <n>', 'records read per store call', positiveInt('batch-size'), 500)
     .action(async (flags: StoreFlags & { batchSize: number }) => {
       const result = await withVault(flags, (vault) => rotateWithProgress(vault, flags.batchSize));
-      printJson(result);
+      printJson(rotationResultToWire(result));
     });
 
   program
     .command('openapi')
     .description('print the OpenAPI 3.1 document of the API')
-    .option('--base-path <path>', 'where the API is mounted', '/api/v2/public')
+    .option('--base-path <path>', 'where the API is mounted', DEFAULT_BASE_PATH)
     .action((flags: { basePath: string }) => {
       printJson(openApiDocument({ basePath: flags.basePath }));
     });
@@ -256,13 +265,7 @@ export function buildProgram(): Command {
 
 /** Rotation with a progress bar on stderr; a first quick pass counts the records for it. */
 async function rotateWithProgress(vault: Vault, batchSize: number) {
-  let total = 0;
-  let cursor: string | undefined;
-  do {
-    const page = await vault.store.scan(cursor, batchSize);
-    total += page.items.length;
-    cursor = page.cursor;
-  } while (cursor !== undefined);
+  const total = await countRecords(vault, { batchSize });
   const bar = new SingleBar(
     {
       format: 'credvault: re-sealing [{bar}] {value}/{total} records',

@@ -1,3 +1,7 @@
+/**
+ * Linked accounts: creating (optionally with a default app seeded with credentials),
+ * updating, reading and deleting one with everything it owns.
+ */
 import { randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { VaultError } from '../errors.js';
@@ -17,21 +21,26 @@ const MAX_ENTRIES = MAX_BATCH_WRITES - 2;
 /** The record of an account's default-app integration. */
 const DEFAULT_APP_RECORD = JSON.stringify({ type: 'default_app' });
 
-/** A linked account as the API returns it: never a credential, never a token. */
+/** A linked account: never a credential, never a token. */
 export interface LinkedAccount {
-  _id: string;
-  account_id: string;
-  name: string;
+  /** A random id the vault gave the account when it was created (24 hex digits). */
+  id: string;
+  org: string;
   environment: string;
-  integrations: null;
+  accountId: string;
+  /** Display name; the account id unless one was given. */
+  name: string;
+  /** Custom fields, in the order they were first set. */
+  udf: Array<{ name: string; value: string }>;
 }
 
-/** `PUT /linked-account` answers with the account and whether it was created. */
-export interface UpsertedLinkedAccount extends LinkedAccount {
-  new_account: boolean;
+/** What {@link upsertLinkedAccount} did: the account as it now is, and whether this call created it. */
+export interface UpsertedLinkedAccount {
+  account: LinkedAccount;
+  created: boolean;
 }
 
-/** The stored profile of a linked account. */
+/** The stored profile of a linked account (its stored form: field names are part of the data). */
 interface AccountProfile {
   _id: string;
   account_id: string;
@@ -141,7 +150,7 @@ function defaultAppWrites(vault: Vault, ref: AccountRef, credentials: Array<[str
  *
  * @example
  * ```ts
- * const { new_account } = await upsertLinkedAccount(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' },
+ * const { account, created } = await upsertLinkedAccount(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' },
  *   { name: 'Customer One', credentials: { api_key: 'sk_test_123' } });
  * ```
  */
@@ -155,7 +164,7 @@ export async function upsertLinkedAccount(
   const existing = await vault.store.get(group, PROFILE);
   if (existing === undefined) {
     try {
-      return { ...(await createLinkedAccount(vault, principal, input)), new_account: true };
+      return { account: await createLinkedAccount(vault, principal, input), created: true };
     } catch (error) {
       // Lost a race with another creator: carry on as an update.
       if (!(error instanceof VaultError && error.code === 'LINKED_ACCOUNT_EXISTS')) throw error;
@@ -224,7 +233,7 @@ export async function upsertLinkedAccount(
         : () => vault.store.batch(group, unreported.map((p): BatchWrite => ({ op: 'remove', member: credentialMember(p.key) })));
     await vault.emit({ type: `credential.${added ? 'added' : 'updated'}`, ...ref, key, actor }, undo);
   }
-  return { ...toLinkedAccount(profile), new_account: false };
+  return { account: toLinkedAccount(profile), created: false };
 }
 
 /**
@@ -271,10 +280,11 @@ export async function linkedAccountExists(vault: Vault, ref: AccountRef): Promis
 
 function toLinkedAccount(profile: AccountProfile): LinkedAccount {
   return {
-    _id: profile._id,
-    account_id: profile.account_id,
-    name: profile.name,
+    id: profile._id,
+    org: profile.associated_org,
     environment: profile.environment,
-    integrations: null,
+    accountId: profile.account_id,
+    name: profile.name,
+    udf: profile.udf.map((field) => ({ name: field.key_name, value: field.key_value })),
   };
 }

@@ -10,11 +10,12 @@ import type { Vault } from './vault.js';
 import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
 
-/** A freshly created API key. `api_key` is shown once and never stored. */
+/** A freshly created API key. `apiKey` is shown once and never stored. */
 export interface CreatedApiKey {
-  api_key: string;
-  key_id: string;
-  org_id: string;
+  apiKey: string;
+  /** The public id inside the key, which names it for revocation. */
+  keyId: string;
+  org: string;
   environment: Environment;
 }
 
@@ -43,8 +44,8 @@ const KEY_ID_FORMAT = /^[0-9a-f]{16}$/;
  *
  * @example
  * ```ts
- * const { api_key, key_id } = await createApiKey(vault, { org: 'acme', environment: 'test' });
- * // api_key: 'tk_3f2a..._Xk9...'
+ * const { apiKey, keyId } = await createApiKey(vault, { org: 'acme', environment: 'test' });
+ * // apiKey: 'tk_3f2a..._Xk9...'
  * ```
  */
 export async function createApiKey(
@@ -62,7 +63,7 @@ export async function createApiKey(
   }
   await vault.store.put(META_GROUP, API_KEY_EXISTS, '1');
   await vault.emit({ type: 'api_key.created', org, environment, actor }, () => vault.store.remove(apiKeyGroup(keyId), RECORD));
-  return { api_key: `${PREFIX[environment]}${keyId}_${secret}`, key_id: keyId, org_id: org, environment };
+  return { apiKey: `${PREFIX[environment]}${keyId}_${secret}`, keyId, org, environment };
 }
 
 /**

@@ -1,3 +1,7 @@
+/**
+ * Default-app auth credentials of a linked account: add or replace, read, list, delete.
+ * Each credential is one sealed record in the account's group.
+ */
 import { VaultError } from '../errors.js';
 import { accountGroup, credentialKeyOf, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE } from './layout.js';
 import type { AccountRef } from './layout.js';
@@ -15,10 +19,12 @@ export interface UpsertResult {
 /** One stored credential, by name; its value only when asked for. */
 export interface CredentialInfo {
   key: string;
-  /** ISO-8601. */
-  created_at: string;
-  /** ISO-8601. */
-  updated_at: string;
+  /** When it was first stored, ISO-8601. */
+  createdAt: string;
+  /** When it was last written, ISO-8601. */
+  updatedAt: string;
+  /** The decrypted value, only with `{ reveal: true }`. */
+  value?: string;
 }
 
 /**
@@ -85,14 +91,14 @@ export async function getDefaultAppCredential(vault: Vault, ref: AccountRef, key
  * @example
  * ```ts
  * const list = await listDefaultAppCredentials(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' });
- * // [{ key: 'api_key', created_at: '2026-...', updated_at: '2026-...' }]
+ * // [{ key: 'api_key', createdAt: '2026-...', updatedAt: '2026-...' }]
  * ```
  */
 export async function listDefaultAppCredentials(
   vault: Vault,
   ref: AccountRef,
   options: { reveal?: boolean } = {},
-): Promise<Array<CredentialInfo & { value?: string }>> {
+): Promise<CredentialInfo[]> {
   const account = checkAccountRef(ref);
   const group = accountGroup(account);
   const items = await vault.store.list(group, CREDENTIAL_PREFIX);
@@ -101,10 +107,10 @@ export async function listDefaultAppCredentials(
   }
   return items.map(({ member, entry }) => {
     const key = credentialKeyOf(member);
-    const info: CredentialInfo & { value?: string } = {
+    const info: CredentialInfo = {
       key,
-      created_at: new Date(entry.createdAt).toISOString(),
-      updated_at: new Date(entry.updatedAt).toISOString(),
+      createdAt: new Date(entry.createdAt).toISOString(),
+      updatedAt: new Date(entry.updatedAt).toISOString(),
     };
     if (options.reveal === true) info.value = openCredential(vault.keyring, entry.value, { ...account, name: key });
     return info;

@@ -16,13 +16,19 @@ export interface RotationResult {
   /** Values re-sealed under the primary key by this run. */
   resealed: number;
   /** Sealed values that were already under the primary key. */
-  already_current: number;
+  alreadyCurrent: number;
 }
+
+/** Records read per store call unless told otherwise. */
+const DEFAULT_BATCH_SIZE = 500;
 
 export interface RotationOptions {
   /** Records read per store call. Default 500. */
   batchSize?: number;
-  /** Called after each batch with the number of records walked so far. */
+  /**
+   * Called after each batch with the number of records walked so far, over every pass (see
+   * {@link countRecords} for a total to show it against).
+   */
   onProgress?: (walked: number) => void;
 }
 
@@ -56,6 +62,27 @@ function sealedField(group: string, member: string, entry: StoreEntry): SealedFi
   return undefined;
 }
 
+/**
+ * Counts the records a rotation walks (every record in the store), one scan page at a time:
+ * the total for a progress display before {@link rotateKeys} starts.
+ *
+ * @example
+ * ```ts
+ * const total = await countRecords(vault);
+ * await rotateKeys(vault, { onProgress: (walked) => bar.update(Math.min(walked, total)) });
+ * ```
+ */
+export async function countRecords(vault: Vault, options: { batchSize?: number } = {}): Promise<number> {
+  let total = 0;
+  let cursor: string | undefined;
+  do {
+    const page = await vault.store.scan(cursor, options.batchSize ?? DEFAULT_BATCH_SIZE);
+    total += page.items.length;
+    cursor = page.cursor;
+  } while (cursor !== undefined);
+  return total;
+}
+
 /** A record a rotation could not bring under the primary key. */
 export interface UnsettledRecord {
   /** The account it belongs to, when it belongs to one. */
@@ -85,14 +112,14 @@ const MAX_PASSES = 3;
  * @example
  * ```ts
  * // CREDVAULT_KEYS="new:<base64>,old:<base64>"
- * const { resealed, already_current } = await rotateKeys(vault);
+ * const { resealed, alreadyCurrent } = await rotateKeys(vault);
  * // then drop old from CREDVAULT_KEYS
  * ```
  */
 export async function rotateKeys(vault: Vault, options: RotationOptions = {}): Promise<RotationResult> {
-  const batchSize = options.batchSize ?? 500;
+  const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const primary = vault.keyring.primary.id;
-  const result: RotationResult = { resealed: 0, already_current: 0 };
+  const result: RotationResult = { resealed: 0, alreadyCurrent: 0 };
   let walked = 0;
   let unsettled = new Map<string, UnsettledRecord>();
   let verified = false;
@@ -110,7 +137,7 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
           result.resealed += 1;
           changed += 1;
         } else if (outcome === 'current' && pass === 1) {
-          result.already_current += 1;
+          result.alreadyCurrent += 1;
         } else if (outcome === 'busy' || outcome === 'unreadable') {
           const account = parseAccountGroup(group);
           unsettled.set(`${group}}${member}`, {

@@ -12,11 +12,11 @@ import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
 import { openCredential, sealCredential, type SealContext } from '../crypto/cipher.js';
 
-/** What `POST /session-token` answers. */
+/** An issued (or handed back) session token. */
 export interface IssuedSessionToken {
   token: string;
   /** Seconds until the token expires. */
-  expires_in: number;
+  expiresIn: number;
 }
 
 /** The linked account a session token acts for. */
@@ -58,7 +58,7 @@ export const sessionTokenSealContext = (account: AccountRef, tokenId: string): S
  * @throws VaultError `UNKNOWN_LINKED_ACCOUNT` when the account does not exist
  * @example
  * ```ts
- * const { token, expires_in } = await issueSessionToken(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' });
+ * const { token, expiresIn } = await issueSessionToken(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' });
  * ```
  */
 export async function issueSessionToken(
@@ -96,7 +96,7 @@ export async function issueSessionToken(
   await vault.emit({ type: 'session_token.issued', ...account, actor: options.actor ?? { type: 'system' } }, () =>
     vault.store.remove(group, sessionMember(tokenId)),
   );
-  return { token, expires_in: ttlSeconds };
+  return { token, expiresIn: ttlSeconds };
 }
 
 async function findReusableToken(
@@ -117,7 +117,7 @@ async function findReusableToken(
   const tokenId = sessionTokenIdOf(best.member);
   const record = JSON.parse(best.entry.value) as SessionTokenRecord;
   const token = openCredential(vault.keyring, record.sealed, sessionTokenSealContext(account, tokenId));
-  return { token, expires_in: Math.floor(((best.entry.expiresAt ?? now) - now) / 1000) };
+  return { token, expiresIn: Math.floor(((best.entry.expiresAt ?? now) - now) / 1000) };
 }
 
 /** Splits a token into its account, id and secret; `undefined` if it is not one of ours. */

@@ -191,7 +191,7 @@ function modeIsExposed(mode: number): boolean {
 }
 
 /** The refusal of an exposed key file: one line, naming the file and its mode, never its content. */
-export function insecureKeyFileError(path: string, mode: number): VaultError {
+function insecureKeyFileError(path: string, mode: number): VaultError {
   return new VaultError(
     'INVALID_CONFIGURATION',
     `Key file ${path} is accessible by group or others (mode ${formatMode(mode)}); run chmod 600 on it`,

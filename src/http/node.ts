@@ -40,7 +40,7 @@ const PARSE_MESSAGES: Record<string, string> = {
  * The status and JSON envelope for an error Node's HTTP parser (or its request timeouts)
  * raised before any handler ran.
  */
-export function clientErrorEnvelope(error: { code?: string | undefined }): ErrorEnvelope {
+function clientErrorEnvelope(error: { code?: string | undefined }): ErrorEnvelope {
   switch (error.code) {
     case 'HPE_HEADER_OVERFLOW':
       return {

@@ -1,3 +1,7 @@
+/**
+ * The API's endpoints: for each, its contract (validated and documented from one place) and
+ * the core operation it runs; response bodies come from `wire.ts`.
+ */
 import type { z } from 'zod';
 import { VaultError, type VaultErrorCode } from '../errors.js';
 import { upsertDefaultAppCredential, deleteDefaultAppCredential } from '../core/credentials.js';
@@ -15,9 +19,9 @@ import type { Principal } from '../core/principal.js';
 import type { Vault } from '../core/vault.js';
 import type { AuthRequest, Caller } from '../auth/types.js';
 import * as schemas from './schemas.js';
+import * as wire from './wire.js';
 
-/** Where the API is mounted unless told otherwise. */
-export const DEFAULT_BASE_PATH = '/api/v2/public';
+export { DEFAULT_BASE_PATH } from './base-path.js';
 
 /** Which credentials an endpoint takes. */
 export type RouteAuth = 'api_key' | 'session' | 'either';
@@ -120,7 +124,7 @@ function accountInput(fields: AccountBody | undefined, name: string | undefined)
   return input;
 }
 
-const accountView = (vault: Vault, ref: AccountRef) => getLinkedAccount(vault, ref);
+const accountView = async (vault: Vault, ref: AccountRef) => wire.linkedAccountToWire(await getLinkedAccount(vault, ref));
 
 export const routes: readonly Route[] = [
   {
@@ -141,8 +145,7 @@ export const routes: readonly Route[] = [
       const principal = credentialPrincipal(await context.caller(), context.auth);
       const { raw } = await validBody(context, schemas.credentialValueBody);
       const key = context.params['key'] as string;
-      const { action } = await upsertDefaultAppCredential(context.vault, principal, key, raw['value']);
-      return { success: true, message: `Auth credential '${key}' ${action} successfully`, action };
+      return wire.credentialActionToWire(key, await upsertDefaultAppCredential(context.vault, principal, key, raw['value']));
     },
   },
   {
@@ -161,7 +164,7 @@ export const routes: readonly Route[] = [
       const principal = credentialPrincipal(await context.caller(), context.auth);
       const key = context.params['key'] as string;
       await deleteDefaultAppCredential(context.vault, principal, key);
-      return { success: true, message: `Auth credential '${key}' deleted successfully` };
+      return wire.credentialDeletedToWire(key);
     },
   },
   {
@@ -181,7 +184,9 @@ export const routes: readonly Route[] = [
       const { raw, data } = await validBody(context, schemas.createLinkedAccountBody);
       const accountId = bodyAccountId(data);
       if (accountId === undefined) throw new VaultError('VALIDATION_ERROR', 'account_id (or linked_account_id) is required');
-      return createLinkedAccount(context.vault, apiKeyPrincipal(caller, accountId), accountInput(raw as AccountBody, data.name));
+      return wire.linkedAccountToWire(
+        await createLinkedAccount(context.vault, apiKeyPrincipal(caller, accountId), accountInput(raw as AccountBody, data.name)),
+      );
     },
   },
   {
@@ -210,7 +215,7 @@ export const routes: readonly Route[] = [
       const nested = data.payload !== undefined;
       const fields = (nested ? raw['payload'] : raw) as AccountBody;
       const name = nested ? data.payload?.name : data.name;
-      return upsertLinkedAccount(context.vault, principal, accountInput(fields, name));
+      return wire.upsertedLinkedAccountToWire(await upsertLinkedAccount(context.vault, principal, accountInput(fields, name)));
     },
   },
   {
@@ -246,7 +251,7 @@ export const routes: readonly Route[] = [
       const caller = await context.caller();
       const accountId = parseInput(linkedAccountIdSchema, context.params['linked_account_id'], 'linked_account_id');
       await deleteLinkedAccount(context.vault, apiKeyPrincipal(caller, accountId));
-      return { message: 'User deleted successfully' };
+      return wire.linkedAccountDeletedToWire();
     },
   },
   {
@@ -267,10 +272,11 @@ export const routes: readonly Route[] = [
       if (forceRefreshAll.length > 1) throw new VaultError('VALIDATION_ERROR', 'force_refresh must be given once');
       const forceRefresh = forceRefreshAll[0] === undefined ? 'false' : parseInput(schemas.forceRefreshQuery, forceRefreshAll[0], '');
       const { data } = await validBody(context, schemas.sessionTokenBody);
-      return issueSessionToken(context.vault, apiKeyPrincipal(caller, data.linked_account_id), {
+      const issued = await issueSessionToken(context.vault, apiKeyPrincipal(caller, data.linked_account_id), {
         forceRefresh: forceRefresh === 'true',
         actor: caller.actor,
       });
+      return wire.sessionTokenToWire(issued);
     },
   },
   {
@@ -288,7 +294,7 @@ export const routes: readonly Route[] = [
       if (caller.kind !== 'session' || caller.token === undefined) {
         throw new VaultError('FORBIDDEN', 'Only a credvault session token can be revoked here');
       }
-      return { success: true, revoked_count: await revokeSessionToken(context.vault, caller.token) };
+      return wire.sessionTokenRevokedToWire(await revokeSessionToken(context.vault, caller.token));
     },
   },
   {

@@ -85,7 +85,7 @@ async function checkAllOrNothing(vault: Vault, attempts: readonly Attempt[]): Pr
       absent.push(accountId);
       continue;
     }
-    expect((await getLinkedAccount(vault, ref)).account_id).toBe(accountId);
+    expect((await getLinkedAccount(vault, ref)).accountId).toBe(accountId);
     const creds = await listDefaultAppCredentials(vault, ref, { reveal: true });
     expect(creds.map((c) => [c.key, c.value])).toEqual(SEEDED.map((k) => [k, valueOf(accountId, k)]));
     expect(records.map((r) => r.member)).toEqual(['app:default', 'cred:alpha', 'cred:beta', 'cred:gamma', 'profile']);

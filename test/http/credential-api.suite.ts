@@ -101,12 +101,12 @@ export function credentialApiSuite(binding: BindingName): void {
           events.push(event);
         },
       });
-      testKey = (await createApiKey(vault, ACME)).api_key;
-      prodKey = (await createApiKey(vault, { org: 'acme', environment: 'production' })).api_key;
-      otherOrgKey = (await createApiKey(vault, { org: 'globex', environment: 'test' })).api_key;
+      testKey = (await createApiKey(vault, ACME)).apiKey;
+      prodKey = (await createApiKey(vault, { org: 'acme', environment: 'production' })).apiKey;
+      otherOrgKey = (await createApiKey(vault, { org: 'globex', environment: 'test' })).apiKey;
       const revoked = await createApiKey(vault, ACME);
-      revokedKey = revoked.api_key;
-      await revokeApiKey(vault, revoked.key_id);
+      revokedKey = revoked.apiKey;
+      await revokeApiKey(vault, revoked.keyId);
       await createLinkedAccount(vault, { ...ACME, accountId: 'cust-1' }, { credentials: {} });
       await createLinkedAccount(vault, { ...ACME, accountId: 'cust-2' }, { credentials: { seeded: 'seed-value-2' } });
       await createLinkedAccount(vault, { ...ACME, accountId: 'no-app' });

@@ -21,7 +21,7 @@ describe('failed-authentication limit', () => {
   async function setup(): Promise<{ vault: Vault; apiKey: string }> {
     const vault = await createVault({ store: createMemoryStore(), keys: keys() });
     cleanup.push(() => vault.close());
-    const { api_key: apiKey } = await createApiKey(vault, { org: 'acme', environment: 'test' });
+    const { apiKey } = await createApiKey(vault, { org: 'acme', environment: 'test' });
     await createLinkedAccount(vault, { org: 'acme', environment: 'test', accountId: 'cust-1' }, { credentials: {} });
     return { vault, apiKey };
   }

@@ -54,8 +54,8 @@ export function publicApiSuite(binding: BindingName): void {
     beforeAll(async () => {
       store = createMemoryStore();
       vault = await createVault({ store, keys: `k1:${randomBytes(32).toString('base64')}` });
-      apiKey = (await createApiKey(vault, ACME)).api_key;
-      prodKey = (await createApiKey(vault, { org: 'acme', environment: 'production' })).api_key;
+      apiKey = (await createApiKey(vault, ACME)).apiKey;
+      prodKey = (await createApiKey(vault, { org: 'acme', environment: 'production' })).apiKey;
       server = await startBinding(binding, vault);
     });
     afterAll(async () => {

@@ -61,9 +61,9 @@ describe('audit events through HTTP (memory store, Express)', () => {
 
   it('emits each documented event with org, environment, account, key, actor and time, and never a value, key or token', async () => {
     const created = await createApiKey(vault, { org: 'acme', environment: 'test' });
-    apiKey = keep(created.api_key);
+    apiKey = keep(created.apiKey);
     keep(apiKeySecret(apiKey));
-    keyId = created.key_id;
+    keyId = created.keyId;
     const asKey = { ...json, 'x-api-key': apiKey };
     const byKey = { type: 'api_key', keyId } as const;
 
@@ -165,7 +165,7 @@ for (const suite of await backendSuites()) {
           delivered.push(event);
         },
       });
-      apiKey = (await createApiKey(vault, { org: 'acme', environment: 'test' })).api_key;
+      apiKey = (await createApiKey(vault, { org: 'acme', environment: 'test' })).apiKey;
       await createLinkedAccount(vault, ref, { credentials: { existing: old } });
       server = await startBinding('express', vault);
     });
@@ -189,8 +189,8 @@ for (const suite of await backendSuites()) {
       expect(res.text).not.toMatch(/audit sink down|cust-1|\n\s+at /);
       // Every record is as it was, timestamps included.
       expect(await backend.rawRecords()).toEqual(before);
-      expect((await listDefaultAppCredentials(vault, ref)).map(({ key, created_at }) => ({ key, created_at }))).toEqual(
-        listed.map(({ key, created_at }) => ({ key, created_at })),
+      expect((await listDefaultAppCredentials(vault, ref)).map(({ key, createdAt }) => ({ key, createdAt }))).toEqual(
+        listed.map(({ key, createdAt }) => ({ key, createdAt })),
       );
       return res;
     }

@@ -429,11 +429,11 @@ interface World {
 async function makeWorld(): Promise<World> {
   const store = createMemoryStore();
   const vault = await createVault({ store, keys: keyEntry('k1').entry, log: () => undefined });
-  const apiKey = (await createApiKey(vault, { org: 'acme', environment: 'test' })).api_key;
-  const prodKey = (await createApiKey(vault, { org: 'acme', environment: 'production' })).api_key;
-  const otherOrgKey = (await createApiKey(vault, { org: 'globex', environment: 'test' })).api_key;
+  const apiKey = (await createApiKey(vault, { org: 'acme', environment: 'test' })).apiKey;
+  const prodKey = (await createApiKey(vault, { org: 'acme', environment: 'production' })).apiKey;
+  const otherOrgKey = (await createApiKey(vault, { org: 'globex', environment: 'test' })).apiKey;
   const revoked = await createApiKey(vault, { org: 'acme', environment: 'test' });
-  await revokeApiKey(vault, revoked.key_id);
+  await revokeApiKey(vault, revoked.keyId);
   const cust1 = { org: 'acme', environment: 'test', accountId: 'cust-1' };
   const ensureAccounts = async () => {
     if (!(await linkedAccountExists(vault, cust1))) await createLinkedAccount(vault, cust1, { credentials: { api_key: 'seed' } });
@@ -449,7 +449,7 @@ async function makeWorld(): Promise<World> {
     apiKey,
     prodKey,
     otherOrgKey,
-    revokedKey: revoked.api_key,
+    revokedKey: revoked.apiKey,
     token: (await issueSessionToken(vault, cust1, { forceRefresh: true })).token,
     revokedToken,
   };

@@ -69,7 +69,7 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       const A2 = { ...keyEntry('kA') };
       const secret = marker('secret');
       const vault = await open(backend, A.entry);
-      const { api_key } = await createApiKey(vault, { org: 'acme', environment: 'test' });
+      const { apiKey: api_key } = await createApiKey(vault, { org: 'acme', environment: 'test' });
       await createLinkedAccount(vault, X, { credentials: { api_key: secret } });
       const { token } = await issueSessionToken(vault, X);
       const before = await backend.rawRecords();
@@ -131,7 +131,7 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
 
       const progress: number[] = [];
       const first = await rotateKeys(vb, { batchSize: 3, onProgress: (n) => progress.push(n) });
-      expect(first).toEqual({ resealed: sealedUnderA, already_current: sealedUnderB });
+      expect(first).toEqual({ resealed: sealedUnderA, alreadyCurrent: sealedUnderB });
       expect(progress.length).toBeGreaterThan(1);
 
       const readsEverything = async (vault: Vault) => {
@@ -147,7 +147,7 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       await readsEverything(vb);
       expect(new Set([...(await sealedKeyIds(backend, vb, X)), ...(await sealedKeyIds(backend, vb, Y))])).toEqual(new Set(['kB']));
 
-      expect(await rotateKeys(vb)).toEqual({ resealed: 0, already_current: sealedUnderA + sealedUnderB });
+      expect(await rotateKeys(vb)).toEqual({ resealed: 0, alreadyCurrent: sealedUnderA + sealedUnderB });
 
       const onlyB = await open(backend, B.entry);
       await readsEverything(onlyB);
@@ -190,7 +190,7 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       expect((await rejection(open(backend, B.entry))).code).toBe('KEYRING_MISMATCH');
 
       const vb = await open(backend, `${B.entry},${A.entry}`);
-      expect(await rotateKeys(vb, { batchSize: 2 })).toEqual({ resealed: total - K, already_current: K });
+      expect(await rotateKeys(vb, { batchSize: 2 })).toEqual({ resealed: total - K, alreadyCurrent: K });
       const onlyB = await open(backend, B.entry);
       for (const [key, value] of Object.entries(values)) expect(await getDefaultAppCredential(onlyB, X, key)).toBe(value);
       expect((await issueSessionToken(onlyB, X)).token).toBe(token);
@@ -221,16 +221,16 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
         const rotating = await createVault({ store: racing, keys: `${B.entry},${A.entry}`, log: () => undefined });
         const result = await rotateKeys(rotating);
         expect(raced).toBeDefined();
-        expect(result.resealed + result.already_current).toBe(4);
-        if (writer === 'a process already on the new keys') expect(result).toEqual({ resealed: 3, already_current: 1 });
-        else expect(result).toEqual({ resealed: 4, already_current: 0 });
+        expect(result.resealed + result.alreadyCurrent).toBe(4);
+        if (writer === 'a process already on the new keys') expect(result).toEqual({ resealed: 3, alreadyCurrent: 1 });
+        else expect(result).toEqual({ resealed: 4, alreadyCurrent: 0 });
 
         const onlyB = await open(backend, B.entry);
         for (const [key, value] of Object.entries(values)) {
           expect(await getDefaultAppCredential(onlyB, X, key), key).toBe(key === raced ? newer : value);
         }
         expect((await backend.readSealed(accountGroup(X), credentialMember(raced as string)))?.split('.')[1]).toBe('kB');
-        expect(await rotateKeys(onlyB)).toEqual({ resealed: 0, already_current: 4 });
+        expect(await rotateKeys(onlyB)).toEqual({ resealed: 0, alreadyCurrent: 4 });
       });
     }
 

@@ -73,10 +73,10 @@ for (const suite of await backendSuites()) {
       const prodKey = await createApiKey(vault, { org: 'acme', environment: 'production' });
       const revoked = await createApiKey(vault, { org: 'acme', environment: 'test' });
       for (const [label, key] of [['test api key', testKey], ['production api key', prodKey], ['revoked api key', revoked]] as const) {
-        secret(label, key.api_key);
-        secret(`${label} secret part`, apiKeySecret(key.api_key));
+        secret(label, key.apiKey);
+        secret(`${label} secret part`, apiKeySecret(key.apiKey));
       }
-      await revokeApiKey(vault, revoked.key_id);
+      await revokeApiKey(vault, revoked.keyId);
 
       // Credentials: seeded with the account, upserted, updated, deleted, over HTTP too.
       await createLinkedAccount(vault, A, {
@@ -104,13 +104,13 @@ for (const suite of await backendSuites()) {
       const viaHttp = secret('http value', marker('http'));
       const put = await call(`${server.url}${BASE}/linked-account/default-app/auth-credentials/http_key`, {
         method: 'PUT',
-        headers: { 'content-type': 'application/json', 'x-api-key': testKey.api_key, linked_account_id: A.accountId },
+        headers: { 'content-type': 'application/json', 'x-api-key': testKey.apiKey, linked_account_id: A.accountId },
         body: JSON.stringify({ value: viaHttp }),
       });
       expect(put.status).toBe(200);
       const created = await call(`${server.url}${BASE}/linked-account`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-api-key': testKey.api_key },
+        headers: { 'content-type': 'application/json', 'x-api-key': testKey.apiKey },
         body: JSON.stringify({ account_id: 'cust-3', your_app: { auth_credentials: { token: secret('http seeded', marker('http-seeded')) } } }),
       });
       expect(created.status).toBe(200);
@@ -123,7 +123,7 @@ for (const suite of await backendSuites()) {
       ];
       const issued = await call(`${server.url}${BASE}/session-token?force_refresh=true`, {
         method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-api-key': testKey.api_key },
+        headers: { 'content-type': 'application/json', 'x-api-key': testKey.apiKey },
         body: JSON.stringify({ linked_account_id: 'cust-3' }),
       });
       expect(issued.status).toBe(200);

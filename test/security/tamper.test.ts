@@ -88,7 +88,7 @@ for (const suite of await backendSuites()) {
       await createLinkedAccount(vault, B, { credentials: { api_key: values.b_api } });
       await createLinkedAccount(vault, otherOrg, { credentials: { api_key: values.org_api } });
       await createLinkedAccount(vault, otherEnv, { credentials: { api_key: values.env_api } });
-      apiKey = (await createApiKey(vault, { org: 'acme', environment: 'test' })).api_key;
+      apiKey = (await createApiKey(vault, { org: 'acme', environment: 'test' })).apiKey;
       server = await startBinding('express', vault);
     });
 
