@@ -1,4 +1,8 @@
 import { randomBytes } from 'node:crypto';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import KeyvSqlite from '@keyv/sqlite';
 import KeyvMysql from '@keyv/mysql';
 import Keyv from 'keyv';
 import mysql from 'mysql2/promise';
@@ -24,6 +28,25 @@ const memoryKeyv = () => new Keyv({ store: map, throwOnErrors: true });
 runStoreConformance({ describe, it, expect }, ({ namespace }) => createKeyvStore(memoryKeyv(), { namespace }), {
   name: "keyv over Keyv's in-memory Map",
   faults: { factory: ({ namespace }, controls) => createKeyvStore(memoryKeyv(), { namespace, faults: faultHook(controls) }) },
+});
+
+// ---- @keyv/sqlite on a temporary file: one Keyv (one connection) for every store ----
+
+const dir = mkdtempSync(join(tmpdir(), 'credvault-keyv-'));
+const sqliteKeyv = new Keyv({ store: new KeyvSqlite({ uri: `sqlite://${join(dir, 'vault.db')}` }), throwOnErrors: true });
+// @keyv/sqlite leaves SQLite's rollback journal on: one fsync per Keyv set, seconds for a full batch.
+await (sqliteKeyv.store as KeyvSqlite).query('PRAGMA journal_mode = WAL');
+afterAll(async () => {
+  await sqliteKeyv.disconnect();
+  rmSync(dir, { recursive: true, force: true });
+});
+
+runStoreConformance({ describe, it, expect }, ({ namespace }) => createKeyvStore(sqliteKeyv, { namespace, disconnectOnClose: false }), {
+  name: '@keyv/sqlite',
+  faults: { factory: ({ namespace }, controls) => createKeyvStore(sqliteKeyv, { namespace, disconnectOnClose: false, faults: faultHook(controls) }) },
+  // A directory is no database file: every call fails to open it.
+  unreachableFactory: ({ namespace }) =>
+    createKeyvStore(new Keyv({ store: new KeyvSqlite({ uri: `sqlite://${dir}` }), throwOnErrors: true }), { namespace }),
 });
 
 // ---- @keyv/mysql on MariaDB ----
