@@ -17,15 +17,7 @@ import { credvaultFastify } from '../src/http/fastify.js';
 import { credvaultFetch } from '../src/http/fetch.js';
 import { nodeToFetch } from '../src/http/node-fetch.js';
 import { readNodeBody } from '../src/http/body.js';
-
-export const BINDINGS = ['express', 'koa', 'fastify', 'fetch'] as const;
-export type Binding = (typeof BINDINGS)[number];
-export const MODES = ['bare', 'naive', 'credvault'] as const;
-export type Mode = (typeof MODES)[number];
-
-export const BENCH_ACCOUNT = 'acct-bench';
-/** The load is spread over this many linked accounts, as real traffic is. */
-export const ACCOUNTS = 10;
+import type { Binding, Mode } from './matrix.js';
 
 const PREFIX = '/api/v2/public/linked-account/default-app/auth-credentials/';
 const OK = JSON.stringify({ success: true, message: 'ok', action: 'updated' });

@@ -11,7 +11,7 @@ import { fork, type ChildProcess } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { ACCOUNTS, BENCH_ACCOUNT, MODES, type Binding, type Mode } from './apps.js';
+import { ACCOUNTS, BENCH_ACCOUNT, MODES, type Binding, type Mode } from './matrix.js';
 import type { ServerSpec } from './server.js';
 import { postgresTransactions, redisCommandCount } from './services.js';
 

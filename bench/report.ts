@@ -5,7 +5,7 @@
  * rounds of each mode, and each credvault figure is quoted against the bare and naive
  * baselines of the same store and binding.
  */
-import { MODES, type Mode } from './apps.js';
+import { MODES, type Mode } from './matrix.js';
 import type { CoreResult } from './core.js';
 import type { HttpRow, Load } from './http.js';
 import type { RotationRow } from './rotation.js';

@@ -24,7 +24,7 @@ import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'no
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { BINDINGS, type Binding } from './apps.js';
+import { BINDINGS, type Binding } from './matrix.js';
 import { measureCore } from './core.js';
 import { measureHttp } from './http.js';
 import { renderChart, renderTables, replaceGeneratedSection, type BenchResults } from './report.js';

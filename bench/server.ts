@@ -11,7 +11,8 @@ import KeyvPostgres from '@keyv/postgres';
 import { createKeyv as createRedisKeyv } from '@keyv/redis';
 import { createVault, createApiKey, upsertLinkedAccount, openStore } from '../src/index.js';
 import type { VaultStore } from '../src/core/store.js';
-import { ACCOUNTS, BENCH_ACCOUNT, buildServer, type Binding, type Mode } from './apps.js';
+import { buildServer } from './apps.js';
+import { ACCOUNTS, BENCH_ACCOUNT, type Binding, type Mode } from './matrix.js';
 
 export interface ServerSpec {
   binding: Binding;
@@ -20,8 +21,6 @@ export interface ServerSpec {
   namespace: string;
   keys: string;
 }
-
-
 
 /** Counts calls per store method: each is one round trip on SQLite, Redis and PostgreSQL. */
 function counted(store: VaultStore, ops: Record<string, number>): VaultStore {
