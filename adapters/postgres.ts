@@ -1,34 +1,18 @@
-import { randomBytes } from 'node:crypto';
+/**
+ * The PostgreSQL adapter, for several server processes or machines sharing one vault: the
+ * shared SQL store (`sql.ts`) over one table in Keyv's `(key, value)` layout, opened by
+ * `@keyv/postgres` on a pool of this store's own, whose Keyv reads records and whose pool
+ * runs every other statement. It relies on each statement being atomic, on row locks
+ * (`FOR UPDATE` in key order, `FOR SHARE` on a required row) inside a batch's transaction,
+ * on a generated `expires_at` column with a partial index for purging, and on an index on
+ * `key COLLATE "C"` so that a group is one index range.
+ */
 import KeyvPostgres from '@keyv/postgres';
-import Keyv from 'keyv';
 import pg from 'pg';
 import { VaultError } from '../src/errors.js';
-import {
-  checkBatch,
-  checkTtl,
-  type BatchOptions,
-  type BatchResult,
-  type BatchWrite,
-  type CounterState,
-  type InsertOptions,
-  type PutOptions,
-  type PutResult,
-  type ScanPage,
-  type StoreEntry,
-  type StoreListItem,
-  type VaultStore,
-} from '../src/core/store.js';
-import {
-  assertName,
-  DEFAULT_NAMESPACE,
-  parseEntry as toEntry,
-  scanPage,
-  upperBound,
-  type KeyValueRow,
-  type Row,
-  type StoreFaults,
-  type Stored,
-} from './record.js';
+import type { VaultStore } from '../src/core/store.js';
+import { createKeyv, DEFAULT_NAMESPACE, type StoreFaults } from './kernel.js';
+import { createSqlStore, type Run, type SqlDialect, type Statement } from './sql.js';
 
 export interface PostgresStoreOptions {
   /** `postgres://user:password@host:port/database` (`postgresql://` too). */
@@ -68,6 +52,19 @@ function sqlState(error: unknown): string | undefined {
   return typeof error === 'object' && error !== null && 'code' in error && typeof error.code === 'string'
     ? error.code
     : undefined;
+}
+
+const retryable = (error: unknown): boolean => RETRYABLE.has(sqlState(error) ?? '');
+
+/** Runs `step` again (up to `times` in all) while it fails with an error `again` accepts. */
+async function retried<T>(times: number, again: (error: unknown) => boolean, step: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await step();
+    } catch (error) {
+      if (attempt >= times || !again(error)) throw error;
+    }
+  }
 }
 
 /**
@@ -131,14 +128,14 @@ function statements(table: string) {
   };
 }
 
+const statement = (text: string, ...params: unknown[]): Statement => ({ text, params });
+
 /**
- * A {@link VaultStore} in one PostgreSQL table, over `@keyv/postgres`, for several server
- * processes or machines sharing one vault.
+ * A {@link VaultStore} in one PostgreSQL table, over `@keyv/postgres`.
  *
  * Rows keep Keyv's `(key, value)` layout and `{"value":...,"expires":...}` format under keys
- * `<namespace>{<group>}:<member>`; a group is one contiguous key range, read through an index
- * on `key COLLATE "C"`. Every atomic operation is one SQL statement. A server that is down
- * or unreachable rejects each call within `connectTimeoutMs`; the pool reconnects by itself.
+ * `<namespace>{<group>}:<member>`. A server that is down or unreachable rejects each call
+ * within `connectTimeoutMs`; the pool reconnects by itself.
  *
  * @example
  * ```ts
@@ -179,19 +176,8 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
     }
   }
 
-  const adapter = new PooledPostgres({ uri: url, schema, table, keySize: KEY_SIZE });
-  const keyv = new Keyv<Row>({
-    store: adapter,
-    namespace: undefined,
-    useKeyPrefix: false,
-    throwOnErrors: true,
-    serialize: JSON.stringify,
-    deserialize: JSON.parse,
-  });
-  // Errors reach callers through rejected promises; @keyv/postgres also emits them, e.g.
-  // when its own CREATE TABLE fails because the server is down.
-  adapter.on('error', () => undefined);
-  keyv.on('error', () => undefined);
+  // Its Keyv (errors heard there) reads records; @keyv/postgres also runs its own CREATE TABLE.
+  const keyv = createKeyv(new PooledPostgres({ uri: url, schema, table, keySize: KEY_SIZE }));
 
   const qualified = `"${schema}"."${table}"`;
   const SQL = statements(qualified);
@@ -216,252 +202,69 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       async () => (await hasColumn() ? undefined : pool.query(`ALTER TABLE ${qualified} ADD COLUMN IF NOT EXISTS ${SQL.expiresColumn}`)),
       () => pool.query(`CREATE INDEX IF NOT EXISTS "${table}_expires_at" ON ${qualified} (expires_at) WHERE expires_at IS NOT NULL`),
     ];
-    const steps = [...ddl.map((statement) => () => pool.query(statement)), ...expiry];
-    for (const step of steps) {
-      for (let attempt = 1; ; attempt += 1) {
-        try {
-          await step();
-          break;
-        } catch (error) {
-          if (attempt >= 5 || !DDL_RACE.has(sqlState(error) ?? '')) throw error;
-        }
-      }
+    for (const step of [...ddl.map((text) => () => pool.query(text)), ...expiry]) {
+      await retried(5, (error) => DDL_RACE.has(sqlState(error) ?? ''), step);
     }
   }
 
   // Retried by the next call when it fails, so a store opened during an outage recovers.
   let ready: Promise<void> | undefined;
-  let closing: Promise<void> | undefined;
-
-  async function opened(): Promise<void> {
-    if (closing !== undefined) throw new VaultError('STORE_UNAVAILABLE', 'The PostgreSQL store is closed');
+  function opened(): Promise<void> {
     ready ??= setup().catch((error: unknown) => {
       ready = undefined;
       throw error;
     });
-    await ready;
+    return ready;
   }
 
-  async function query<T>(sql: string, ...params: unknown[]): Promise<T[]> {
-    await opened();
-    for (let attempt = 1; ; attempt += 1) {
-      try {
-        return (await adapter.query(sql, params)) as T[];
-      } catch (error) {
-        if (attempt >= 3 || !RETRYABLE.has(sqlState(error) ?? '')) throw error;
-      }
-    }
-  }
-
-  /**
-   * A batch is one transaction on one pooled connection: each write is the single-member
-   * statement of its kind, and a condition that fails (an insert that finds its member, a
-   * replace that finds another value, a missing required row) rolls everything back.
-   * Writes run in key order, so two batches on one group cannot deadlock each other.
-   */
-  async function transaction(group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
-    await opened();
-    for (let attempt = 1; ; attempt += 1) {
-      const client = await pool.connect();
-      let broken: unknown;
-      try {
-        await client.query('BEGIN');
-        const result = await batchBody(client, group, writes, requires);
-        await client.query(result.committed ? 'COMMIT' : 'ROLLBACK');
-        return result;
-      } catch (error) {
-        broken = error;
-        await client.query('ROLLBACK').catch(() => undefined);
-        if (attempt >= 3 || !RETRYABLE.has(sqlState(error) ?? '')) throw error;
-      } finally {
-        // A connection that failed mid-transaction is not handed out again.
-        client.release(broken !== undefined && !RETRYABLE.has(sqlState(broken) ?? '') ? (broken as Error) : undefined);
-      }
-    }
-  }
-
-  async function batchBody(client: pg.PoolClient, group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
-    const now = Date.now();
-    const run = async (sql: string, params: unknown[]): Promise<Array<Record<string, unknown>>> =>
-      (await client.query(sql, params)).rows as Array<Record<string, unknown>>;
-    if (requires !== undefined && (await run(SQL.requireLive, [keyOf(group, requires), now])).length === 0) {
-      return { committed: false, failed: -1 };
-    }
-    const order = writes.map((_, i) => i).sort((a, b) => {
-      const x = (writes[a] as BatchWrite).member;
-      const y = (writes[b] as BatchWrite).member;
-      return Buffer.compare(Buffer.from(x), Buffer.from(y));
-    });
-    // Every condition is checked first, in write order, on rows locked (in key order) until
-    // commit; an insert racing a concurrent insert of an absent member is still caught below.
-    const keys = writes.map((w) => keyOf(group, w.member));
-    const current = new Map<string, string>();
-    for (const row of await run(SQL.lockMany, [keys])) {
-      const entry = toEntry(row['value'] as string, now);
-      if (entry !== undefined) current.set(row['key'] as string, entry.value);
-    }
-    for (const [i, w] of writes.entries()) {
-      const value = current.get(keys[i] as string);
-      if (w.op === 'insert' && value !== undefined) return { committed: false, failed: i };
-      if (w.op === 'replace' && value !== w.expected) return { committed: false, failed: i };
-    }
-    const results: Array<'added' | 'updated' | boolean> = new Array(writes.length);
-    for (const [step, i] of order.entries()) {
-      options.faults?.beforeWrite?.(step);
-      const w = writes[i] as BatchWrite;
-      const key = keyOf(group, w.member);
-      switch (w.op) {
-        case 'put': {
-          const row = newRow(w.value, now);
-          const [stored] = await run(SQL.put, [key, JSON.stringify({ value: row } satisfies Stored), now, JSON.stringify(w.value)]);
-          results[i] = stored?.w === row.w ? 'added' : 'updated';
-          break;
-        }
-        case 'insert': {
-          const stored: Stored = { value: newRow(w.value, now) };
-          if (w.ttlMs !== undefined) stored.expires = now + Math.ceil(w.ttlMs);
-          if ((await run(SQL.insert, [key, JSON.stringify(stored), now])).length === 0) return { committed: false, failed: i };
-          results[i] = true;
-          break;
-        }
-        case 'replace': {
-          const rows = await run(SQL.replace, [key, JSON.stringify(w.value), JSON.stringify(w.expected), now]);
-          if (rows.length === 0) return { committed: false, failed: i };
-          results[i] = true;
-          break;
-        }
-        case 'remove': {
-          const [removed] = await run(SQL.remove, [key, now]);
-          results[i] = removed?.live === true;
-          break;
-        }
-      }
-    }
-    return { committed: true, results };
-  }
-
-  const base = `${encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE)}{`;
-  const groupStart = (group: string): string => `${base}${group}}:`;
-  const keyOf = (group: string, member: string): string => `${groupStart(group)}${member}`;
-  const newRow = (value: string, now: number): Row => ({ v: value, c: now, u: now, w: randomBytes(12).toString('hex') });
-
-  return {
+  const dialect: SqlDialect = {
     kind: 'postgres',
-
-    async get(group: string, member: string): Promise<StoreEntry | undefined> {
-      assertName('group', group);
-      assertName('member', member);
+    put: (key, record, now, valueJson, requires) =>
+      requires === undefined
+        ? statement(SQL.put, key, record, now, valueJson)
+        : statement(SQL.putRequires, key, record, now, valueJson, requires),
+    insert: (key, record, now, requires) =>
+      requires === undefined ? statement(SQL.insert, key, record, now) : statement(SQL.insertRequires, key, record, now, requires),
+    replace: (key, valueJson, expectedJson, now) => statement(SQL.replace, key, valueJson, expectedJson, now),
+    remove: (key, now) => statement(SQL.remove, key, now),
+    range: (from, to) => statement(SQL.range, from, to),
+    removeRange: (from, to, now) => statement(SQL.removeRange, from, to, now),
+    scan: (from, to, after, limit) => statement(SQL.scan, from, to, after, limit),
+    increment: (key, record, now) => statement(SQL.increment, key, record, now),
+    purge: (now, from, to, limit) => statement(SQL.purge, now, from, to, limit),
+    requireLive: (key, now) => statement(SQL.requireLive, key, now),
+    lockMany: (keys) => statement(SQL.lockMany, keys),
+    async query<T>(s: Statement): Promise<T[]> {
       await opened();
-      const raw = (await adapter.get(keyOf(group, member))) as string | undefined;
-      return raw === undefined ? undefined : toEntry(raw, Date.now());
+      return retried(3, retryable, async () => (await pool.query(s.text, s.params)).rows as T[]);
     },
-
-    async put(group: string, member: string, value: string, putOptions?: PutOptions): Promise<PutResult> {
-      assertName('group', group);
-      assertName('member', member);
-      const now = Date.now();
-      const row = newRow(value, now);
-      const args = [keyOf(group, member), JSON.stringify({ value: row } satisfies Stored), now, JSON.stringify(value)];
-      const requires = putOptions?.requires;
-      let rows: Array<{ w: string }>;
-      if (requires === undefined) {
-        rows = await query(SQL.put, ...args);
-      } else {
-        assertName('requires', requires);
-        rows = await query(SQL.putRequires, ...args, keyOf(group, requires));
-      }
-      const [result] = rows;
-      if (result === undefined) return 'missing';
-      return result.w === row.w ? 'added' : 'updated';
+    async read(key) {
+      await opened();
+      return keyv.get(key);
     },
-
-    async insert(group: string, member: string, value: string, insertOptions?: InsertOptions): Promise<boolean> {
-      assertName('group', group);
-      assertName('member', member);
-      const ttlMs = insertOptions?.ttlMs;
-      if (ttlMs !== undefined) checkTtl(ttlMs);
-      const now = Date.now();
-      const stored: Stored = { value: newRow(value, now) };
-      if (ttlMs !== undefined) stored.expires = now + Math.ceil(ttlMs);
-      const args = [keyOf(group, member), JSON.stringify(stored), now];
-      const requires = insertOptions?.requires;
-      if (requires === undefined) return (await query(SQL.insert, ...args)).length === 1;
-      assertName('requires', requires);
-      return (await query(SQL.insertRequires, ...args, keyOf(group, requires))).length === 1;
+    /** One transaction on one pooled connection, run again whole after a deadlock or serialization failure. */
+    async transaction(body) {
+      await opened();
+      return retried(3, retryable, async () => {
+        const client = await pool.connect();
+        let broken: unknown;
+        try {
+          await client.query('BEGIN');
+          const run: Run = async <T>(s: Statement) => (await client.query(s.text, s.params)).rows as T[];
+          const { commit, result } = await body(run);
+          await client.query(commit ? 'COMMIT' : 'ROLLBACK');
+          return result;
+        } catch (error) {
+          broken = error;
+          await client.query('ROLLBACK').catch(() => undefined);
+          throw error;
+        } finally {
+          // A connection that failed mid-transaction is not handed out again.
+          client.release(broken !== undefined && !retryable(broken) ? (broken as Error) : undefined);
+        }
+      });
     },
-
-    async replace(group: string, member: string, expected: string, value: string): Promise<boolean> {
-      assertName('group', group);
-      assertName('member', member);
-      const args = [keyOf(group, member), JSON.stringify(value), JSON.stringify(expected), Date.now()];
-      return (await query(SQL.replace, ...args)).length === 1;
-    },
-
-    async remove(group: string, member: string): Promise<boolean> {
-      assertName('group', group);
-      assertName('member', member);
-      const rows = await query<{ live: boolean }>(SQL.remove, keyOf(group, member), Date.now());
-      return rows[0]?.live === true;
-    },
-
-    async list(group: string, prefix = ''): Promise<StoreListItem[]> {
-      assertName('group', group);
-      assertName('prefix', prefix);
-      const start = groupStart(group);
-      const from = start + prefix;
-      const rows = await query<KeyValueRow>(SQL.range, from, upperBound(from));
-      const now = Date.now();
-      const items: StoreListItem[] = [];
-      for (const row of rows) {
-        const entry = toEntry(row.value, now);
-        if (entry !== undefined) items.push({ member: row.key.slice(start.length), entry });
-      }
-      return items;
-    },
-
-    async removeGroup(group: string): Promise<number> {
-      assertName('group', group);
-      const start = groupStart(group);
-      const rows = await query<{ live: boolean }>(SQL.removeRange, start, upperBound(start), Date.now());
-      return rows.filter((row) => row.live).length;
-    },
-
-    async batch(group: string, writes: readonly BatchWrite[], batchOptions?: BatchOptions): Promise<BatchResult> {
-      assertName('group', group);
-      checkBatch(writes, batchOptions, assertName);
-      return transaction(group, writes, batchOptions?.requires);
-    },
-
-    async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {
-      assertName('group', group);
-      assertName('member', member);
-      checkTtl(ttlMs);
-      const now = Date.now();
-      const stored: Stored = { value: newRow('1', now), expires: now + Math.ceil(ttlMs) };
-      const [row] = await query<{ value: string }>(SQL.increment, keyOf(group, member), JSON.stringify(stored), now);
-      if (row === undefined) throw new Error('increment returned no row');
-      const counter = JSON.parse(row.value) as Stored;
-      return { count: Number(counter.value.v), expiresAt: counter.expires ?? Number.MAX_SAFE_INTEGER };
-    },
-
-    async purgeExpired(limit: number): Promise<number> {
-      if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
-      return (await query(SQL.purge, Date.now(), base, upperBound(base), limit)).length;
-    },
-
-    async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
-      if (!Number.isInteger(batchSize) || batchSize < 1) {
-        throw new RangeError('batchSize must be a positive integer');
-      }
-      // The cursor is the last storage key a page read, so it starts with this namespace.
-      if (cursor !== undefined && !cursor.startsWith(base)) throw new RangeError('invalid scan cursor');
-      const rows = await query<KeyValueRow>(SQL.scan, base, upperBound(base), cursor ?? '', batchSize);
-      return scanPage(rows, base, batchSize, Date.now());
-    },
-
-    async close(): Promise<void> {
-      closing ??= keyv.disconnect();
-      return closing;
-    },
+    close: () => keyv.disconnect(),
   };
+  return createSqlStore(dialect, { namespace: options.namespace ?? DEFAULT_NAMESPACE, faults: options.faults });
 }

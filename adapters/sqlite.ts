@@ -1,35 +1,17 @@
-import { randomBytes } from 'node:crypto';
+/**
+ * The SQLite adapter, the embedded default: the shared SQL store (`sql.ts`) over one SQLite
+ * file opened by `@keyv/sqlite`, whose Keyv reads records and whose database handle runs
+ * every other statement. It relies on WAL with `synchronous=FULL` (an acknowledged write
+ * survives `kill -9` and power loss), on each statement being atomic, on `BEGIN IMMEDIATE`
+ * for batches (also against other processes on the file), and on a gate that gives a
+ * transaction the one connection to itself.
+ */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 import KeyvSqlite from '@keyv/sqlite';
-import Keyv from 'keyv';
-import { VaultError } from '../src/errors.js';
-import {
-  checkBatch,
-  checkTtl,
-  type BatchOptions,
-  type BatchResult,
-  type BatchWrite,
-  type CounterState,
-  type InsertOptions,
-  type PutOptions,
-  type PutResult,
-  type ScanPage,
-  type StoreEntry,
-  type StoreListItem,
-  type VaultStore,
-} from '../src/core/store.js';
-import {
-  assertName,
-  DEFAULT_NAMESPACE,
-  parseEntry as toEntry,
-  scanPage,
-  upperBound,
-  type KeyValueRow,
-  type Row,
-  type StoreFaults,
-  type Stored,
-} from './record.js';
+import type { VaultStore } from '../src/core/store.js';
+import { createKeyv, DEFAULT_NAMESPACE, type StoreFaults } from './kernel.js';
+import { createSqlStore, type Run, type SqlDialect, type Statement } from './sql.js';
 
 export interface SqliteStoreOptions {
   /** Database file; its parent directory is created if missing. */
@@ -62,14 +44,14 @@ const UPSERT = `ON CONFLICT(key) DO UPDATE SET value = CASE WHEN ${live(`${TABLE
 const INSERT_IF_ABSENT = `ON CONFLICT(key) DO UPDATE SET value = excluded.value WHERE NOT ${live(`${TABLE}.value`, '?3')}
   RETURNING 1 AS inserted`;
 
+// The SELECT needs its WHERE clause anyway: without one SQLite misreads ON CONFLICT as a join.
+const IF_REQUIRED = `SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM ${TABLE} WHERE key = ?4 AND ${live('value', '?3')})`;
+
 const SQL = {
   put: `INSERT INTO ${TABLE}(key, value) VALUES (?1, ?2) ${UPSERT}`,
-  // The SELECT needs its WHERE clause anyway: without one SQLite misreads ON CONFLICT as a join.
-  putRequires: `INSERT INTO ${TABLE}(key, value) SELECT ?1, ?2
-    WHERE EXISTS (SELECT 1 FROM ${TABLE} WHERE key = ?4 AND ${live('value', '?3')}) ${UPSERT}`,
+  putRequires: `INSERT INTO ${TABLE}(key, value) ${IF_REQUIRED} ${UPSERT}`,
   insert: `INSERT INTO ${TABLE}(key, value) VALUES (?1, ?2) ${INSERT_IF_ABSENT}`,
-  insertRequires: `INSERT INTO ${TABLE}(key, value) SELECT ?1, ?2
-    WHERE EXISTS (SELECT 1 FROM ${TABLE} WHERE key = ?4 AND ${live('value', '?3')}) ${INSERT_IF_ABSENT}`,
+  insertRequires: `INSERT INTO ${TABLE}(key, value) ${IF_REQUIRED} ${INSERT_IF_ABSENT}`,
   // Values travel as JSON text so lone surrogates survive; both sides of = are decoded alike.
   replace: `UPDATE ${TABLE} SET value = json_set(value, '$.value.v', json(?2))
     WHERE key = ?1 AND json_extract(value, '$.value.v') = json_extract(?3, '$') AND ${live('value', '?4')}
@@ -83,24 +65,28 @@ const SQL = {
     WHEN ${live(`${TABLE}.value`, '?3')}
     THEN json_set(${TABLE}.value, '$.value.v', CAST(CAST(json_extract(${TABLE}.value, '$.value.v') AS INTEGER) + 1 AS TEXT), '$.value.u', ?3)
     ELSE excluded.value END
-    RETURNING json_extract(value, '$.value.v') AS v, json_extract(value, '$.expires') AS e`,
+    RETURNING value`,
   // Served by the partial index on expiry below, so its cost follows what it deletes.
   // (INDEXED BY: the planner would otherwise walk the namespace's key range instead.)
+  // Inside one statement nothing can make a selected row live again before it is deleted.
   purge: `DELETE FROM ${TABLE} WHERE key IN (SELECT key FROM ${TABLE} INDEXED BY ${TABLE}_expires
     WHERE json_extract(value, '$.expires') IS NOT NULL AND json_extract(value, '$.expires') < ?1
       AND key >= ?2 AND key < ?3 LIMIT ?4) RETURNING 1 AS purged`,
   expiryIndex: `CREATE INDEX IF NOT EXISTS ${TABLE}_expires ON ${TABLE}(json_extract(value, '$.expires'))
     WHERE json_extract(value, '$.expires') IS NOT NULL`,
+  requireLive: `SELECT 1 AS live FROM ${TABLE} WHERE key = ?1 AND ${live('value', '?2')}`,
+  // BEGIN IMMEDIATE already holds the write lock, so a plain read is a locked read.
   many: `SELECT key, value FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(?1))`,
 };
+
+const statement = (text: string, ...params: unknown[]): Statement => ({ text, params });
 
 /**
  * A {@link VaultStore} in one SQLite file (the embedded default), over `@keyv/sqlite`.
  *
- * The database runs in WAL mode with `synchronous=FULL`, so an acknowledged write survives
- * `kill -9` and power loss. Every atomic operation is one SQL statement, so several
- * processes can share the file. Rows keep Keyv's `{"value":...,"expires":...}` format under
- * keys `<namespace>{<group>}:<member>`; a group is one contiguous key range.
+ * Rows keep Keyv's `{"value":...,"expires":...}` format under keys
+ * `<namespace>{<group>}:<member>`; a group is one contiguous key range. Several processes
+ * may share the file.
  *
  * @example
  * ```ts
@@ -115,19 +101,8 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   const { path, busyTimeoutMs = 5000 } = options;
   if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true });
 
-  // encodeURIComponent never emits '{', so the namespace ends at the first '{' of a key.
-  const base = `${encodeURIComponent(options.namespace ?? DEFAULT_NAMESPACE)}{`;
   const sqlite = new KeyvSqlite({ uri: `sqlite://${path}`, table: TABLE, keySize: 2048, busyTimeout: busyTimeoutMs });
-  const keyv = new Keyv<Row>({
-    store: sqlite,
-    namespace: undefined,
-    useKeyPrefix: false,
-    throwOnErrors: true,
-    serialize: JSON.stringify,
-    deserialize: JSON.parse,
-  });
-  // Errors reach callers through rejected promises; this keeps Keyv's emitter quiet.
-  keyv.on('error', () => undefined);
+  const keyv = createKeyv(sqlite);
 
   const ready = (async () => {
     // Switching a fresh file to WAL needs a lock that SQLite does not wait for (the busy
@@ -150,13 +125,6 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   // Surfaced by the first call that awaits it; not an unhandled rejection meanwhile.
   ready.catch(() => undefined);
 
-  let closing: Promise<void> | undefined;
-
-  async function opened(): Promise<void> {
-    if (closing !== undefined) throw new VaultError('STORE_UNAVAILABLE', 'The SQLite store is closed');
-    await ready;
-  }
-
   // One connection serves every call of this store, so a transaction must have it alone:
   // single statements share it freely, and a batch waits for them to finish and holds
   // back new ones until its COMMIT or ROLLBACK. Otherwise another caller's statement could
@@ -166,6 +134,7 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   let exclusive: Promise<void> | undefined;
 
   async function shared<T>(call: () => Promise<T>): Promise<T> {
+    await ready;
     while (exclusive !== undefined) await exclusive;
     running += 1;
     try {
@@ -181,6 +150,7 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   }
 
   async function alone<T>(call: () => Promise<T>): Promise<T> {
+    await ready;
     while (exclusive !== undefined) await exclusive;
     let release!: () => void;
     exclusive = new Promise<void>((resolve) => (release = resolve));
@@ -193,207 +163,47 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
     }
   }
 
-  const raw = async <T>(sql: string, ...params: unknown[]): Promise<T[]> => (await sqlite.query(sql, ...params)) as T[];
+  const run: Run = async <T>(s: Statement) => (await sqlite.query(s.text, ...s.params)) as T[];
 
-  async function query<T>(sql: string, ...params: unknown[]): Promise<T[]> {
-    await opened();
-    return shared(() => raw<T>(sql, ...params));
-  }
-
-  const groupStart = (group: string): string => `${base}${group}}:`;
-  const keyOf = (group: string, member: string): string => `${groupStart(group)}${member}`;
-  const newRow = (value: string, now: number): Row => ({ v: value, c: now, u: now, w: randomBytes(12).toString('hex') });
-
-  /** The body of a batch, inside its transaction: every check, then every write. */
-  async function runBatch(group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
-    const now = Date.now();
-    const keys = writes.map((w) => keyOf(group, w.member));
-    if (requires !== undefined) keys.push(keyOf(group, requires));
-    const found = new Map<string, StoreEntry>();
-    for (const row of await raw<KeyValueRow>(SQL.many, JSON.stringify(keys))) {
-      const entry = toEntry(row.value, now);
-      if (entry !== undefined) found.set(row.key, entry);
-    }
-    if (requires !== undefined && !found.has(keyOf(group, requires))) return { committed: false, failed: -1 };
-    for (const [i, w] of writes.entries()) {
-      const current = found.get(keys[i] as string);
-      if (w.op === 'insert' && current !== undefined) return { committed: false, failed: i };
-      if (w.op === 'replace' && current?.value !== w.expected) return { committed: false, failed: i };
-    }
-    const results: Array<'added' | 'updated' | boolean> = [];
-    for (const [i, w] of writes.entries()) {
-      options.faults?.beforeWrite?.(i);
-      const key = keys[i] as string;
-      switch (w.op) {
-        case 'put': {
-          const row = newRow(w.value, now);
-          const [stored] = await raw<{ w: string }>(SQL.put, key, JSON.stringify({ value: row } satisfies Stored), now);
-          results.push(stored?.w === row.w ? 'added' : 'updated');
-          break;
-        }
-        case 'insert': {
-          const stored: Stored = { value: newRow(w.value, now) };
-          if (w.ttlMs !== undefined) stored.expires = now + Math.ceil(w.ttlMs);
-          await raw(SQL.insert, key, JSON.stringify(stored), now);
-          results.push(true);
-          break;
-        }
-        case 'replace':
-          await raw(SQL.replace, key, JSON.stringify(w.value), JSON.stringify(w.expected), now);
-          results.push(true);
-          break;
-        case 'remove':
-          await raw(SQL.remove, key, now);
-          results.push(found.has(key));
-          break;
-      }
-    }
-    return { committed: true, results };
-  }
-
-  return {
+  const dialect: SqlDialect = {
     kind: 'sqlite',
-
-    async get(group: string, member: string): Promise<StoreEntry | undefined> {
-      assertName('group', group);
-      assertName('member', member);
-      await opened();
-      // The adapter's own read, not Keyv.get: that one deletes expired rows after an await,
-      // which could erase a row another writer has just inserted over the expired one.
-      const found = await shared(() => sqlite.get<string>(keyOf(group, member)));
-      return found === undefined ? undefined : toEntry(found, Date.now());
-    },
-
-    async put(group: string, member: string, value: string, putOptions?: PutOptions): Promise<PutResult> {
-      assertName('group', group);
-      assertName('member', member);
-      const now = Date.now();
-      const row = newRow(value, now);
-      const stored = JSON.stringify({ value: row } satisfies Stored);
-      const key = keyOf(group, member);
-      const requires = putOptions?.requires;
-      let rows: Array<{ w: string }>;
-      if (requires === undefined) {
-        rows = await query(SQL.put, key, stored, now);
-      } else {
-        assertName('requires', requires);
-        rows = await query(SQL.putRequires, key, stored, now, keyOf(group, requires));
-      }
-      const [result] = rows;
-      if (result === undefined) return 'missing';
-      return result.w === row.w ? 'added' : 'updated';
-    },
-
-    async insert(group: string, member: string, value: string, insertOptions?: InsertOptions): Promise<boolean> {
-      assertName('group', group);
-      assertName('member', member);
-      const ttlMs = insertOptions?.ttlMs;
-      if (ttlMs !== undefined) checkTtl(ttlMs);
-      const now = Date.now();
-      const stored: Stored = { value: newRow(value, now) };
-      if (ttlMs !== undefined) stored.expires = now + ttlMs;
-      const key = keyOf(group, member);
-      const requires = insertOptions?.requires;
-      if (requires === undefined) return (await query(SQL.insert, key, JSON.stringify(stored), now)).length === 1;
-      assertName('requires', requires);
-      const rows = await query(SQL.insertRequires, key, JSON.stringify(stored), now, keyOf(group, requires));
-      return rows.length === 1;
-    },
-
-    async replace(group: string, member: string, expected: string, value: string): Promise<boolean> {
-      assertName('group', group);
-      assertName('member', member);
-      const rows = await query(
-        SQL.replace,
-        keyOf(group, member),
-        JSON.stringify(value),
-        JSON.stringify(expected),
-        Date.now(),
-      );
-      return rows.length === 1;
-    },
-
-    async remove(group: string, member: string): Promise<boolean> {
-      assertName('group', group);
-      assertName('member', member);
-      const rows = await query<{ live: number }>(SQL.remove, keyOf(group, member), Date.now());
-      return rows[0]?.live === 1;
-    },
-
-    async list(group: string, prefix = ''): Promise<StoreListItem[]> {
-      assertName('group', group);
-      assertName('prefix', prefix);
-      const start = groupStart(group);
-      const from = start + prefix;
-      const rows = await query<KeyValueRow>(SQL.range, from, upperBound(from));
-      const now = Date.now();
-      const items: StoreListItem[] = [];
-      for (const row of rows) {
-        const entry = toEntry(row.value, now);
-        if (entry !== undefined) items.push({ member: row.key.slice(start.length), entry });
-      }
-      return items;
-    },
-
-    async removeGroup(group: string): Promise<number> {
-      assertName('group', group);
-      const start = groupStart(group);
-      const rows = await query<{ live: number }>(SQL.removeRange, start, upperBound(start), Date.now());
-      return rows.filter((row) => row.live === 1).length;
-    },
-
-    async batch(group: string, writes: readonly BatchWrite[], batchOptions?: BatchOptions): Promise<BatchResult> {
-      assertName('group', group);
-      checkBatch(writes, batchOptions, assertName);
-      await opened();
-      return alone(async () => {
-        // IMMEDIATE takes the write lock now, so the checks below hold until COMMIT,
+    put: (key, record, now, _valueJson, requires) =>
+      requires === undefined ? statement(SQL.put, key, record, now) : statement(SQL.putRequires, key, record, now, requires),
+    insert: (key, record, now, requires) =>
+      requires === undefined ? statement(SQL.insert, key, record, now) : statement(SQL.insertRequires, key, record, now, requires),
+    replace: (key, valueJson, expectedJson, now) => statement(SQL.replace, key, valueJson, expectedJson, now),
+    remove: (key, now) => statement(SQL.remove, key, now),
+    range: (from, to) => statement(SQL.range, from, to),
+    removeRange: (from, to, now) => statement(SQL.removeRange, from, to, now),
+    scan: (from, to, after, limit) => statement(SQL.scan, from, to, after, limit),
+    increment: (key, record, now) => statement(SQL.increment, key, record, now),
+    purge: (now, from, to, limit) => statement(SQL.purge, now, from, to, limit),
+    requireLive: (key, now) => statement(SQL.requireLive, key, now),
+    lockMany: (keys) => statement(SQL.many, JSON.stringify(keys)),
+    query: (s) => shared(() => run(s)),
+    // Keyv's own read (a plain SELECT by key), through the gate like every other statement.
+    read: (key) => shared(() => keyv.get(key)),
+    transaction: (body) =>
+      alone(async () => {
+        // IMMEDIATE takes the write lock now, so the checks of the body hold until COMMIT,
         // also against other processes on the same file.
-        await raw('BEGIN IMMEDIATE');
+        await sqlite.query('BEGIN IMMEDIATE');
         try {
-          const result = await runBatch(group, writes, batchOptions?.requires);
-          await raw(result.committed ? 'COMMIT' : 'ROLLBACK');
+          const { commit, result } = await body(run);
+          await sqlite.query(commit ? 'COMMIT' : 'ROLLBACK');
           return result;
         } catch (error) {
-          await raw('ROLLBACK').catch(() => undefined);
+          await sqlite.query('ROLLBACK').catch(() => undefined);
           throw error;
         }
-      });
-    },
-
-    async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {
-      assertName('group', group);
-      assertName('member', member);
-      checkTtl(ttlMs);
-      const now = Date.now();
-      const stored: Stored = { value: newRow('1', now), expires: now + Math.ceil(ttlMs) };
-      const [row] = await query<{ v: string; e: number | null }>(SQL.increment, keyOf(group, member), JSON.stringify(stored), now);
-      if (row === undefined) throw new Error('increment returned no row');
-      return { count: Number(row.v), expiresAt: row.e ?? Number.MAX_SAFE_INTEGER };
-    },
-
-    async purgeExpired(limit: number): Promise<number> {
-      if (!Number.isInteger(limit) || limit < 1) throw new RangeError('limit must be a positive integer');
-      return (await query(SQL.purge, Date.now(), base, upperBound(base), limit)).length;
-    },
-
-    async scan(cursor: string | undefined, batchSize: number): Promise<ScanPage> {
-      if (!Number.isInteger(batchSize) || batchSize < 1) {
-        throw new RangeError('batchSize must be a positive integer');
-      }
-      // The cursor is the last storage key a page read, so it starts with this namespace.
-      if (cursor !== undefined && !cursor.startsWith(base)) throw new RangeError('invalid scan cursor');
-      const rows = await query<KeyValueRow>(SQL.scan, base, upperBound(base), cursor ?? '', batchSize);
-      return scanPage(rows, base, batchSize, Date.now());
-    },
-
-    async close(): Promise<void> {
-      closing ??= keyv.disconnect().catch(async (error: unknown) => {
+      }),
+    async close() {
+      await keyv.disconnect().catch(async (error: unknown) => {
         // A store whose connection never opened has nothing to release.
         if (await ready.then(() => false, () => true)) return;
         throw error;
       });
-      return closing;
     },
   };
+  return createSqlStore(dialect, { namespace: options.namespace ?? DEFAULT_NAMESPACE, faults: options.faults });
 }

@@ -1,0 +1,213 @@
+/**
+ * The SQL store: the one implementation of the store contract over a table in Keyv's
+ * `(key, value)` layout, shared by SQLite and PostgreSQL. Each backend file supplies a
+ * {@link SqlDialect} (its statements, its connection, how it runs a transaction); this file
+ * turns the contract's operations into those statements. It relies on the kernel for
+ * argument checks and the key layout, and on each statement being atomic by itself.
+ * Internal: not a public entry point.
+ */
+import type { BatchResult, BatchWrite, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
+import { defineStore, keyLayout, upperBound, type StoreFaults } from './kernel.js';
+import { entryOf, isLive, newRecord, parseEntry, scanPage, type KeyValueRow, type Stored } from './record.js';
+
+/** One statement and its parameters, in the dialect's placeholder syntax. */
+export interface Statement {
+  text: string;
+  params: unknown[];
+}
+
+/** Runs one statement and returns its rows. */
+export type Run = <T = Record<string, unknown>>(statement: Statement) => Promise<T[]>;
+
+/**
+ * What differs between SQL backends. Statement builders receive the record as JSON text
+ * (`record`), the time (`now`, ms) and values as JSON string literals (`valueJson`), and
+ * must keep these promises:
+ * - `put`: upsert; a live row keeps its `c` and `w`, an expired one is replaced whole; with
+ *   `requires`, writes only while that key is live; returns one row `{ w }` (the stored
+ *   write id) when it wrote, none when `requires` was missing.
+ * - `insert`: writes only over an absent or expired row (and while `requires` is live);
+ *   returns one row when it wrote.
+ * - `replace`: sets `v` of a live row whose `v` is exactly `expected`, keeping the rest; a row when it did.
+ * - `remove` / `removeRange`: delete and return one row `{ live }` per deleted row.
+ * - `range` / `scan`: rows `{ key, value }` in byte order of key.
+ * - `increment`: as the contract says; returns the stored `{ value }`.
+ * - `purge`: deletes at most `limit` expired rows of the key range, one row each, at a cost
+ *   that follows what it deletes; a row made live again meanwhile is left alone.
+ * - `requireLive`: a row when the key is live, holding it until the transaction ends.
+ * - `lockMany`: rows `{ key, value }` for the keys, locked until the transaction ends.
+ */
+export interface SqlDialect {
+  readonly kind: string;
+  put(key: string, record: string, now: number, valueJson: string, requires: string | undefined): Statement;
+  insert(key: string, record: string, now: number, requires: string | undefined): Statement;
+  replace(key: string, valueJson: string, expectedJson: string, now: number): Statement;
+  remove(key: string, now: number): Statement;
+  range(from: string, to: string): Statement;
+  removeRange(from: string, to: string, now: number): Statement;
+  scan(from: string, to: string, after: string, limit: number): Statement;
+  increment(key: string, record: string, now: number): Statement;
+  purge(now: number, from: string, to: string, limit: number): Statement;
+  requireLive(key: string, now: number): Statement;
+  lockMany(keys: string[]): Statement;
+  /** One statement outside any transaction (waits for the connection to be ready). */
+  query: Run;
+  /** The stored record text of one key, read through the dialect's Keyv. */
+  read(key: string): Promise<Stored | undefined>;
+  /**
+   * Runs `body` in one transaction that holds every row it reads until it ends: commit when
+   * `body` says so, roll back when it says not or throws.
+   */
+  transaction<T>(body: (run: Run) => Promise<{ commit: boolean; result: T }>): Promise<T>;
+  close(): Promise<void>;
+}
+
+// SQLite answers a boolean expression with 1, PostgreSQL with true.
+const truthy = (value: unknown): boolean => value === 1 || value === true;
+
+const byBytes = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+/**
+ * A {@link VaultStore} over a dialect. A group is one contiguous key range, so `list`,
+ * `removeGroup` and `scan` are range reads; a batch is one transaction that locks its rows,
+ * checks every condition, then writes in key order (so two batches cannot deadlock).
+ */
+export function createSqlStore(dialect: SqlDialect, options: { namespace: string; faults?: StoreFaults }): VaultStore {
+  const keys = keyLayout(options.namespace);
+  const base = `${keys.prefix}{`;
+  const requiresKey = (group: string, requires: string | undefined): string | undefined =>
+    requires === undefined ? undefined : keys.key(group, requires);
+
+  async function batchBody(run: Run, group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
+    const now = Date.now();
+    if (requires !== undefined && (await run(dialect.requireLive(keys.key(group, requires), now))).length === 0) {
+      return { committed: false, failed: -1 };
+    }
+    const writeKeys = writes.map((w) => keys.key(group, w.member));
+    const current = new Map<string, string>();
+    for (const row of await run<KeyValueRow>(dialect.lockMany(writeKeys))) {
+      const entry = parseEntry(row.value, now);
+      if (entry !== undefined) current.set(row.key, entry.value);
+    }
+    // Every condition, in write order, before the first write.
+    for (const [i, w] of writes.entries()) {
+      const value = current.get(writeKeys[i] as string);
+      if (w.op === 'insert' && value !== undefined) return { committed: false, failed: i };
+      if (w.op === 'replace' && value !== w.expected) return { committed: false, failed: i };
+    }
+    const order = writes.map((_, i) => i).sort((a, b) => byBytes(writeKeys[a] as string, writeKeys[b] as string));
+    const results: Array<'added' | 'updated' | boolean> = new Array(writes.length);
+    for (const [step, i] of order.entries()) {
+      options.faults?.beforeWrite?.(step);
+      const w = writes[i] as BatchWrite;
+      const key = writeKeys[i] as string;
+      switch (w.op) {
+        case 'put': {
+          const record = newRecord(w.value, now);
+          const [stored] = await run<{ w: string }>(dialect.put(key, JSON.stringify(record), now, JSON.stringify(w.value), undefined));
+          results[i] = stored?.w === record.value.w ? 'added' : 'updated';
+          break;
+        }
+        case 'insert':
+          // A concurrent insert of a member that was absent (so not locked) is still caught here.
+          if ((await run(dialect.insert(key, JSON.stringify(newRecord(w.value, now, w.ttlMs)), now, undefined))).length === 0) {
+            return { committed: false, failed: i };
+          }
+          results[i] = true;
+          break;
+        case 'replace':
+          if ((await run(dialect.replace(key, JSON.stringify(w.value), JSON.stringify(w.expected), now))).length === 0) {
+            return { committed: false, failed: i };
+          }
+          results[i] = true;
+          break;
+        case 'remove': {
+          const [removed] = await run<{ live: unknown }>(dialect.remove(key, now));
+          results[i] = truthy(removed?.live);
+          break;
+        }
+      }
+    }
+    return { committed: true, results };
+  }
+
+  return defineStore({ kind: dialect.kind }, {
+    async get(group, member): Promise<StoreEntry | undefined> {
+      const stored = await dialect.read(keys.key(group, member));
+      return stored !== undefined && isLive(stored, Date.now()) ? entryOf(stored) : undefined;
+    },
+
+    async put(group, member, value, requires) {
+      const now = Date.now();
+      const record = newRecord(value, now);
+      const statement = dialect.put(keys.key(group, member), JSON.stringify(record), now, JSON.stringify(value), requiresKey(group, requires));
+      const [result] = await dialect.query<{ w: string }>(statement);
+      if (result === undefined) return 'missing';
+      return result.w === record.value.w ? 'added' : 'updated';
+    },
+
+    async insert(group, member, value, ttlMs, requires) {
+      const now = Date.now();
+      const record = JSON.stringify(newRecord(value, now, ttlMs));
+      return (await dialect.query(dialect.insert(keys.key(group, member), record, now, requiresKey(group, requires)))).length === 1;
+    },
+
+    async replace(group, member, expected, value) {
+      const statement = dialect.replace(keys.key(group, member), JSON.stringify(value), JSON.stringify(expected), Date.now());
+      return (await dialect.query(statement)).length === 1;
+    },
+
+    async remove(group, member) {
+      const [row] = await dialect.query<{ live: unknown }>(dialect.remove(keys.key(group, member), Date.now()));
+      return truthy(row?.live);
+    },
+
+    async list(group, prefix) {
+      const start = keys.group(group);
+      const from = start + prefix;
+      const rows = await dialect.query<KeyValueRow>(dialect.range(from, upperBound(from)));
+      const now = Date.now();
+      const items: StoreListItem[] = [];
+      for (const row of rows) {
+        const entry = parseEntry(row.value, now);
+        if (entry !== undefined) items.push({ member: row.key.slice(start.length), entry });
+      }
+      return items;
+    },
+
+    async removeGroup(group) {
+      const start = keys.group(group);
+      const rows = await dialect.query<{ live: unknown }>(dialect.removeRange(start, upperBound(start), Date.now()));
+      return rows.filter((row) => truthy(row.live)).length;
+    },
+
+    async batch(group, writes, requires) {
+      return dialect.transaction(async (run) => {
+        const result = await batchBody(run, group, writes, requires);
+        return { commit: result.committed, result };
+      });
+    },
+
+    async increment(group, member, ttlMs) {
+      const now = Date.now();
+      const record = JSON.stringify(newRecord('1', now, ttlMs));
+      const [row] = await dialect.query<{ value: string }>(dialect.increment(keys.key(group, member), record, now));
+      if (row === undefined) throw new Error('increment returned no row');
+      const counter = JSON.parse(row.value) as Stored;
+      return { count: Number(counter.value.v), expiresAt: counter.expires ?? Number.MAX_SAFE_INTEGER };
+    },
+
+    async purgeExpired(limit) {
+      return (await dialect.query(dialect.purge(Date.now(), base, upperBound(base), limit))).length;
+    },
+
+    async scan(cursor, batchSize) {
+      // The cursor is the last storage key a page read, so it starts with this namespace.
+      if (cursor !== undefined && !cursor.startsWith(base)) throw new RangeError('invalid scan cursor');
+      const rows = await dialect.query<KeyValueRow>(dialect.scan(base, upperBound(base), cursor ?? '', batchSize));
+      return scanPage(rows, base, batchSize, Date.now());
+    },
+
+    close: () => dialect.close(),
+  });
+}
