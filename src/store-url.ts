@@ -1,5 +1,10 @@
+/**
+ * Store URLs (`memory:`, `sqlite:<path>`, `redis://`, `postgres://`): parsing them, and
+ * opening the store one names by loading its adapter lazily. Part of the composition root.
+ */
 import path from 'node:path';
 import { VaultError } from './errors.js';
+import { loadOptionalPeer } from './optional-peers.js';
 import type { VaultStore } from './core/store.js';
 
 /** The embedded default. */
@@ -41,13 +46,14 @@ function checkUrl(url: string): string {
 }
 
 /** Hides a password in a URL before it reaches a message. */
-export function redactUrl(url: string): string {
+function redactUrl(url: string): string {
   return url.replace(/\/\/([^:/@]*):[^@/]*@/, '//$1:***@');
 }
 
 /**
  * Opens the store a URL names. Adapters load lazily, so `credvault` alone pulls in no
- * SQLite, Redis or PostgreSQL client.
+ * SQLite, Redis or PostgreSQL client; a missing optional client (`@keyv/redis`,
+ * `@keyv/postgres`, `pg`) is `INVALID_CONFIGURATION` naming the package to install.
  */
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<VaultStore> {
   const parsed = parseStoreUrl(url);
@@ -62,11 +68,13 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
       return createSqliteStore(namespace === undefined ? { path: parsed.path } : { path: parsed.path, namespace });
     }
     case 'redis': {
-      const { createRedisStore } = await import('../adapters/redis.js');
+      const { createRedisStore } = await loadOptionalPeer(['@keyv/redis'], 'The redis:// store', () => import('../adapters/redis.js'));
       return createRedisStore(namespace === undefined ? { url: parsed.url } : { url: parsed.url, namespace });
     }
     case 'postgres': {
-      const { createPostgresStore } = await import('../adapters/postgres.js');
+      const { createPostgresStore } = await loadOptionalPeer(['@keyv/postgres', 'pg'], 'The postgres:// store', () =>
+        import('../adapters/postgres.js'),
+      );
       return createPostgresStore(namespace === undefined ? { url: parsed.url } : { url: parsed.url, namespace });
     }
   }

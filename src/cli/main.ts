@@ -1,28 +1,17 @@
 #!/usr/bin/env node
+/**
+ * The `credvault` command. Only commander and a few leaves load up front: each command
+ * imports what it needs when it runs, so `--help` loads no framework and no store client.
+ */
+import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Vault } from '../core/vault.js';
-import { createVault, resolveKeyring } from '../vault.js';
+import type { HandlerOptions } from '../http/handler.js';
 import { VaultError, isVaultError } from '../errors.js';
 import { DEFAULT_STORE_URL, parseStoreUrl } from '../store-url.js';
-import { createApiKey, revokeApiKey, anyApiKeyCreated } from '../core/api-keys.js';
-import { createLinkedAccount } from '../core/accounts.js';
-import { issueSessionToken } from '../core/session-tokens.js';
-import { listDefaultAppCredentials } from '../core/credentials.js';
 import { formatMode, generateKey } from '../crypto/keyring.js';
-import { createApiServer, drainServer, FRAMEWORKS, type Framework } from './server.js';
-import type { HandlerOptions } from '../http/handler.js';
-import { countRecords, rotateKeys } from '../core/rotation.js';
-import { openApiDocument } from '../http/openapi.js';
 import { DEFAULT_BASE_PATH } from '../http/base-path.js';
-import {
-  apiKeyRevokedToWire,
-  createdApiKeyToWire,
-  credentialListToWire,
-  linkedAccountToWire,
-  rotationResultToWire,
-  sessionTokenToWire,
-} from '../http/wire.js';
-import { SingleBar, Presets } from 'cli-progress';
+import { FRAMEWORKS, type Framework } from './frameworks.js';
 
 /** Usage errors exit 2; failures of the operation itself exit 1. */
 const USAGE = 2;
@@ -119,6 +108,7 @@ async function openCliVault(flags: StoreFlags): Promise<Vault> {
   const keys = process.env['CREDVAULT_KEYS'];
   const keyFile = flags.keysFile ?? process.env['CREDVAULT_KEYS_FILE'];
   const allowed = flags.allowInsecureKeyFile === true || process.env[ALLOW_INSECURE_KEY_FILE_ENV] === '1';
+  const { createVault, resolveKeyring } = await import('../vault.js');
   let resolved: Awaited<ReturnType<typeof resolveKeyring>>;
   try {
     resolved = await resolveKeyring(store, {
@@ -159,9 +149,29 @@ async function withVault<T>(flags: StoreFlags, run: (vault: Vault) => Promise<T>
   }
 }
 
+/**
+ * The version in credvault's own package.json, found by walking up from this file: the
+ * same from a checkout (`dist/src/cli/`) and from an install (`node_modules/credvault/...`).
+ */
+function packageVersion(): string {
+  let dir = new URL('.', import.meta.url);
+  for (;;) {
+    try {
+      const manifest = JSON.parse(readFileSync(new URL('package.json', dir), 'utf8')) as { name?: unknown; version?: unknown };
+      if (manifest.name === 'credvault' && typeof manifest.version === 'string') return manifest.version;
+    } catch {
+      // No package.json here (or not ours): keep walking up.
+    }
+    const parent = new URL('..', dir);
+    if (parent.href === dir.href) return 'unknown';
+    dir = parent;
+  }
+}
+
 function buildProgram(): Command {
   const program = new Command('credvault')
     .description('An encrypted vault for linked accounts\' default-app auth credentials')
+    .version(packageVersion(), '-V, --version', 'print the credvault version')
     .showSuggestionAfterError(true)
     .exitOverride()
     .configureOutput({ writeErr: (text) => process.stderr.write(text), outputError: (text, write) => write(text) });
@@ -184,14 +194,16 @@ function buildProgram(): Command {
     .requiredOption('--org <org>', 'org id')
     .addOption(new Option('--environment <environment>', 'environment').choices(['test', 'production']).default('test'))
     .action(async (flags: StoreFlags & { org: string; environment: string }) => {
-      printJson(createdApiKeyToWire(await withVault(flags, (vault) => createApiKey(vault, { org: flags.org, environment: flags.environment }))));
+      const [{ createApiKey }, wire] = await Promise.all([import('../core/api-keys.js'), import('../http/wire.js')]);
+      printJson(wire.createdApiKeyToWire(await withVault(flags, (vault) => createApiKey(vault, { org: flags.org, environment: flags.environment }))));
     });
   storeOption(apiKey.command('revoke').description('revoke an API key by its key id'))
     .requiredOption('--key-id <id>', 'the key_id printed when the key was created')
     .action(async (flags: StoreFlags & { keyId: string }) => {
+      const [{ revokeApiKey }, wire] = await Promise.all([import('../core/api-keys.js'), import('../http/wire.js')]);
       const revoked = await withVault(flags, (vault) => revokeApiKey(vault, flags.keyId));
       if (!revoked) throw new VaultError('API_KEY_NOT_FOUND', `No API key with key id ${flags.keyId}`);
-      printJson(apiKeyRevokedToWire());
+      printJson(wire.apiKeyRevokedToWire());
     });
 
   const linkedAccount = program.command('linked-account').description('manage linked accounts');
@@ -199,6 +211,7 @@ function buildProgram(): Command {
     .option('--name <name>', 'display name (default: the id)')
     .option('--credential <key=value>', 'seed a default-app credential (repeatable)', credentialPair)
     .action(async (flags: StoreFlags & { org: string; environment: string; id: string; name?: string; credential?: Array<[string, string]> }) => {
+      const [{ createLinkedAccount }, wire] = await Promise.all([import('../core/accounts.js'), import('../http/wire.js')]);
       const account = await withVault(flags, (vault) =>
         createLinkedAccount(
           vault,
@@ -209,13 +222,14 @@ function buildProgram(): Command {
           },
         ),
       );
-      printJson(linkedAccountToWire(account));
+      printJson(wire.linkedAccountToWire(account));
     });
 
   const sessionToken = program.command('session-token').description('issue session tokens');
   accountOptions(storeOption(sessionToken.command('create').description('issue a session token for a linked account')))
     .option('--ttl <seconds>', 'lifetime in seconds (default 86400)', positiveInt('ttl'))
     .action(async (flags: StoreFlags & { org: string; environment: string; id: string; ttl?: number }) => {
+      const [{ issueSessionToken }, wire] = await Promise.all([import('../core/session-tokens.js'), import('../http/wire.js')]);
       const issued = await withVault(flags, (vault) =>
         issueSessionToken(
           vault,
@@ -223,17 +237,18 @@ function buildProgram(): Command {
           { forceRefresh: true, ...(flags.ttl !== undefined ? { ttlSeconds: flags.ttl } : {}) },
         ),
       );
-      printJson(sessionTokenToWire(issued));
+      printJson(wire.sessionTokenToWire(issued));
     });
 
   const credentials = program.command('credentials').description('inspect stored credentials');
   accountOptions(storeOption(credentials.command('list').description("list a linked account's credentials")))
     .option('--reveal', 'also print the decrypted values')
     .action(async (flags: StoreFlags & { org: string; environment: string; id: string; reveal?: boolean }) => {
+      const [{ listDefaultAppCredentials }, wire] = await Promise.all([import('../core/credentials.js'), import('../http/wire.js')]);
       const list = await withVault(flags, (vault) =>
         listDefaultAppCredentials(vault, { org: flags.org, environment: flags.environment, accountId: flags.id }, { reveal: flags.reveal === true }),
       );
-      printJson(credentialListToWire(list));
+      printJson(wire.credentialListToWire(list));
     });
 
   const keys = program.command('keys').description('manage encryption keys');
@@ -248,15 +263,17 @@ function buildProgram(): Command {
   storeOption(keys.command('rotate').description('re-seal every stored credential under the primary key'))
     .option('--batch-size <n>', 'records read per store call', positiveInt('batch-size'), 500)
     .action(async (flags: StoreFlags & { batchSize: number }) => {
+      const wire = await import('../http/wire.js');
       const result = await withVault(flags, (vault) => rotateWithProgress(vault, flags.batchSize));
-      printJson(rotationResultToWire(result));
+      printJson(wire.rotationResultToWire(result));
     });
 
   program
     .command('openapi')
     .description('print the OpenAPI 3.1 document of the API')
     .option('--base-path <path>', 'where the API is mounted', DEFAULT_BASE_PATH)
-    .action((flags: { basePath: string }) => {
+    .action(async (flags: { basePath: string }) => {
+      const { openApiDocument } = await import('../http/openapi.js');
       printJson(openApiDocument({ basePath: flags.basePath }));
     });
 
@@ -265,6 +282,7 @@ function buildProgram(): Command {
 
 /** Rotation with a progress bar on stderr; a first quick pass counts the records for it. */
 async function rotateWithProgress(vault: Vault, batchSize: number) {
+  const [{ countRecords, rotateKeys }, { SingleBar, Presets }] = await Promise.all([import('../core/rotation.js'), import('cli-progress')]);
   const total = await countRecords(vault, { batchSize });
   const bar = new SingleBar(
     {
@@ -312,7 +330,15 @@ const REPEAT_SIGNAL_GRACE_MS = 1000;
 
 async function serve(flags: ServeFlags): Promise<void> {
   const vault = await openCliVault(flags);
-  const server = await createApiServer(vault, flags.framework, serveHandlerOptions(flags));
+  const [{ createApiServer, drainServer }, { anyApiKeyCreated }] = await Promise.all([import('./server.js'), import('../core/api-keys.js')]);
+  let server: Awaited<ReturnType<typeof createApiServer>>;
+  try {
+    server = await createApiServer(vault, flags.framework, serveHandlerOptions(flags));
+  } catch (error) {
+    // A framework that is not installed, say: the open store must not keep the process alive.
+    await vault.close().catch(() => undefined);
+    throw error;
+  }
   const host = flags.host.includes(':') ? `[${flags.host}]` : flags.host;
   try {
     await new Promise<void>((resolve, reject) => {

@@ -1,9 +1,12 @@
+/**
+ * The HTTP server behind `credvault serve`: the API on a chosen framework, hardened against
+ * slow and malformed clients. Each framework is loaded only when chosen (they are optional
+ * peer dependencies).
+ */
 import http from 'node:http';
-import type { Duplex } from 'node:stream';
-import express from 'express';
-import Koa from 'koa';
-import Fastify from 'fastify';
 import type { Vault } from '../core/vault.js';
+import { loadOptionalPeer } from '../optional-peers.js';
+import { FRAMEWORKS, type Framework } from './frameworks.js';
 import { VaultError } from '../errors.js';
 import { errorResponse, type HandlerOptions, type HandlerResponse } from '../http/handler.js';
 import { credvaultExpress } from '../http/express.js';
@@ -17,13 +20,14 @@ import {
   DEFAULT_DRAIN_TIMEOUT_MS,
   hardenNodeServer,
   trackConnections,
-  wireHeaderDefects,
 } from '../http/node.js';
 
 export { DEFAULT_DRAIN_TIMEOUT_MS, drainServer, type DrainOptions, type DrainResult } from '../http/node.js';
 
-export const FRAMEWORKS = ['express', 'koa', 'fastify', 'fetch'] as const;
-export type Framework = (typeof FRAMEWORKS)[number];
+export { FRAMEWORKS, type Framework };
+
+/** Loads a framework package, or says in one line which package to install. */
+const loadFramework = <T>(name: string, load: () => Promise<T>) => loadOptionalPeer([name], `The ${name} framework`, load);
 
 /** A JSON 404 for paths outside the API, so that every answer the server gives is JSON. */
 function notFound(method: string, path: string): HandlerResponse {
@@ -43,7 +47,6 @@ export interface ServerOptions {
 }
 
 export type ApiServerOptions = HandlerOptions & ServerOptions;
-
 
 /** Errors that only say the client closed its connection early. */
 const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
@@ -67,6 +70,7 @@ export async function createApiServer(vault: Vault, framework: Framework, option
   let server: http.Server;
   switch (framework) {
     case 'koa': {
+      const { default: Koa } = await loadFramework('koa', () => import('koa'));
       const app = new Koa();
       // Koa's default prints every stream error with its stack; a client that went away is not a fault.
       const logError = handlerOptions.logError ?? ((line: string) => process.stderr.write(`${line}\n`));
@@ -85,6 +89,7 @@ export async function createApiServer(vault: Vault, framework: Framework, option
       break;
     }
     case 'fastify': {
+      const { default: Fastify } = await loadFramework('fastify', () => import('fastify'));
       let created: http.Server | undefined;
       const app = Fastify({
         frameworkErrors: credvaultFrameworkErrors,
@@ -109,6 +114,7 @@ export async function createApiServer(vault: Vault, framework: Framework, option
       server = http.createServer(serverOptions, nodeToFetch(credvaultFetch(vault, handlerOptions)));
       break;
     default: {
+      const { default: express } = await loadFramework('express', () => import('express'));
       const app = express();
       app.disable('x-powered-by');
       app.use(credvaultExpress(vault, handlerOptions));
@@ -124,7 +130,4 @@ export async function createApiServer(vault: Vault, framework: Framework, option
   trackConnections(server, drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
   return server;
 }
-
-// ---------------------------------------------------------------------------------------
-// fetch handlers on Node.
 
