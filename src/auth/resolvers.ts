@@ -1,3 +1,4 @@
+/** The built-in resolvers (API key, session token) and the chain that asks each in turn. */
 import { VaultError } from '../errors.js';
 import { verifyApiKey } from '../core/api-keys.js';
 import { verifySessionToken } from '../core/session-tokens.js';

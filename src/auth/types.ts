@@ -1,3 +1,4 @@
+/** The resolver contract: what a resolver sees of a request and the caller it returns. */
 import type { Actor } from '../core/events.js';
 import type { Environment } from '../core/validation.js';
 import type { Vault } from '../core/vault.js';

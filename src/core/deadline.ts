@@ -1,3 +1,4 @@
+/** The deadline on every store call: past it, or on any backend failure, one STORE_UNAVAILABLE. */
 import { VaultError, isVaultError } from '../errors.js';
 import type { VaultStore } from './store.js';
 

@@ -1,3 +1,4 @@
+/** Who acts on which linked account, and the validation of that account reference. */
 import type { Actor } from './events.js';
 import type { AccountRef } from './layout.js';
 import { environmentSchema, linkedAccountIdSchema, orgIdSchema, parseInput } from './validation.js';

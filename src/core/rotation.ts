@@ -1,8 +1,8 @@
-import { VaultError, isVaultError } from '../errors.js';
 /**
  * Key rotation: re-seals every sealed value in the store under the primary key, verifies,
  * then retires the other keys' canaries.
  */
+import { VaultError, isVaultError } from '../errors.js';
 import { CANARY_PREFIX, CREDENTIAL_PREFIX, META_GROUP, SESSION_PREFIX, canaryKeyIdOf, credentialKeyOf, parseAccountGroup, sessionTokenIdOf, unescapeComponent } from './layout.js';
 import { sessionTokenSealContext, type SessionTokenRecord } from './session-tokens.js';
 import type { AccountRef } from './layout.js';

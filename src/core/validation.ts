@@ -1,3 +1,4 @@
+/** Input rules (zod) for keys, values, ids and names, and the one way inputs are parsed into VALIDATION_ERRORs. */
 import { z } from 'zod';
 import { VaultError } from '../errors.js';
 

@@ -1,3 +1,4 @@
+/** The cipher: AES-256-GCM sealing and opening of values bound to their record, and the keyring check over samples. */
 import { createCipheriv, createDecipheriv, randomFillSync } from 'node:crypto';
 import { VaultError } from '../errors.js';
 import { isValidKeyId, type Keyring, type KeyringKey } from './keyring.js';

@@ -1,3 +1,4 @@
+/** The crypto layer's public surface: keyrings and key files, sealing, secret hashing. */
 export {
   KEY_BYTES,
   createKeyring,

@@ -1,3 +1,4 @@
+/** Keyrings: parsing `id:base64,...`, generating keys, reading and creating key files (mode 0600), loading from env or file. */
 import { randomBytes } from 'node:crypto';
 import { link, mkdir, open, stat, unlink, writeFile } from 'node:fs/promises';
 import { dirname } from 'node:path';

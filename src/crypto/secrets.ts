@@ -1,3 +1,4 @@
+/** Secrets handed out (API keys, opaque tokens): random generation, stored hashes, constant-time comparison. */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { VaultError } from '../errors.js';
 

@@ -1,3 +1,4 @@
+/** Reading request bodies under a byte limit, and the 413 past it. */
 import type { IncomingMessage } from 'node:http';
 import { VaultError } from '../errors.js';
 

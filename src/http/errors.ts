@@ -1,3 +1,4 @@
+/** The one table from error codes to HTTP statuses and the error envelope. */
 import type { VaultErrorCode } from '../errors.js';
 import { VaultError } from '../errors.js';
 

@@ -1,3 +1,4 @@
+/** The Express binding: the API as middleware, translating requests and responses only. */
 import type { Request, Response, NextFunction, RequestHandler } from 'express';
 import type { Vault } from '../core/vault.js';
 import { createHandler, type HandlerOptions } from './handler.js';

@@ -1,3 +1,4 @@
+/** The Fastify binding: the API as a plugin, translating requests and responses only. */
 import type { FastifyError, FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
 import type { Vault } from '../core/vault.js';
 import { VaultError } from '../errors.js';

@@ -1,3 +1,4 @@
+/** The Web-standard binding: the API as a `fetch(Request) -> Response` handler. */
 import type { Vault } from '../core/vault.js';
 import { createHandler, type HandlerOptions } from './handler.js';
 import { tooLarge } from './body.js';

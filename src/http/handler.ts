@@ -1,3 +1,4 @@
+/** The framework-agnostic API: one function from a described request to a status and a JSON body (routing, auth, limits, errors). */
 import { VaultError, isVaultError } from '../errors.js';
 import type { Vault } from '../core/vault.js';
 import { defaultResolvers, resolveCaller } from '../auth/resolvers.js';

@@ -1,3 +1,4 @@
+/** The Koa binding: the API as middleware, translating requests and responses only. */
 import type { Middleware } from 'koa';
 import type { Vault } from '../core/vault.js';
 import { createHandler, type HandlerOptions } from './handler.js';

@@ -1,3 +1,4 @@
+/** Node HTTP server hardening shared by the bindings: parser errors as JSON, strict header bytes, connection tracking and draining. */
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import type { Duplex } from 'node:stream';
 import { VaultError } from '../errors.js';

@@ -1,3 +1,4 @@
+/** The OpenAPI 3.1 document, generated from the route table and its zod schemas. */
 import { z } from 'zod';
 import type { VaultErrorCode } from '../errors.js';
 import { VaultError } from '../errors.js';

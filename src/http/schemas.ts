@@ -1,11 +1,3 @@
-import { z } from 'zod';
-import {
-  accountNameSchema,
-  credentialKeySchema,
-  credentialValueSchema,
-  linkedAccountIdSchema,
-} from '../core/validation.js';
-
 /**
  * Request and response schemas of the HTTP API. The handler validates with them and
  * `openapi.ts` documents from them, so the two cannot drift apart.
@@ -14,6 +6,13 @@ import {
  * from the raw body: a zod record drops a `__proto__` entry, and such names are ordinary
  * keys here.
  */
+import { z } from 'zod';
+import {
+  accountNameSchema,
+  credentialKeySchema,
+  credentialValueSchema,
+  linkedAccountIdSchema,
+} from '../core/validation.js';
 
 const bodyObject = <T extends z.ZodRawShape>(shape: T) =>
   z.object(shape, { error: 'Request body must be a JSON object' });
@@ -73,7 +72,7 @@ export const forceRefreshQuery = z
   .enum(['true', 'false'], { error: 'force_refresh must be "true" or "false"' })
   .meta({ description: 'Issue a new token even when a valid one exists.' });
 
-// Responses: documented only, built by the core.
+// Responses: documented only, built by wire.ts.
 
 export const credentialActionResponse = z
   .object({
