@@ -3,7 +3,9 @@
  * is one clear line naming the package (exit 2), any other failure passes through, and
  * `--help` / `--version` load no framework and no store client.
  */
+import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
@@ -53,6 +55,20 @@ describe('what the CLI loads', () => {
     const result = await runWithout(PEERS_AND_CLIENTS, ['keys', 'generate']);
     expect(result.code, result.stderr).toBe(0);
     expect(JSON.parse(result.stdout)).toMatchObject({ id: expect.any(String), key: expect.any(String) });
+  });
+});
+
+describe('the library root', () => {
+  it("`credvault` alone, with a memory: vault, loads no framework, store client, commander or cli-progress", async () => {
+    const hidden = PEERS_AND_CLIENTS.filter((name) => name !== 'keyv' && name !== 'zod').concat('commander');
+    const script = `const m = await import(${JSON.stringify(new URL('../../dist/src/index.js', import.meta.url).href)});
+      const vault = await m.createVault({ store: 'memory:' });
+      await vault.close();
+      process.stdout.write('ok');`;
+    const { stdout } = await promisify(execFile)(process.execPath, ['--import', HIDE, '--input-type=module', '-e', script], {
+      env: { ...process.env, CREDVAULT_TEST_HIDE: hidden.join(',') },
+    });
+    expect(stdout).toBe('ok');
   });
 });
 
