@@ -136,18 +136,12 @@ export function checkBatch(writes: readonly BatchWrite[], options: BatchOptions 
  * arguments the kernel has checked (names, TTLs, limits, batch shape) and only while the
  * store is open. `prefix` of `list` is always a string, possibly empty.
  */
-export interface StoreDriver {
-  get(group: string, member: string): Promise<StoreEntry | undefined>;
+export interface StoreDriver
+  extends Pick<VaultStore, 'get' | 'replace' | 'remove' | 'removeGroup' | 'increment' | 'purgeExpired' | 'scan'> {
   put(group: string, member: string, value: string, requires: string | undefined): Promise<PutResult>;
   insert(group: string, member: string, value: string, ttlMs: number | undefined, requires: string | undefined): Promise<boolean>;
-  replace(group: string, member: string, expected: string, value: string): Promise<boolean>;
-  remove(group: string, member: string): Promise<boolean>;
   list(group: string, prefix: string): Promise<StoreListItem[]>;
-  removeGroup(group: string): Promise<number>;
   batch(group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult>;
-  increment(group: string, member: string, ttlMs: number): Promise<CounterState>;
-  purgeExpired(limit: number): Promise<number>;
-  scan(cursor: string | undefined, batchSize: number): Promise<ScanPage>;
   /** Called once, by the first `close`; the kernel already rejects every later call. */
   close(): Promise<void>;
 }

@@ -128,8 +128,6 @@ function statements(table: string) {
   };
 }
 
-const statement = (text: string, ...params: unknown[]): Statement => ({ text, params });
-
 /**
  * A {@link VaultStore} in one PostgreSQL table, over `@keyv/postgres`.
  *
@@ -219,21 +217,9 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
 
   const dialect: SqlDialect = {
     kind: 'postgres',
-    put: (key, record, now, valueJson, requires) =>
-      requires === undefined
-        ? statement(SQL.put, key, record, now, valueJson)
-        : statement(SQL.putRequires, key, record, now, valueJson, requires),
-    insert: (key, record, now, requires) =>
-      requires === undefined ? statement(SQL.insert, key, record, now) : statement(SQL.insertRequires, key, record, now, requires),
-    replace: (key, valueJson, expectedJson, now) => statement(SQL.replace, key, valueJson, expectedJson, now),
-    remove: (key, now) => statement(SQL.remove, key, now),
-    range: (from, to) => statement(SQL.range, from, to),
-    removeRange: (from, to, now) => statement(SQL.removeRange, from, to, now),
-    scan: (from, to, after, limit) => statement(SQL.scan, from, to, after, limit),
-    increment: (key, record, now) => statement(SQL.increment, key, record, now),
-    purge: (now, from, to, limit) => statement(SQL.purge, now, from, to, limit),
-    requireLive: (key, now) => statement(SQL.requireLive, key, now),
-    lockMany: (keys) => statement(SQL.lockMany, keys),
+    sql: SQL,
+    putTakesValue: true,
+    keyList: (keys) => keys,
     async query<T>(s: Statement): Promise<T[]> {
       await opened();
       return retried(3, retryable, async () => (await pool.query(s.text, s.params)).rows as T[]);

@@ -6,9 +6,6 @@
 import { randomBytes } from 'node:crypto';
 import type { ScanPage, StoreEntry } from '../src/core/store.js';
 
-// Moved to kernel.ts; re-exported until every adapter imports them from there.
-export { assertName, DEFAULT_NAMESPACE, upperBound, type StoreFaults } from './kernel.js';
-
 /** The record: value, createdAt, updatedAt and (for adapters that report `added` by it) a write id. */
 export interface Row {
   v: string;

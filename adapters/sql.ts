@@ -19,15 +19,44 @@ export interface Statement {
 /** Runs one statement and returns its rows. */
 export type Run = <T = Record<string, unknown>>(statement: Statement) => Promise<T[]>;
 
+/** The statement texts of a dialect, in its placeholder syntax; parameters come in the order listed. */
+export interface SqlStatements {
+  /** (key, record, now[, valueJson]): see {@link SqlDialect.putTakesValue}. */
+  put: string;
+  /** As `put`, then the required key. */
+  putRequires: string;
+  /** (key, record, now). */
+  insert: string;
+  /** (key, record, now, required key). */
+  insertRequires: string;
+  /** (key, valueJson, expectedJson, now). */
+  replace: string;
+  /** (key, now). */
+  remove: string;
+  /** (from, to). */
+  range: string;
+  /** (from, to, now). */
+  removeRange: string;
+  /** (from, to, after, limit). */
+  scan: string;
+  /** (key, record, now). */
+  increment: string;
+  /** (now, from, to, limit). */
+  purge: string;
+  /** (key, now). */
+  requireLive: string;
+  /** (keys): the dialect's own encoding of a list of keys, see {@link SqlDialect.keyList}. */
+  lockMany: string;
+}
+
 /**
- * What differs between SQL backends. Statement builders receive the record as JSON text
- * (`record`), the time (`now`, ms) and values as JSON string literals (`valueJson`), and
- * must keep these promises:
+ * What differs between SQL backends. The statements receive the record as JSON text, the
+ * time in ms, and values as JSON string literals, and must keep these promises:
  * - `put`: upsert; a live row keeps its `c` and `w`, an expired one is replaced whole; with
- *   `requires`, writes only while that key is live; returns one row `{ w }` (the stored
- *   write id) when it wrote, none when `requires` was missing.
- * - `insert`: writes only over an absent or expired row (and while `requires` is live);
- *   returns one row when it wrote.
+ *   a required key, writes only while that key is live; returns one row `{ w }` (the stored
+ *   write id) when it wrote, none when the required key was missing.
+ * - `insert`: writes only over an absent or expired row (and while the required key is
+ *   live); returns one row when it wrote.
  * - `replace`: sets `v` of a live row whose `v` is exactly `expected`, keeping the rest; a row when it did.
  * - `remove` / `removeRange`: delete and return one row `{ live }` per deleted row.
  * - `range` / `scan`: rows `{ key, value }` in byte order of key.
@@ -39,20 +68,14 @@ export type Run = <T = Record<string, unknown>>(statement: Statement) => Promise
  */
 export interface SqlDialect {
   readonly kind: string;
-  put(key: string, record: string, now: number, valueJson: string, requires: string | undefined): Statement;
-  insert(key: string, record: string, now: number, requires: string | undefined): Statement;
-  replace(key: string, valueJson: string, expectedJson: string, now: number): Statement;
-  remove(key: string, now: number): Statement;
-  range(from: string, to: string): Statement;
-  removeRange(from: string, to: string, now: number): Statement;
-  scan(from: string, to: string, after: string, limit: number): Statement;
-  increment(key: string, record: string, now: number): Statement;
-  purge(now: number, from: string, to: string, limit: number): Statement;
-  requireLive(key: string, now: number): Statement;
-  lockMany(keys: string[]): Statement;
+  readonly sql: SqlStatements;
+  /** Whether `put` takes the value's JSON as a fourth parameter (to splice it into a kept record). */
+  readonly putTakesValue: boolean;
+  /** The `lockMany` parameter for a list of keys. */
+  keyList(keys: string[]): unknown;
   /** One statement outside any transaction (waits for the connection to be ready). */
   query: Run;
-  /** The stored record text of one key, read through the dialect's Keyv. */
+  /** The stored record of one key, read through the dialect's Keyv. */
   read(key: string): Promise<Stored | undefined>;
   /**
    * Runs `body` in one transaction that holds every row it reads until it ends: commit when
@@ -61,6 +84,8 @@ export interface SqlDialect {
   transaction<T>(body: (run: Run) => Promise<{ commit: boolean; result: T }>): Promise<T>;
   close(): Promise<void>;
 }
+
+const statement = (text: string, ...params: unknown[]): Statement => ({ text, params });
 
 // SQLite answers a boolean expression with 1, PostgreSQL with true.
 const truthy = (value: unknown): boolean => value === 1 || value === true;
@@ -75,17 +100,37 @@ const byBytes = (a: string, b: string): number => Buffer.compare(Buffer.from(a),
 export function createSqlStore(dialect: SqlDialect, options: { namespace: string; faults?: StoreFaults }): VaultStore {
   const keys = keyLayout(options.namespace);
   const base = `${keys.prefix}{`;
+  const { sql } = dialect;
+  // The statements with their parameters in the order SqlStatements lists.
+  const S = {
+    put: (key: string, record: string, now: number, valueJson: string, requires: string | undefined): Statement => {
+      const params: unknown[] = dialect.putTakesValue ? [key, record, now, valueJson] : [key, record, now];
+      if (requires === undefined) return statement(sql.put, ...params);
+      return statement(sql.putRequires, ...params, requires);
+    },
+    insert: (key: string, record: string, now: number, requires: string | undefined): Statement =>
+      requires === undefined ? statement(sql.insert, key, record, now) : statement(sql.insertRequires, key, record, now, requires),
+    replace: (key: string, valueJson: string, expectedJson: string, now: number) => statement(sql.replace, key, valueJson, expectedJson, now),
+    remove: (key: string, now: number) => statement(sql.remove, key, now),
+    range: (from: string, to: string) => statement(sql.range, from, to),
+    removeRange: (from: string, to: string, now: number) => statement(sql.removeRange, from, to, now),
+    scan: (from: string, to: string, after: string, limit: number) => statement(sql.scan, from, to, after, limit),
+    increment: (key: string, record: string, now: number) => statement(sql.increment, key, record, now),
+    purge: (now: number, from: string, to: string, limit: number) => statement(sql.purge, now, from, to, limit),
+    requireLive: (key: string, now: number) => statement(sql.requireLive, key, now),
+    lockMany: (list: string[]) => statement(sql.lockMany, dialect.keyList(list)),
+  };
   const requiresKey = (group: string, requires: string | undefined): string | undefined =>
     requires === undefined ? undefined : keys.key(group, requires);
 
   async function batchBody(run: Run, group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult> {
     const now = Date.now();
-    if (requires !== undefined && (await run(dialect.requireLive(keys.key(group, requires), now))).length === 0) {
+    if (requires !== undefined && (await run(S.requireLive(keys.key(group, requires), now))).length === 0) {
       return { committed: false, failed: -1 };
     }
     const writeKeys = writes.map((w) => keys.key(group, w.member));
     const current = new Map<string, string>();
-    for (const row of await run<KeyValueRow>(dialect.lockMany(writeKeys))) {
+    for (const row of await run<KeyValueRow>(S.lockMany(writeKeys))) {
       const entry = parseEntry(row.value, now);
       if (entry !== undefined) current.set(row.key, entry.value);
     }
@@ -104,25 +149,25 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
       switch (w.op) {
         case 'put': {
           const record = newRecord(w.value, now);
-          const [stored] = await run<{ w: string }>(dialect.put(key, JSON.stringify(record), now, JSON.stringify(w.value), undefined));
+          const [stored] = await run<{ w: string }>(S.put(key, JSON.stringify(record), now, JSON.stringify(w.value), undefined));
           results[i] = stored?.w === record.value.w ? 'added' : 'updated';
           break;
         }
         case 'insert':
           // A concurrent insert of a member that was absent (so not locked) is still caught here.
-          if ((await run(dialect.insert(key, JSON.stringify(newRecord(w.value, now, w.ttlMs)), now, undefined))).length === 0) {
+          if ((await run(S.insert(key, JSON.stringify(newRecord(w.value, now, w.ttlMs)), now, undefined))).length === 0) {
             return { committed: false, failed: i };
           }
           results[i] = true;
           break;
         case 'replace':
-          if ((await run(dialect.replace(key, JSON.stringify(w.value), JSON.stringify(w.expected), now))).length === 0) {
+          if ((await run(S.replace(key, JSON.stringify(w.value), JSON.stringify(w.expected), now))).length === 0) {
             return { committed: false, failed: i };
           }
           results[i] = true;
           break;
         case 'remove': {
-          const [removed] = await run<{ live: unknown }>(dialect.remove(key, now));
+          const [removed] = await run<{ live: unknown }>(S.remove(key, now));
           results[i] = truthy(removed?.live);
           break;
         }
@@ -140,7 +185,7 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
     async put(group, member, value, requires) {
       const now = Date.now();
       const record = newRecord(value, now);
-      const statement = dialect.put(keys.key(group, member), JSON.stringify(record), now, JSON.stringify(value), requiresKey(group, requires));
+      const statement = S.put(keys.key(group, member), JSON.stringify(record), now, JSON.stringify(value), requiresKey(group, requires));
       const [result] = await dialect.query<{ w: string }>(statement);
       if (result === undefined) return 'missing';
       return result.w === record.value.w ? 'added' : 'updated';
@@ -149,23 +194,23 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
     async insert(group, member, value, ttlMs, requires) {
       const now = Date.now();
       const record = JSON.stringify(newRecord(value, now, ttlMs));
-      return (await dialect.query(dialect.insert(keys.key(group, member), record, now, requiresKey(group, requires)))).length === 1;
+      return (await dialect.query(S.insert(keys.key(group, member), record, now, requiresKey(group, requires)))).length === 1;
     },
 
     async replace(group, member, expected, value) {
-      const statement = dialect.replace(keys.key(group, member), JSON.stringify(value), JSON.stringify(expected), Date.now());
+      const statement = S.replace(keys.key(group, member), JSON.stringify(value), JSON.stringify(expected), Date.now());
       return (await dialect.query(statement)).length === 1;
     },
 
     async remove(group, member) {
-      const [row] = await dialect.query<{ live: unknown }>(dialect.remove(keys.key(group, member), Date.now()));
+      const [row] = await dialect.query<{ live: unknown }>(S.remove(keys.key(group, member), Date.now()));
       return truthy(row?.live);
     },
 
     async list(group, prefix) {
       const start = keys.group(group);
       const from = start + prefix;
-      const rows = await dialect.query<KeyValueRow>(dialect.range(from, upperBound(from)));
+      const rows = await dialect.query<KeyValueRow>(S.range(from, upperBound(from)));
       const now = Date.now();
       const items: StoreListItem[] = [];
       for (const row of rows) {
@@ -177,7 +222,7 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
 
     async removeGroup(group) {
       const start = keys.group(group);
-      const rows = await dialect.query<{ live: unknown }>(dialect.removeRange(start, upperBound(start), Date.now()));
+      const rows = await dialect.query<{ live: unknown }>(S.removeRange(start, upperBound(start), Date.now()));
       return rows.filter((row) => truthy(row.live)).length;
     },
 
@@ -191,20 +236,20 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
     async increment(group, member, ttlMs) {
       const now = Date.now();
       const record = JSON.stringify(newRecord('1', now, ttlMs));
-      const [row] = await dialect.query<{ value: string }>(dialect.increment(keys.key(group, member), record, now));
+      const [row] = await dialect.query<{ value: string }>(S.increment(keys.key(group, member), record, now));
       if (row === undefined) throw new Error('increment returned no row');
       const counter = JSON.parse(row.value) as Stored;
       return { count: Number(counter.value.v), expiresAt: counter.expires ?? Number.MAX_SAFE_INTEGER };
     },
 
     async purgeExpired(limit) {
-      return (await dialect.query(dialect.purge(Date.now(), base, upperBound(base), limit))).length;
+      return (await dialect.query(S.purge(Date.now(), base, upperBound(base), limit))).length;
     },
 
     async scan(cursor, batchSize) {
       // The cursor is the last storage key a page read, so it starts with this namespace.
       if (cursor !== undefined && !cursor.startsWith(base)) throw new RangeError('invalid scan cursor');
-      const rows = await dialect.query<KeyValueRow>(dialect.scan(base, upperBound(base), cursor ?? '', batchSize));
+      const rows = await dialect.query<KeyValueRow>(S.scan(base, upperBound(base), cursor ?? '', batchSize));
       return scanPage(rows, base, batchSize, Date.now());
     },
 

@@ -76,10 +76,8 @@ const SQL = {
     WHERE json_extract(value, '$.expires') IS NOT NULL`,
   requireLive: `SELECT 1 AS live FROM ${TABLE} WHERE key = ?1 AND ${live('value', '?2')}`,
   // BEGIN IMMEDIATE already holds the write lock, so a plain read is a locked read.
-  many: `SELECT key, value FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(?1))`,
+  lockMany: `SELECT key, value FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(?1))`,
 };
-
-const statement = (text: string, ...params: unknown[]): Statement => ({ text, params });
 
 /**
  * A {@link VaultStore} in one SQLite file (the embedded default), over `@keyv/sqlite`.
@@ -167,19 +165,9 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
 
   const dialect: SqlDialect = {
     kind: 'sqlite',
-    put: (key, record, now, _valueJson, requires) =>
-      requires === undefined ? statement(SQL.put, key, record, now) : statement(SQL.putRequires, key, record, now, requires),
-    insert: (key, record, now, requires) =>
-      requires === undefined ? statement(SQL.insert, key, record, now) : statement(SQL.insertRequires, key, record, now, requires),
-    replace: (key, valueJson, expectedJson, now) => statement(SQL.replace, key, valueJson, expectedJson, now),
-    remove: (key, now) => statement(SQL.remove, key, now),
-    range: (from, to) => statement(SQL.range, from, to),
-    removeRange: (from, to, now) => statement(SQL.removeRange, from, to, now),
-    scan: (from, to, after, limit) => statement(SQL.scan, from, to, after, limit),
-    increment: (key, record, now) => statement(SQL.increment, key, record, now),
-    purge: (now, from, to, limit) => statement(SQL.purge, now, from, to, limit),
-    requireLive: (key, now) => statement(SQL.requireLive, key, now),
-    lockMany: (keys) => statement(SQL.many, JSON.stringify(keys)),
+    sql: SQL,
+    putTakesValue: false,
+    keyList: (keys) => JSON.stringify(keys),
     query: (s) => shared(() => run(s)),
     // Keyv's own read (a plain SELECT by key), through the gate like every other statement.
     read: (key) => shared(() => keyv.get(key)),

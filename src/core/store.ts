@@ -223,33 +223,3 @@ export interface CounterState {
   /** Milliseconds since the epoch when the counter expires (`Number.MAX_SAFE_INTEGER` if never). */
   expiresAt: number;
 }
-
-/**
- * Checks the arguments of a batch the same way on every adapter: names, distinct members,
- * the size bound and TTLs. Adapters call it first; it throws `RangeError`.
- */
-export function checkBatch(
-  writes: readonly BatchWrite[],
-  options: BatchOptions | undefined,
-  assertName: (what: string, name: string) => void,
-): void {
-  if (!Array.isArray(writes)) throw new RangeError('writes must be an array');
-  if (writes.length > MAX_BATCH_WRITES) throw new RangeError(`a batch holds at most ${MAX_BATCH_WRITES} writes`);
-  const seen = new Set<string>();
-  for (const write of writes) {
-    if (!['put', 'insert', 'replace', 'remove'].includes(write.op)) throw new RangeError(`unknown batch op ${String(write.op)}`);
-    assertName('member', write.member);
-    if (seen.has(write.member)) throw new RangeError('a batch must not write one member twice');
-    seen.add(write.member);
-    if (write.op === 'insert' && write.ttlMs !== undefined) checkTtl(write.ttlMs);
-  }
-  if (options?.requires !== undefined) {
-    assertName('requires', options.requires);
-    if (seen.has(options.requires)) throw new RangeError('a batch must not write its required member');
-  }
-}
-
-/** A TTL must be a positive, finite number of milliseconds. */
-export function checkTtl(ttlMs: number): void {
-  if (!(Number.isFinite(ttlMs) && ttlMs > 0)) throw new RangeError('ttlMs must be a positive number of milliseconds');
-}
