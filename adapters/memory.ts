@@ -91,9 +91,8 @@ export function createMemoryStore(options: {
 
   /** A put over what is there: createdAt survives, any expiry is cleared. */
   function putOver(group: string, member: string, value: string, current: Stored | undefined, now: number): 'added' | 'updated' {
-    const stored = newRecord(value, now);
-    if (current !== undefined) stored.value.c = current.value.c;
-    write(group, member, stored);
+    // No write id: nothing here needs one to tell added from updated.
+    write(group, member, { value: { v: value, c: current?.value.c ?? now, u: now } });
     return current === undefined ? 'added' : 'updated';
   }
 
