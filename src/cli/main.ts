@@ -27,7 +27,8 @@ interface StoreFlags {
 interface ServeFlags extends StoreFlags {
   port: number;
   host: string;
-  framework: Framework;
+  /** Unset: express when it is installed, else `fetch`. */
+  framework?: Framework;
   basePath: string;
   /** False with --no-key-id-limit. */
   keyIdLimit: boolean;
@@ -179,7 +180,7 @@ function buildProgram(): Command {
   storeOption(program.command('serve').description('serve the HTTP API'))
     .option('--port <port>', 'port to listen on', port, 3000)
     .option('--host <host>', 'address to listen on', '127.0.0.1')
-    .addOption(new Option('--framework <framework>', 'HTTP framework').choices(FRAMEWORKS).default('express'))
+    .addOption(new Option('--framework <framework>', 'HTTP framework (default: express when installed, else fetch on Node\'s own HTTP server)').choices(FRAMEWORKS))
     .option('--base-path <path>', 'where the API is mounted', DEFAULT_BASE_PATH)
     .option('--max-auth-failures <n>', 'failed authentications allowed per client address (and API key id) in the window (default 20)', positiveInt('max-auth-failures', 1_000_000))
     .option('--auth-failure-window <seconds>', 'length of the failed-authentication window (default 300)', positiveInt('auth-failure-window', 604_800))
@@ -328,12 +329,26 @@ function serveHandlerOptions(flags: ServeFlags): HandlerOptions {
  */
 const REPEAT_SIGNAL_GRACE_MS = 1000;
 
+/**
+ * Express when the app has it; otherwise the built-in `fetch` binding on `node:http`, so
+ * `npm install credvault` alone can serve. Said on stderr, since it is a choice made for the user.
+ */
+function defaultFramework(): Framework {
+  try {
+    import.meta.resolve('express');
+    return 'express';
+  } catch {
+    process.stderr.write("credvault: express is not installed; serving with Node's own HTTP server (--framework fetch)\n");
+    return 'fetch';
+  }
+}
+
 async function serve(flags: ServeFlags): Promise<void> {
   const vault = await openCliVault(flags);
   const [{ createApiServer, drainServer }, { anyApiKeyCreated }] = await Promise.all([import('./server.js'), import('../core/api-keys.js')]);
   let server: Awaited<ReturnType<typeof createApiServer>>;
   try {
-    server = await createApiServer(vault, flags.framework, serveHandlerOptions(flags));
+    server = await createApiServer(vault, flags.framework ?? defaultFramework(), serveHandlerOptions(flags));
   } catch (error) {
     // A framework that is not installed, say: the open store must not keep the process alive.
     await vault.close().catch(() => undefined);
