@@ -2,6 +2,8 @@
  * Where each record lives in the store. Every component is escaped so that distinct
  * (org, environment, account, key) tuples can never produce the same group or member.
  */
+import { VaultError } from '../errors.js';
+import { MAX_NAME_LENGTH } from './store.js';
 
 /** Escapes every UTF-16 unit outside `A-Z a-z 0-9 _ . -` as `%XXXX`: injective, and the output never holds `:`, `{` or `}`. */
 export function escapeComponent(value: string): string {
@@ -29,9 +31,22 @@ export interface AccountRef {
 
 const ACCOUNT_GROUP_PREFIX = 'acct';
 
-/** The group holding everything one linked account owns. */
-export const accountGroup = (ref: AccountRef): string =>
-  `${ACCOUNT_GROUP_PREFIX}:${escapeComponent(ref.org)}:${escapeComponent(ref.environment)}:${escapeComponent(ref.accountId)}`;
+/**
+ * The group holding everything one linked account owns. Each character outside
+ * `A-Z a-z 0-9 _ . -` takes five in the group, so an org and account id made mostly of such
+ * characters can exceed the store's bound on names: that is a validation error (400), never a
+ * store failure.
+ */
+export function accountGroup(ref: AccountRef): string {
+  const group = `${ACCOUNT_GROUP_PREFIX}:${escapeComponent(ref.org)}:${escapeComponent(ref.environment)}:${escapeComponent(ref.accountId)}`;
+  if (group.length > MAX_NAME_LENGTH) {
+    throw new VaultError(
+      'VALIDATION_ERROR',
+      `linked_account_id is too long: with its org it must fit in ${MAX_NAME_LENGTH} stored characters, where each character other than A-Z a-z 0-9 _ . - takes five`,
+    );
+  }
+  return group;
+}
 
 /** The account an {@link accountGroup} names, or `undefined` for any other group. */
 export function parseAccountGroup(group: string): AccountRef | undefined {
