@@ -129,3 +129,16 @@ describe('the import graph', () => {
     ]);
   });
 });
+
+describe('every source file', () => {
+  const files = ['src', 'adapters', 'bench'].flatMap(sourceFiles);
+
+  it('starts with a comment saying what it is (after a shebang line, if any)', () => {
+    const bare = files.filter((file) => {
+      const text = readFileSync(path.join(ROOT, file), 'utf8').replace(/^#!.*\n/, '');
+      return !/^\s*(\/\*\*?[\s\S]*?\*\/|\/\/)/.test(text) || /^\s*\/\*\*?\s*\*\//.test(text);
+    });
+    expect(bare, `files without a first comment:\n${bare.join('\n')}`).toEqual([]);
+    expect(files.length).toBeGreaterThan(50);
+  });
+});
