@@ -1,0 +1,157 @@
+/** Core deadlines: a store call that never settles, or fails, becomes one STORE_UNAVAILABLE that names no internals. */
+import { describe, expect, it } from 'vitest';
+import {
+  createApiKey,
+  createLinkedAccount,
+  createVault,
+  deleteDefaultAppCredential,
+  deleteLinkedAccount,
+  generateKey,
+  getDefaultAppCredential,
+  issueSessionToken,
+  listDefaultAppCredentials,
+  rotateKeys,
+  upsertDefaultAppCredential,
+  verifyApiKey,
+  VaultError,
+  type Vault,
+  type VaultStore,
+} from '../../src/index.js';
+import { createMemoryStore } from '../../adapters/memory.js';
+
+type Method = Exclude<keyof VaultStore, 'kind'>;
+
+/** A memory store whose chosen methods hang forever (or reject with `failWith`) once told to. */
+function faultyStore() {
+  const inner = createMemoryStore();
+  const faults = { hang: new Set<Method>(), failWith: undefined as Error | undefined, closed: 0 };
+  const store = new Proxy(inner, {
+    get(target, prop, receiver) {
+      const original = Reflect.get(target, prop, receiver) as unknown;
+      if (typeof original !== 'function') return original;
+      return (...args: unknown[]) => {
+        if (prop === 'close') faults.closed += 1;
+        if (faults.hang.has(prop as Method)) {
+          if (faults.failWith !== undefined) return Promise.reject(faults.failWith);
+          return new Promise(() => undefined);
+        }
+        return (original as (...a: unknown[]) => unknown).apply(target, args);
+      };
+    },
+  });
+  return { store, faults };
+}
+
+const acct = { org: 'acme', environment: 'test', accountId: 'cust-1' };
+const TIMEOUT_MS = 50;
+
+async function failure(call: Promise<unknown>): Promise<VaultError> {
+  const error = await call.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(VaultError);
+  return error as VaultError;
+}
+
+async function readyVault(): Promise<{ vault: Vault; faults: ReturnType<typeof faultyStore>['faults'] }> {
+  const { store, faults } = faultyStore();
+  const vault = await createVault({ store, keys: generateKey('k').entry, storeTimeoutMs: TIMEOUT_MS });
+  await createLinkedAccount(vault, acct, { credentials: { api_key: 'v' } });
+  return { vault, faults };
+}
+
+// Each operation, and a store method it cannot do without.
+const operations: Array<[string, Method, (vault: Vault) => Promise<unknown>]> = [
+  ['upsertDefaultAppCredential', 'put', (v) => upsertDefaultAppCredential(v, acct, 'api_key', 'new')],
+  ['getDefaultAppCredential', 'get', (v) => getDefaultAppCredential(v, acct, 'api_key')],
+  ['listDefaultAppCredentials', 'list', (v) => listDefaultAppCredentials(v, acct)],
+  ['deleteDefaultAppCredential', 'remove', (v) => deleteDefaultAppCredential(v, acct, 'api_key')],
+  ['createLinkedAccount', 'batch', (v) => createLinkedAccount(v, { ...acct, accountId: 'other' })],
+  ['deleteLinkedAccount', 'removeGroup', (v) => deleteLinkedAccount(v, acct)],
+  ['issueSessionToken', 'insert', (v) => issueSessionToken(v, acct)],
+  ['rotateKeys', 'scan', (v) => rotateKeys(v)],
+  ['createApiKey', 'insert', (v) => createApiKey(v, { org: 'acme' })],
+  ['verifyApiKey', 'get', (v) => verifyApiKey(v, `tk_${'a'.repeat(16)}_${'A'.repeat(43)}`)],
+];
+
+describe('the store deadline', () => {
+  it.each(operations)('%s past storeTimeoutMs (%s never answers) is STORE_UNAVAILABLE saying the deadline', async (_name, method, run) => {
+    const { vault, faults } = await readyVault();
+    try {
+      faults.hang.add(method);
+      const error = await failure(run(vault));
+      expect(error.code).toBe('STORE_UNAVAILABLE');
+      expect(error.message).toBe(`The credential store did not answer within ${TIMEOUT_MS} ms`);
+    } finally {
+      faults.hang.clear();
+      await vault.close();
+    }
+  });
+
+  it('a store that never answers while the vault opens fails the open with STORE_UNAVAILABLE and closes the store', async () => {
+    const { store, faults } = faultyStore();
+    faults.hang.add('list');
+    const error = await failure(createVault({ store, keys: generateKey('k').entry, storeTimeoutMs: TIMEOUT_MS }));
+    expect(error.code).toBe('STORE_UNAVAILABLE');
+    expect(error.message).toBe(`The credential store did not answer within ${TIMEOUT_MS} ms`);
+    expect(faults.closed).toBe(1);
+  });
+
+  it('the vault is usable again once the store answers', async () => {
+    const { vault, faults } = await readyVault();
+    try {
+      faults.hang.add('get');
+      await expect(getDefaultAppCredential(vault, acct, 'api_key')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      faults.hang.clear();
+      expect(await getDefaultAppCredential(vault, acct, 'api_key')).toBe('v');
+    } finally {
+      await vault.close();
+    }
+  });
+});
+
+describe('a failing store', () => {
+  it('a backend error is STORE_UNAVAILABLE with a generic message, keeping the backend error as its cause', async () => {
+    const { vault, faults } = await readyVault();
+    try {
+      const backendError = new Error('connect ECONNREFUSED 10.0.0.7:5432 password=hunter2');
+      faults.failWith = backendError;
+      faults.hang.add('get');
+      const error = await failure(getDefaultAppCredential(vault, acct, 'api_key'));
+      expect(error.code).toBe('STORE_UNAVAILABLE');
+      expect(error.message).toBe('The credential store is unavailable');
+      expect(error.cause).toBe(backendError);
+    } finally {
+      faults.hang.clear();
+      await vault.close();
+    }
+  });
+
+  it('an outage never reads as "not found": a failing read is not undefined, a failing list is not empty', async () => {
+    const { vault, faults } = await readyVault();
+    try {
+      faults.failWith = new Error('down');
+      faults.hang.add('get');
+      faults.hang.add('list');
+      await expect(getDefaultAppCredential(vault, acct, 'missing')).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+      await expect(listDefaultAppCredentials(vault, acct)).rejects.toMatchObject({ code: 'STORE_UNAVAILABLE' });
+    } finally {
+      faults.hang.clear();
+      await vault.close();
+    }
+  });
+
+  it('a VaultError from the store passes through as it is', async () => {
+    const { vault, faults } = await readyVault();
+    try {
+      faults.failWith = new VaultError('STORE_UNAVAILABLE', 'The memory store is closed');
+      faults.hang.add('get');
+      const error = await failure(getDefaultAppCredential(vault, acct, 'api_key'));
+      expect(error).toBe(faults.failWith);
+    } finally {
+      faults.hang.clear();
+      await vault.close();
+    }
+  });
+});
