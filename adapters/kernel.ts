@@ -10,8 +10,12 @@ import Keyv, { type KeyvStoreAdapter } from 'keyv';
 import { VaultError } from '../src/errors.js';
 import {
   MAX_BATCH_WRITES,
+  MAX_INDEX_PAGE,
   MAX_NAME_LENGTH,
   type BatchOptions,
+  type IndexEntry,
+  type IndexPage,
+  type RemoveGroupOptions,
   type BatchResult,
   type BatchWrite,
   type CounterState,
@@ -109,6 +113,26 @@ function checkCount(what: string, count: number): void {
   if (!Number.isInteger(count) || count < 1) throw new RangeError(`${what} must be a positive integer`);
 }
 
+/** An index link (rule 10) names an index and an entry, both rule-1 names; returns it, or `undefined` when absent. */
+export function checkIndexEntry(link: IndexEntry | undefined): IndexEntry | undefined {
+  if (link === undefined) return undefined;
+  if (typeof link !== 'object' || link === null) throw new RangeError('index must be an object { index, entry }');
+  assertName('index', link.index);
+  assertName('index entry', link.entry);
+  if (link.index === '' || link.entry === '') throw new RangeError('index and entry must not be empty');
+  return { index: link.index, entry: link.entry };
+}
+
+/** `readIndex` arguments: a rule-1 index name, an offset from 0, a limit from 1 to {@link MAX_INDEX_PAGE}. */
+export function checkIndexRead(index: string, offset: number, limit: number): void {
+  assertName('index', index);
+  if (index === '') throw new RangeError('index must not be empty');
+  if (!Number.isSafeInteger(offset) || offset < 0) throw new RangeError('offset must be a non-negative integer');
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_INDEX_PAGE) {
+    throw new RangeError(`limit must be an integer from 1 to ${MAX_INDEX_PAGE}`);
+  }
+}
+
 const OPS = new Set(['put', 'insert', 'replace', 'remove']);
 
 /** Checks a batch's shape: an array of known ops on distinct members, within the size bound, with sane TTLs. */
@@ -137,11 +161,12 @@ export function checkBatch(writes: readonly BatchWrite[], options: BatchOptions 
  * store is open. `prefix` of `list` is always a string, possibly empty.
  */
 export interface StoreDriver
-  extends Pick<VaultStore, 'get' | 'replace' | 'remove' | 'removeGroup' | 'increment' | 'purgeExpired' | 'scan'> {
+  extends Pick<VaultStore, 'get' | 'replace' | 'remove' | 'increment' | 'purgeExpired' | 'scan' | 'readIndex'> {
   put(group: string, member: string, value: string, requires: string | undefined): Promise<PutResult>;
   insert(group: string, member: string, value: string, ttlMs: number | undefined, requires: string | undefined): Promise<boolean>;
   list(group: string, prefix: string): Promise<StoreListItem[]>;
-  batch(group: string, writes: readonly BatchWrite[], requires: string | undefined): Promise<BatchResult>;
+  removeGroup(group: string, index: IndexEntry | undefined): Promise<number>;
+  batch(group: string, writes: readonly BatchWrite[], requires: string | undefined, index: IndexEntry | undefined): Promise<BatchResult>;
   /** Called once, by the first `close`; the kernel already rejects every later call. */
   close(): Promise<void>;
 }
@@ -217,15 +242,21 @@ export function defineStore(definition: StoreDefinition, driver: StoreDriver): V
       return driver.list(group, prefix);
     },
 
-    async removeGroup(group: string): Promise<number> {
+    async removeGroup(group: string, options?: RemoveGroupOptions): Promise<number> {
       open(group);
-      return driver.removeGroup(group);
+      return driver.removeGroup(group, checkIndexEntry(options?.index));
     },
 
     async batch(group: string, writes: readonly BatchWrite[], options?: BatchOptions): Promise<BatchResult> {
       open(group);
       checkBatch(writes, options);
-      return driver.batch(group, writes, options?.requires);
+      return driver.batch(group, writes, options?.requires, checkIndexEntry(options?.index));
+    },
+
+    async readIndex(index: string, offset: number, limit: number): Promise<IndexPage> {
+      open();
+      checkIndexRead(index, offset, limit);
+      return driver.readIndex(index, offset, limit);
     },
 
     async increment(group: string, member: string, ttlMs: number): Promise<CounterState> {

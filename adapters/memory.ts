@@ -4,7 +4,7 @@
  * kernel for argument checks and the key layout, and on JavaScript's single thread for
  * atomicity: every write runs synchronously on the Map, between two awaits of nobody else.
  */
-import type { BatchWrite, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
+import type { BatchWrite, IndexEntry, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
 import { createKeyv, defineStore, DEFAULT_NAMESPACE, keyLayout, type StoreFaults } from './kernel.js';
 import { entryOf, isLive, newRecord, type Stored } from './record.js';
 
@@ -101,6 +101,22 @@ export function createMemoryStore(options: {
     write(group, member, { ...current, value: { ...current.value, v: value } });
   }
 
+  // Indexes (rule 10): each a sorted array, changed in the same synchronous step as its group.
+  const indexes = new Map<string, string[]>();
+  function link({ index, entry }: IndexEntry): void {
+    const entries = indexes.get(index) ?? [];
+    const at = lowerBound(entries, entry);
+    if (entries[at] !== entry) entries.splice(at, 0, entry);
+    indexes.set(index, entries);
+  }
+  function unlink({ index, entry }: IndexEntry): void {
+    const entries = indexes.get(index);
+    if (entries === undefined) return;
+    const at = lowerBound(entries, entry);
+    if (entries[at] === entry) entries.splice(at, 1);
+    if (entries.length === 0) indexes.delete(index);
+  }
+
   const isMissing = (group: string, requires: string | undefined, now: number): boolean =>
     requires !== undefined && read(group, requires, now) === undefined;
 
@@ -151,7 +167,8 @@ export function createMemoryStore(options: {
       return items.sort((a, b) => byCodeUnit(a.member, b.member));
     },
 
-    async removeGroup(group) {
+    async removeGroup(group, index) {
+      if (index !== undefined) unlink(index);
       const members = groups.get(group);
       if (members === undefined) return 0;
       const now = Date.now();
@@ -163,7 +180,7 @@ export function createMemoryStore(options: {
       return removed;
     },
 
-    async batch(group, writes: readonly BatchWrite[], requires) {
+    async batch(group, writes: readonly BatchWrite[], requires, index) {
       const now = Date.now();
       // Every check runs before the first write, all in one synchronous step.
       if (isMissing(group, requires, now)) return { committed: false, failed: -1 };
@@ -189,7 +206,13 @@ export function createMemoryStore(options: {
             return current !== undefined;
         }
       });
+      if (index !== undefined) link(index);
       return { committed: true, results };
+    },
+
+    async readIndex(index, offset, limit) {
+      const entries = indexes.get(index) ?? [];
+      return { total: entries.length, entries: entries.slice(offset, offset + limit) };
     },
 
     async increment(group, member, ttlMs) {
@@ -250,6 +273,7 @@ export function createMemoryStore(options: {
       map.clear();
       expiring.clear();
       groups.clear();
+      indexes.clear();
       await keyv.disconnect();
     },
   });

@@ -5,7 +5,7 @@ import type { VaultStore } from './store.js';
 /** Default deadline for one store call. */
 export const DEFAULT_STORE_TIMEOUT_MS = 2000;
 
-const METHODS = ['get', 'put', 'insert', 'replace', 'remove', 'list', 'removeGroup', 'batch', 'increment', 'purgeExpired', 'scan'] as const;
+const METHODS = ['get', 'put', 'insert', 'replace', 'remove', 'list', 'removeGroup', 'batch', 'increment', 'purgeExpired', 'scan', 'readIndex'] as const;
 
 /**
  * Wraps a store so that every call settles within `timeoutMs`, and every failure the

@@ -37,7 +37,19 @@
  * 8. **After close** every method but `close` rejects with a `VaultError` whose code is
  *    `STORE_UNAVAILABLE`; `close` itself may be called again and resolves.
  * 9. **Namespaces.** Two stores with different namespaces on one backend never see, count,
- *    remove, purge or scan each other's entries, nor anything else the backend holds.
+ *    remove, purge or scan each other's entries or indexes, nor anything else the backend holds.
+ * 10. **Indexes.** An index is a sorted set of entry names (rule 1 names, never expiring),
+ *    kept beside the groups so the vault can page through the linked accounts of an org
+ *    without walking the store. It changes only together with a group: a `batch` with
+ *    `index` adds its entry in the same atomic step as the batch's writes (and not at all if
+ *    the batch does not commit), and a `removeGroup` with `index` removes its entry in the
+ *    same atomic step as the group. Index names and group names are separate: an index
+ *    named like a group has nothing to do with it, and `scan` never returns index entries.
+ *    An adapter whose backend cannot make one step of a group and an index (Redis Cluster
+ *    puts them in different slots) must still leave them agreeing once the call returns,
+ *    and must complete or undo a call cut off halfway (a crash) no later than the next call
+ *    that touches that entry or reads that index after a bounded delay; it says so in its
+ *    documentation.
  *
  * @example
  * ```ts
@@ -90,9 +102,11 @@ export interface VaultStore {
   /**
    * Removes every member of the group and returns how many live ones it removed. Racing
    * calls count each member once. Costs in proportion to the group, never to the store;
-   * it never touches another group, however alike their names.
+   * it never touches another group, however alike their names. With `index`, that entry
+   * leaves that index in the same atomic step, whether or not the group held anything
+   * (rule 10).
    */
-  removeGroup(group: string): Promise<number>;
+  removeGroup(group: string, options?: RemoveGroupOptions): Promise<number>;
 
   /**
    * Applies several writes to one group as one atomic step: all of them or none.
@@ -110,6 +124,11 @@ export interface VaultStore {
    *
    * A backend failure rejects the promise, and then none of the writes happened: no
    * reader, in any process, ever sees some of them without the others.
+   *
+   * With `index`, a batch that commits also puts that entry in that index (a no-op if it is
+   * there already), in the same atomic step (rule 10); an uncommitted one leaves the index
+   * as it was. An empty batch with `requires` and `index` adds the entry only while the
+   * required member is live, which is how existing groups are indexed after the fact.
    */
   batch(group: string, writes: readonly BatchWrite[], options?: BatchOptions): Promise<BatchResult>;
 
@@ -122,6 +141,17 @@ export interface VaultStore {
    * return N distinct counts. The value is the count in decimal (`get` shows it).
    */
   increment(group: string, member: string, ttlMs: number): Promise<CounterState>;
+
+  /**
+   * One page of an index: `total`, the exact number of its entries, and the entries at
+   * positions `offset` (a non-negative integer) to `offset + limit - 1` (`limit` a positive
+   * integer, at most {@link MAX_INDEX_PAGE}) in UTF-16 code-unit order, both read at one
+   * instant (a racing batch or removeGroup is in both or in neither). An index nobody wrote
+   * reads as `{ total: 0, entries: [] }`; an offset past the end gives no entries. Costs in
+   * proportion to `offset + limit` at worst (a B-tree walk), never to the store, and `total`
+   * never walks the index (a counter kept with it, or the backend's own cardinality).
+   */
+  readIndex(index: string, offset: number, limit: number): Promise<IndexPage>;
 
   /**
    * Deletes at most `limit` (a positive integer) expired entries of this namespace and
@@ -210,7 +240,31 @@ export type BatchWrite =
 export interface BatchOptions {
   /** Apply the batch only if this member of the group is live (it must not be written by the batch). */
   requires?: string;
+  /** When the batch commits, this entry is in this index, in the same atomic step (rule 10). */
+  index?: IndexEntry;
 }
+
+export interface RemoveGroupOptions {
+  /** This entry leaves this index in the same atomic step as the group (rule 10). */
+  index?: IndexEntry;
+}
+
+/** One entry of one index (rule 10); both names follow rule 1. */
+export interface IndexEntry {
+  index: string;
+  entry: string;
+}
+
+/** What {@link VaultStore.readIndex} returns. */
+export interface IndexPage {
+  /** How many entries the index holds. */
+  total: number;
+  /** The page's entries, in UTF-16 code-unit order. */
+  entries: string[];
+}
+
+/** The most entries one {@link VaultStore.readIndex} call returns. */
+export const MAX_INDEX_PAGE = 1000;
 
 /** What {@link VaultStore.batch} did: every write, or none and the first that could not apply. */
 export type BatchResult =

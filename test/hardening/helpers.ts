@@ -28,6 +28,7 @@ export function slowStore(inner: VaultStore, latencyMs: number): VaultStore {
     increment: (...a) => later(() => inner.increment(...a)),
     purgeExpired: (...a) => later(() => inner.purgeExpired(...a)),
     scan: (...a) => later(() => inner.scan(...a)),
+    readIndex: (...a) => later(() => inner.readIndex(...a)),
     close: () => inner.close(),
   };
 }

@@ -34,11 +34,12 @@ function switchableStore(inner: VaultStore): VaultStore & { down: boolean } {
     replace: (...a: Parameters<VaultStore['replace']>) => (wrapper.down ? hang() : inner.replace(...a)),
     remove: (g: string, m: string) => (wrapper.down ? hang() : inner.remove(g, m)),
     list: (g: string, p?: string) => (wrapper.down ? hang() : inner.list(g, p)),
-    removeGroup: (g: string) => (wrapper.down ? hang() : inner.removeGroup(g)),
+    removeGroup: (...a: Parameters<VaultStore['removeGroup']>) => (wrapper.down ? hang() : inner.removeGroup(...a)),
     batch: (...a: Parameters<VaultStore['batch']>) => (wrapper.down ? hang() : inner.batch(...a)),
     increment: (...a: Parameters<VaultStore['increment']>) => (wrapper.down ? hang() : inner.increment(...a)),
     purgeExpired: (n: number) => (wrapper.down ? hang() : inner.purgeExpired(n)),
     scan: (c: string | undefined, n: number) => (wrapper.down ? hang() : inner.scan(c, n)),
+    readIndex: (...a: Parameters<VaultStore['readIndex']>) => (wrapper.down ? hang() : inner.readIndex(...a)),
     close: () => inner.close(),
   };
   return wrapper;

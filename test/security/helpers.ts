@@ -390,6 +390,7 @@ export function wrapStore(
     increment: (...a) => inner.increment(...a),
     purgeExpired: (...a) => inner.purgeExpired(...a),
     scan: (...a) => inner.scan(...a),
+    readIndex: (...a) => inner.readIndex(...a),
     close: () => inner.close(),
   };
 }
