@@ -17,6 +17,7 @@ import {
 import { defineCounters } from './counters.js';
 import { defineErrors } from './errors.js';
 import { defineExpiry } from './expiry.js';
+import { defineIndexes } from './indexes.js';
 import { defineIsolation } from './isolation.js';
 import { defineLifecycle } from './lifecycle.js';
 import { defineScan } from './scan.js';
@@ -27,6 +28,7 @@ const DEFINITIONS: Record<Concern, (h: Harness) => void> = {
   values: defineValues,
   expiry: defineExpiry,
   batch: defineBatch,
+  indexes: defineIndexes,
   counters: defineCounters,
   scan: defineScan,
   isolation: defineIsolation,

@@ -38,6 +38,7 @@ export const CONCERNS = [
   'values',
   'expiry',
   'batch',
+  'indexes',
   'counters',
   'scan',
   'isolation',
@@ -238,5 +239,6 @@ export function everyCall(store: VaultStore, group: string): Array<readonly [str
     ['batch', () => store.batch(group, [{ op: 'put', member: 'm', value: 'v' }])],
     ['increment', () => store.increment(group, 'n', 60_000)],
     ['scan', () => store.scan(undefined, 10)],
+    ['readIndex', () => store.readIndex(group, 0, 10)],
   ];
 }

@@ -16,6 +16,7 @@ export { runBasicsConformance } from './basics.js';
 export { runValuesConformance } from './values.js';
 export { runExpiryConformance } from './expiry.js';
 export { runBatchConformance } from './batch.js';
+export { runIndexConformance } from './indexes.js';
 export { runCountersConformance } from './counters.js';
 export { runScanConformance } from './scan.js';
 export { runIsolationConformance } from './isolation.js';
