@@ -10,9 +10,24 @@ export { openVault } from './core/vault.js';
 export type { Vault, VaultSettings } from './core/vault.js';
 export { VaultError, isVaultError } from './errors.js';
 export type { VaultErrorCode } from './errors.js';
-export type { VaultStore, StoreEntry, StoreListItem, ScanPage, PutOptions, PutResult, InsertOptions } from './core/store.js';
+export type {
+  VaultStore,
+  StoreEntry,
+  StoreListItem,
+  ScanPage,
+  PutOptions,
+  PutResult,
+  InsertOptions,
+  BatchWrite,
+  BatchOptions,
+  BatchResult,
+  RemoveGroupOptions,
+  IndexEntry,
+  IndexPage,
+  CounterState,
+} from './core/store.js';
 export { openStore, parseStoreUrl, DEFAULT_STORE_URL } from './store-url.js';
-export type { AccountRef } from './core/layout.js';
+export type { AccountRef, AccountScope } from './core/layout.js';
 export type { Principal } from './core/principal.js';
 export type { Actor, VaultEvent, VaultEventType, EventSink } from './core/events.js';
 export {
@@ -22,9 +37,18 @@ export {
   deleteDefaultAppCredential,
 } from './core/credentials.js';
 export type { UpsertResult, CredentialInfo } from './core/credentials.js';
-export { createLinkedAccount, getLinkedAccount, linkedAccountExists, upsertLinkedAccount, deleteLinkedAccount } from './core/accounts.js';
+export {
+  createLinkedAccount,
+  getLinkedAccount,
+  linkedAccountExists,
+  listLinkedAccounts,
+  upsertLinkedAccount,
+  deleteLinkedAccount,
+  MAX_ACCOUNT_PAGE_LIMIT,
+  DEFAULT_ACCOUNT_PAGE_LIMIT,
+} from './core/accounts.js';
 export type { UpsertedLinkedAccount } from './core/accounts.js';
-export type { LinkedAccount, CreateLinkedAccountInput } from './core/accounts.js';
+export type { LinkedAccount, LinkedAccountPage, DefaultAppInfo, CreateLinkedAccountInput } from './core/accounts.js';
 export { createApiKey, revokeApiKey, verifyApiKey } from './core/api-keys.js';
 export { rotateKeys, countRecords } from './core/rotation.js';
 export type { RotationResult, RotationOptions } from './core/rotation.js';

@@ -68,7 +68,7 @@ export async function createVault(options: VaultOptions): Promise<Vault> {
   const { store, namespace, keys, keyFile, log, ...settings } = options;
   const { keyring } = await resolveKeyring(store, { keys, keyFile, log });
   const rawStore = typeof store === 'string' ? await openStore(store, { namespace }) : store;
-  return openVault(rawStore, keyring, settings);
+  return openVault(rawStore, keyring, { ...settings, log });
 }
 
 /**

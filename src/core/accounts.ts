@@ -1,17 +1,27 @@
 /**
  * Linked accounts: creating (optionally with a default app seeded with credentials),
- * updating, reading and deleting one with everything it owns.
+ * updating, reading, listing one org's and environment's accounts a page at a time, and
+ * deleting one with everything it owns.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { z } from 'zod';
 import { VaultError } from '../errors.js';
-import { accountGroup, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE } from './layout.js';
-import type { AccountRef } from './layout.js';
+import {
+  accountGroup,
+  accountIdOfIndexEntry,
+  accountIndex,
+  accountIndexEntry,
+  credentialMember,
+  CREDENTIAL_PREFIX,
+  DEFAULT_APP,
+  PROFILE,
+} from './layout.js';
+import type { AccountRef, AccountScope } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';
-import { accountNameSchema, credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
+import { accountNameSchema, credentialKeySchema, credentialValueSchema, environmentSchema, orgIdSchema, parseInput } from './validation.js';
 import { accountNotFound } from './credentials.js';
 import { auditedRemoval } from './events.js';
-import { MAX_BATCH_WRITES, type BatchWrite } from './store.js';
+import { MAX_BATCH_WRITES, type BatchWrite, type StoreEntry } from './store.js';
 import type { Vault } from './vault.js';
 import { sealCredential } from '../crypto/cipher.js';
 
@@ -32,7 +42,40 @@ export interface LinkedAccount {
   name: string;
   /** Custom fields, in the order they were first set. */
   udf: Array<{ name: string; value: string }>;
+  /** When the account was created, ISO-8601. */
+  createdAt: string;
+  /** When its name or custom fields last changed (its creation until then), ISO-8601. */
+  updatedAt: string;
+  /** The account's default-app integration, never its credentials; `undefined` when it has none. */
+  defaultApp: DefaultAppInfo | undefined;
 }
+
+/** The default-app integration of a linked account, without its credentials. */
+export interface DefaultAppInfo {
+  /** 24 hex digits, derived from the account's id: the same for as long as the account has its default app. */
+  id: string;
+  /** When the account got its default app, ISO-8601. */
+  createdAt: string;
+  /** When credentials were last set through it, ISO-8601 (deleting one does not count). */
+  updatedAt: string;
+}
+
+/** One page of {@link listLinkedAccounts}. */
+export interface LinkedAccountPage {
+  /** The page's accounts, in the order of the account index (see {@link listLinkedAccounts}). */
+  accounts: LinkedAccount[];
+  /** How many accounts the org and environment hold, exactly, at the moment the page was read. */
+  total: number;
+  /** The page asked for, from 1. */
+  page: number;
+  /** The page size asked for. */
+  limit: number;
+}
+
+/** The largest `limit` {@link listLinkedAccounts} accepts. */
+export const MAX_ACCOUNT_PAGE_LIMIT = 100;
+/** The `limit` of {@link listLinkedAccounts} when none is given. */
+export const DEFAULT_ACCOUNT_PAGE_LIMIT = 10;
 
 /** What {@link upsertLinkedAccount} did: the account as it now is, and whether this call created it. */
 export interface UpsertedLinkedAccount {
@@ -48,6 +91,12 @@ interface AccountProfile {
   environment: string;
   associated_org: string;
   udf: Array<{ key_name: string; key_value: string }>;
+  /**
+   * Milliseconds since the epoch. Kept in the profile because a store `replace` keeps the
+   * entry's own timestamps; profiles written before these fields fall back to the entry's.
+   */
+  created_at?: number;
+  updated_at?: number;
 }
 
 export interface CreateLinkedAccountInput {
@@ -105,6 +154,7 @@ export async function createLinkedAccount(
     input.credentials === undefined
       ? undefined
       : parseEntries(input.credentials, 'your_app.auth_credentials', credentialValueSchema(vault.maxValueBytes));
+  const now = Date.now();
   const profile: AccountProfile = {
     _id: randomBytes(12).toString('hex'),
     account_id: ref.accountId,
@@ -112,23 +162,28 @@ export async function createLinkedAccount(
     environment: ref.environment,
     associated_org: ref.org,
     udf: udf.map(([key_name, key_value]) => ({ key_name, key_value })),
+    created_at: now,
+    updated_at: now,
   };
   const group = accountGroup(ref);
-  // Profile, default app and every seeded credential land in one atomic step: a create
-  // that fails (or is cut off by a crash) leaves nothing, so a retry starts clean.
+  const index = accountIndexEntry(ref);
+  // Profile, default app, every seeded credential and the index entry land in one atomic
+  // step: a create that fails (or is cut off by a crash) leaves nothing, so a retry starts clean.
   const writes: BatchWrite[] = [{ op: 'insert', member: PROFILE, value: JSON.stringify(profile) }];
   if (credentials !== undefined) writes.push(...defaultAppWrites(vault, ref, credentials));
-  const result = await vault.store.batch(group, writes);
+  const result = await vault.store.batch(group, writes, { index });
   if (!result.committed) {
     throw new VaultError('LINKED_ACCOUNT_EXISTS', `Linked account ${ref.accountId} already exists`);
   }
-  const undo = () => vault.store.removeGroup(group);
+  const undo = () => vault.store.removeGroup(group, { index });
   const actor = actorOf(principal);
   await vault.emit({ type: 'account.created', ...ref, actor }, undo);
   for (const [key] of credentials ?? []) {
     await vault.emit({ type: 'credential.added', ...ref, key, actor }, undo);
   }
-  return toLinkedAccount(profile);
+  // The default app, if any, was written in the same step as the profile.
+  const written = { createdAt: now, updatedAt: now };
+  return toLinkedAccount(profile, written, credentials === undefined ? undefined : written);
 }
 
 /** The writes that give an account its default app (kept if it has one) and set these credentials in it. */
@@ -207,6 +262,8 @@ export async function upsertLinkedAccount(
         for (const [key, value] of udf) merged.set(key, value);
         profile.udf = [...merged].map(([key_name, key_value]) => ({ key_name, key_value }));
       }
+      // Strictly later than before, so two changes within one millisecond still move it.
+      profile.updated_at = Math.max(Date.now(), (profile.updated_at ?? current.updatedAt) + 1);
       writes.push({ op: 'replace', member: PROFILE, expected: current.value, value: JSON.stringify(profile) });
     }
     writes.push(...appWrites);
@@ -233,7 +290,9 @@ export async function upsertLinkedAccount(
         : () => vault.store.batch(group, unreported.map((p): BatchWrite => ({ op: 'remove', member: credentialMember(p.key) })));
     await vault.emit({ type: `credential.${added ? 'added' : 'updated'}`, ...ref, key, actor }, undo);
   }
-  return { account: toLinkedAccount(profile), created: false };
+  // Read after the write: a put keeps the app's createdAt, which only the store knows.
+  const app = await vault.store.get(group, DEFAULT_APP);
+  return { account: toLinkedAccount(profile, current, app), created: false };
 }
 
 /**
@@ -251,7 +310,7 @@ export async function deleteLinkedAccount(vault: Vault, principal: Principal): P
   const group = accountGroup(ref);
   if ((await vault.store.get(group, PROFILE)) === undefined) throw accountNotFound(ref);
   const removed = await auditedRemoval(vault, { type: 'account.deleted', ...ref, actor: actorOf(principal) }, () =>
-    vault.store.removeGroup(group),
+    vault.store.removeGroup(group, { index: accountIndexEntry(ref) }),
   );
   if (removed === 0) throw accountNotFound(ref);
 }
@@ -267,9 +326,59 @@ export async function deleteLinkedAccount(vault: Vault, principal: Principal): P
  */
 export async function getLinkedAccount(vault: Vault, ref: AccountRef): Promise<LinkedAccount> {
   const account = checkAccountRef(ref);
-  const entry = await vault.store.get(accountGroup(account), PROFILE);
-  if (entry === undefined) throw accountNotFound(account);
-  return toLinkedAccount(JSON.parse(entry.value) as AccountProfile);
+  const found = await readLinkedAccount(vault, account);
+  if (found === undefined) throw accountNotFound(account);
+  return found;
+}
+
+/** The account as stored now (profile and default app read in parallel), or `undefined` without a profile. */
+async function readLinkedAccount(vault: Vault, ref: AccountRef): Promise<LinkedAccount | undefined> {
+  const group = accountGroup(ref);
+  const [entry, app] = await Promise.all([vault.store.get(group, PROFILE), vault.store.get(group, DEFAULT_APP)]);
+  return entry === undefined ? undefined : toLinkedAccount(JSON.parse(entry.value) as AccountProfile, entry, app);
+}
+
+/**
+ * Pages through the linked accounts of one org and environment: one read of the account
+ * index, then the page's accounts, so a page costs in proportion to its size, not to the
+ * store. `total` is exact. Accounts come in the index's order: by account id (UTF-16 code
+ * units) for ids of `A-Z a-z 0-9 _ . -`; any other character sorts as its escape `%XXXX`,
+ * so before those. An account deleted between the two reads is left out of its page.
+ *
+ * `page` counts from 1 (default 1); `limit` is 1 to {@link MAX_ACCOUNT_PAGE_LIMIT}
+ * (default {@link DEFAULT_ACCOUNT_PAGE_LIMIT}). A page past the end has no accounts.
+ *
+ * @throws VaultError `VALIDATION_ERROR` for a bad page, limit, org or environment; `STORE_UNAVAILABLE`
+ * @example
+ * ```ts
+ * const { accounts, total } = await listLinkedAccounts(vault, { org: 'acme', environment: 'test' }, { page: 2, limit: 20 });
+ * // accounts 21 to 40 of total
+ * ```
+ */
+export async function listLinkedAccounts(
+  vault: Vault,
+  scope: AccountScope,
+  options: { page?: number; limit?: number } = {},
+): Promise<LinkedAccountPage> {
+  const page = options.page ?? 1;
+  const limit = options.limit ?? DEFAULT_ACCOUNT_PAGE_LIMIT;
+  if (!Number.isSafeInteger(page) || page < 1) {
+    throw new VaultError('VALIDATION_ERROR', 'page must be an integer of at least 1');
+  }
+  if (!Number.isInteger(limit) || limit < 1 || limit > MAX_ACCOUNT_PAGE_LIMIT) {
+    throw new VaultError('VALIDATION_ERROR', `limit must be an integer from 1 to ${MAX_ACCOUNT_PAGE_LIMIT}`);
+  }
+  const offset = (page - 1) * limit;
+  if (!Number.isSafeInteger(offset)) {
+    throw new VaultError('VALIDATION_ERROR', `page is too large: (page - 1) * limit must be at most ${Number.MAX_SAFE_INTEGER}`);
+  }
+  const where: AccountScope = {
+    org: parseInput(orgIdSchema, scope.org, 'org'),
+    environment: parseInput(environmentSchema, scope.environment, 'environment'),
+  };
+  const { total, entries } = await vault.store.readIndex(accountIndex(where), offset, limit);
+  const accounts = await Promise.all(entries.map((entry) => readLinkedAccount(vault, { ...where, accountId: accountIdOfIndexEntry(entry) })));
+  return { accounts: accounts.filter((account) => account !== undefined), total, page, limit };
 }
 
 /** Whether the linked account exists. */
@@ -278,7 +387,10 @@ export async function linkedAccountExists(vault: Vault, ref: AccountRef): Promis
   return (await vault.store.get(accountGroup(account), PROFILE)) !== undefined;
 }
 
-function toLinkedAccount(profile: AccountProfile): LinkedAccount {
+type Times = Pick<StoreEntry, 'createdAt' | 'updatedAt'>;
+
+/** The account from its profile, the profile entry's times and its default-app entry, if any. */
+function toLinkedAccount(profile: AccountProfile, entry: Times, app: Times | undefined): LinkedAccount {
   return {
     id: profile._id,
     org: profile.associated_org,
@@ -286,5 +398,19 @@ function toLinkedAccount(profile: AccountProfile): LinkedAccount {
     accountId: profile.account_id,
     name: profile.name,
     udf: profile.udf.map((field) => ({ name: field.key_name, value: field.key_value })),
+    createdAt: new Date(profile.created_at ?? entry.createdAt).toISOString(),
+    updatedAt: new Date(profile.updated_at ?? entry.updatedAt).toISOString(),
+    defaultApp:
+      app === undefined
+        ? undefined
+        : { id: defaultAppId(profile._id), createdAt: new Date(app.createdAt).toISOString(), updatedAt: new Date(app.updatedAt).toISOString() },
   };
+}
+
+/**
+ * The default app's id, derived rather than stored: its record is rewritten by every
+ * credential write, and the id must not change with it.
+ */
+function defaultAppId(accountId: string): string {
+  return createHash('sha256').update(`${accountId}:default_app`).digest('hex').slice(0, 24);
 }

@@ -3,7 +3,7 @@
  * (org, environment, account, key) tuples can never produce the same group or member.
  */
 import { VaultError } from '../errors.js';
-import { MAX_NAME_LENGTH } from './store.js';
+import { MAX_NAME_LENGTH, type IndexEntry } from './store.js';
 
 /** Escapes every UTF-16 unit outside `A-Z a-z 0-9 _ . -` as `%XXXX`: injective, and the output never holds `:`, `{` or `}`. */
 export function escapeComponent(value: string): string {
@@ -56,6 +56,32 @@ export function parseAccountGroup(group: string): AccountRef | undefined {
   return { org, environment, accountId };
 }
 
+/** The org and environment whose linked accounts one index lists. */
+export interface AccountScope {
+  org: string;
+  environment: string;
+}
+
+/**
+ * The index (store contract rule 10) of the linked accounts of one org and environment.
+ * The escaped org is at most 5 * 128 characters, so the name always fits the store's bound.
+ */
+export function accountIndex(scope: AccountScope): string {
+  return `accounts:${escapeComponent(scope.org)}:${escapeComponent(scope.environment)}`;
+}
+
+/**
+ * The index entry of one account: its escaped id, shorter than its {@link accountGroup}, so
+ * it fits the store's bound whenever the group does. Entries sort in UTF-16 order of the
+ * escaped id, which is the order of the ids themselves when they hold only `A-Z a-z 0-9 _ . -`.
+ */
+export function accountIndexEntry(ref: AccountRef): IndexEntry {
+  return { index: accountIndex(ref), entry: escapeComponent(ref.accountId) };
+}
+
+/** The account id an {@link accountIndexEntry} names. */
+export const accountIdOfIndexEntry = (entry: string): string => unescapeComponent(entry);
+
 /** Members of an account group. */
 export const PROFILE = 'profile';
 export const DEFAULT_APP = 'app:default';
@@ -81,6 +107,11 @@ export const canaryKeyIdOf = (member: string): string => unescapeComponent(membe
 export const API_KEY_EXISTS = 'apikey-exists';
 /** The key id that claimed a fresh store, written together with its canary (see `checkKeyring`). */
 export const KEYRING_FOUNDER = 'keyring-founder';
+/**
+ * Present once every account this store held before account indexes existed has been put
+ * in its index (see `indexExistingAccounts`), so later opens skip the walk.
+ */
+export const ACCOUNTS_INDEXED = 'accounts-indexed';
 
 export function unescapeComponent(value: string): string {
   return value.replace(/%([0-9a-f]{4})/g, (_, hex: string) => String.fromCharCode(parseInt(hex, 16)));

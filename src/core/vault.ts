@@ -1,6 +1,7 @@
 /**
- * The open vault: a store behind its deadline, a checked keyring, the audit sink, and the
- * background sweep of expired records. Opening one from a URL lives above core, in
+ * The open vault: a store behind its deadline, a checked keyring, accounts stored before
+ * account indexes existed put in their index, the audit sink, and the background sweep of
+ * expired records. Opening one from a URL lives above core, in
  * `src/vault.ts`.
  */
 import { randomBytes } from 'node:crypto';
@@ -10,6 +11,7 @@ import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
 import type { EventSink, VaultEvent } from './events.js';
 import { CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryKeyIdOf, canaryMember } from './layout.js';
 import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
+import { indexExistingAccounts } from './account-index.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { assertKeyringOpens, sealCredential } from '../crypto/cipher.js';
 
@@ -35,6 +37,8 @@ export interface VaultSettings {
    * already made is taken back) and the caller gets `STORE_UNAVAILABLE` (HTTP 503).
    */
   failClosedEvents?: boolean;
+  /** Where notices (such as how many existing accounts were indexed) go. Default: stderr. */
+  log?: (line: string) => void;
 }
 
 /** An open vault. Pass it to the operations (`upsertDefaultAppCredential`, ...). */
@@ -66,7 +70,9 @@ export const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: '
 /**
  * Opens a vault over a store that is already connected: wraps every store call in its
  * deadline and checks that the keyring opens what the store already holds. On a refused
- * keyring the store is closed and the call throws `KEYRING_MISMATCH`.
+ * keyring the store is closed and the call throws `KEYRING_MISMATCH`. The first open of a
+ * store written by a release without account indexes walks it once to index its accounts
+ * (and says how many on `log`); every later open costs one read for that.
  *
  * @example
  * ```ts
@@ -78,6 +84,11 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
   const store = withDeadline(rawStore, options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
   try {
     await checkKeyring(store, keyring);
+    const indexed = await indexExistingAccounts(store);
+    if (indexed > 0) {
+      const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
+      log(`credvault: indexed ${indexed} existing linked account${indexed === 1 ? '' : 's'} so that they can be listed`);
+    }
   } catch (error) {
     await rawStore.close().catch(() => undefined);
     throw error;
