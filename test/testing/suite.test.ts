@@ -1,7 +1,7 @@
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { createMemoryStore } from '../../adapters/memory.js';
 import type { VaultStore } from '../../src/core/store.js';
-import { CONCERNS, runBatchConformance, runStoreConformance, type Concern, type ConformanceTestApi, type StoreFactory } from '../../src/testing/index.js';
+import { CONCERNS, runBatchConformance, runIndexConformance, runStoreConformance, type Concern, type ConformanceTestApi, type StoreFactory } from '../../src/testing/index.js';
 
 interface Registered {
   name: string;
@@ -100,6 +100,92 @@ describe('the conformance suite itself', () => {
     // A fresh memory store never sees the data the suite seeded: it answers as a store that swallows errors would.
     runStoreConformance(t, memory, { skip: allBut('errors'), failingFactory: memory });
     await expect(find(tests, 'fails after connecting').body()).rejects.toThrow(/get: resolved/);
+  });
+});
+
+/** A memory store with some methods replaced: an adapter with one bug of rule 10. */
+function withBug(build: (store: VaultStore) => Partial<VaultStore>): StoreFactory {
+  return ({ namespace }) => {
+    const store = createMemoryStore({ namespace });
+    return Object.assign(Object.create(store) as VaultStore, store, build(store));
+  };
+}
+
+describe('the indexes concern catches what rule 10 forbids', () => {
+  const run = async (factory: StoreFactory, part: string): Promise<void> => {
+    vi.spyOn(console, 'warn').mockImplementation(() => undefined);
+    const { t, tests } = recorder();
+    runIndexConformance(t, factory, { name: 'buggy' });
+    await find(tests, part).body();
+  };
+
+  it('passes the honest memory store', async () => {
+    await expect(run(memory, 'a committed batch with index adds the entry')).resolves.toBeUndefined();
+    await expect(run(memory, 'offset and limit page through the index')).resolves.toBeUndefined();
+  });
+
+  it('fails a batch that forgets the index', async () => {
+    const factory = withBug((store) => ({ batch: (group, writes, options) => store.batch(group, writes, { ...options, index: undefined }) }));
+    await expect(run(factory, 'a committed batch with index adds the entry')).rejects.toThrow();
+  });
+
+  it('fails a batch that indexes even when it does not commit', async () => {
+    const factory = withBug((store) => ({
+      batch: async (group, writes, options) => {
+        const result = await store.batch(group, writes, { ...options, index: undefined });
+        if (options?.index !== undefined) await store.batch(group, [], { index: options.index });
+        return result;
+      },
+    }));
+    await expect(run(factory, 'a batch that does not commit leaves the index as it was')).rejects.toThrow();
+  });
+
+  it('fails a removeGroup that leaves the entry, and one that ignores the index when the group is empty', async () => {
+    const forgets = withBug((store) => ({ removeGroup: (group) => store.removeGroup(group) }));
+    await expect(run(forgets, 'removeGroup with index removes the entry with the group')).rejects.toThrow();
+    const onlyWhenFull = withBug((store) => ({
+      removeGroup: async (group, options) => ((await store.list(group)).length > 0 ? store.removeGroup(group, options) : 0),
+    }));
+    await expect(run(onlyWhenFull, 'also when the group is empty or absent')).rejects.toThrow();
+  });
+
+  it('fails a readIndex whose total counts the page, or that sorts by locale', async () => {
+    const pageTotal = withBug((store) => ({
+      readIndex: async (index, offset, limit) => {
+        const page = await store.readIndex(index, offset, limit);
+        return { total: page.entries.length, entries: page.entries };
+      },
+    }));
+    await expect(run(pageTotal, 'offset and limit page through the index')).rejects.toThrow();
+    const byLocale = withBug((store) => ({
+      readIndex: async (index, offset, limit) => {
+        const all = await store.readIndex(index, 0, 1000);
+        const entries = [...all.entries].sort((a, b) => a.localeCompare(b)).slice(offset, offset + limit);
+        return { total: all.total, entries };
+      },
+    }));
+    await expect(run(byLocale, 'UTF-16 code-unit order')).rejects.toThrow();
+  });
+
+  it('fails a readIndex that lets a RangeError case through', async () => {
+    const lenient = withBug((store) => ({
+      readIndex: (index, offset, limit) => store.readIndex(index, Math.max(0, Math.floor(Number(offset) || 0)), Math.min(1000, Math.max(1, Math.floor(Number(limit) || 1)))),
+    }));
+    await expect(run(lenient, 'bad index names, entries, offsets and limits are refused')).rejects.toThrow();
+  });
+
+  it('fails stores whose indexes of one backend are shared across namespaces', async () => {
+    const shared = createMemoryStore();
+    // Every namespace's index calls go to one store: indexes leak between namespaces.
+    const factory = withBug(() => ({
+      readIndex: (index, offset, limit) => shared.readIndex(index, offset, limit),
+      batch: async (group, writes, options) => {
+        if (options?.index !== undefined) await shared.batch(group, [], { index: options.index });
+        return { committed: true, results: [] };
+      },
+      removeGroup: (group, options) => shared.removeGroup(group, options),
+    }));
+    await expect(run(factory, "two namespaces on one backend never see each other's indexes")).rejects.toThrow();
   });
 });
 
