@@ -9,6 +9,7 @@ import {
   createLinkedAccount,
   deleteLinkedAccount,
   getLinkedAccount,
+  listLinkedAccounts,
   upsertLinkedAccount,
   type CreateLinkedAccountInput,
 } from '../core/accounts.js';
@@ -20,6 +21,7 @@ import type { Vault } from '../core/vault.js';
 import type { AuthRequest, Caller } from '../auth/types.js';
 import * as schemas from './schemas.js';
 import * as wire from './wire.js';
+import type { QueryParam } from './query.js';
 
 export { DEFAULT_BASE_PATH } from './base-path.js';
 
@@ -50,13 +52,62 @@ export interface Route {
   pathParams?: Record<string, { schema: z.ZodType; description: string }>;
   /** Takes `linked_account_id` as a header or query parameter (API-key callers). */
   linkedAccountParam?: boolean;
-  query?: Record<string, { schema: z.ZodType; description: string }>;
+  /**
+   * The request may name a linked account (path, body or `linked_account_id`), and a
+   * session token naming another account than its own is refused (403).
+   */
+  namesAccount?: boolean;
+  query?: ReadonlyArray<QueryParam<unknown>>;
   body?: z.ZodType;
   response: z.ZodType;
-  /** Error codes this endpoint can answer, beyond those every endpoint can. */
+  /**
+   * Error codes of the operation itself. Those its properties imply (auth, body, account
+   * parameter) and those of every route come from {@link answerableErrors}.
+   */
   errors: VaultErrorCode[];
   run(context: RouteContext): Promise<unknown>;
 }
+
+/** What changes the errors a route can answer beyond its own properties. */
+export interface AnswerOptions {
+  /** Whether the failed-authentication limit is on (it answers 429). Default true, as in the handler. */
+  failedAuthLimit?: boolean;
+}
+
+/**
+ * Every error code a route can answer, derived from its properties. The OpenAPI document
+ * lists exactly these, and the handler answers nothing else (any other code is reported as
+ * a bug and answered 500), so the document and the answers cannot drift apart.
+ *
+ * @example
+ * ```ts
+ * const route = routes.find((r) => r.operationId === 'listLinkedAccounts');
+ * answerableErrors(route!, { failedAuthLimit: false }); // [..., 'FORBIDDEN', 'VALIDATION_ERROR', ...]
+ * ```
+ */
+export function answerableErrors(route: Route, options: AnswerOptions = {}): VaultErrorCode[] {
+  const codes = new Set<VaultErrorCode>([
+    // Every route authenticates, whichever resolver recognises the credential.
+    'AUTH_MISSING',
+    'INVALID_API_KEY',
+    'INVALID_SESSION_TOKEN',
+    // The request target and the strict headers are checked on every route.
+    'VALIDATION_ERROR',
+    // Its path answers other methods with 405.
+    'METHOD_NOT_ALLOWED',
+    'STORE_UNAVAILABLE',
+    'INTERNAL',
+  ]);
+  if (options.failedAuthLimit ?? true) codes.add('TOO_MANY_REQUESTS');
+  if (route.auth !== 'either' || route.namesAccount === true || route.linkedAccountParam === true) codes.add('FORBIDDEN');
+  if (route.linkedAccountParam === true) codes.add('MISSING_LINKED_ACCOUNT_ID');
+  if (route.body !== undefined) codes.add('PAYLOAD_TOO_LARGE');
+  for (const code of route.errors) codes.add(code);
+  return [...codes];
+}
+
+/** The route's value of a declared query parameter. */
+const queryValue = <T>(context: RouteContext, param: QueryParam<T>): T => param.read(context.auth.query.getAll(param.name));
 
 const keyParam = {
   key: { schema: credentialKeySchema, description: 'The credential key name: 1 to 128 of A-Z a-z 0-9 _ . -' },
@@ -120,7 +171,8 @@ function accountInput(fields: AccountBody | undefined, name: string | undefined)
   const input: CreateLinkedAccountInput = {};
   if (name !== undefined) input.name = name;
   if (fields?.udf !== undefined) input.udf = fields.udf as Record<string, unknown>;
-  if (fields?.your_app !== undefined) input.credentials = fields.your_app.auth_credentials as Record<string, unknown>;
+  // `your_app: {}` (PUT) asks for a default app with no credential set.
+  if (fields?.your_app !== undefined) input.credentials = (fields.your_app.auth_credentials ?? {}) as Record<string, unknown>;
   return input;
 }
 
@@ -138,9 +190,10 @@ export const routes: readonly Route[] = [
     auth: 'either',
     pathParams: keyParam,
     linkedAccountParam: true,
+    namesAccount: true,
     body: schemas.credentialValueBody,
     response: schemas.credentialActionResponse,
-    errors: ['MISSING_LINKED_ACCOUNT_ID', 'LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    errors: ['LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND'],
     async run(context) {
       const principal = credentialPrincipal(await context.caller(), context.auth);
       const { raw } = await validBody(context, schemas.credentialValueBody);
@@ -158,13 +211,36 @@ export const routes: readonly Route[] = [
     auth: 'either',
     pathParams: keyParam,
     linkedAccountParam: true,
+    namesAccount: true,
     response: schemas.genericSuccessResponse,
-    errors: ['MISSING_LINKED_ACCOUNT_ID', 'LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND', 'CREDENTIAL_NOT_FOUND', 'VALIDATION_ERROR'],
+    errors: ['LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND', 'CREDENTIAL_NOT_FOUND'],
     async run(context) {
       const principal = credentialPrincipal(await context.caller(), context.auth);
       const key = context.params['key'] as string;
       await deleteDefaultAppCredential(context.vault, principal, key);
       return wire.credentialDeletedToWire(key);
+    },
+  },
+  {
+    method: 'GET',
+    path: '/linked-account',
+    operationId: 'listLinkedAccounts',
+    tag: 'Linked Accounts',
+    summary: "List the linked accounts of the API key's org and environment",
+    description:
+      'Pages through the accounts in account id order, with an exact `totalDocs`. Credentials are never included. `page` and `limit` take decimal integers only.',
+    auth: 'api_key',
+    query: [schemas.pageQuery, schemas.limitQuery, schemas.envVariableNameQuery, schemas.envVariableValueQuery],
+    response: schemas.linkedAccountPageResponse,
+    errors: [],
+    async run(context) {
+      const caller = await context.caller();
+      const page = queryValue(context, schemas.pageQuery);
+      const limit = queryValue(context, schemas.limitQuery);
+      queryValue(context, schemas.envVariableNameQuery);
+      queryValue(context, schemas.envVariableValueQuery);
+      const listed = await listLinkedAccounts(context.vault, { org: caller.org, environment: caller.environment }, { page, limit });
+      return wire.linkedAccountPageToWire(listed);
     },
   },
   {
@@ -178,7 +254,7 @@ export const routes: readonly Route[] = [
     auth: 'api_key',
     body: schemas.createLinkedAccountBody,
     response: schemas.linkedAccountResponse,
-    errors: ['LINKED_ACCOUNT_EXISTS', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    errors: ['LINKED_ACCOUNT_EXISTS'],
     async run(context) {
       const caller = await context.caller();
       const { raw, data } = await validBody(context, schemas.createLinkedAccountBody);
@@ -196,11 +272,12 @@ export const routes: readonly Route[] = [
     tag: 'Linked Accounts',
     summary: 'Update a linked account, or create it',
     description:
-      'With an org API key the account is named by `account_id` (or `linked_account_id`); with a session token it is the token\'s account. Fields may be flat or nested under `payload`; `payload` wins. Answers with the account and `new_account`.',
+      "With an org API key the account is named by `account_id` (or `linked_account_id`); with a session token it is the token's account. Fields may be flat or nested under `payload`; `payload` wins. `your_app` and its `auth_credentials` are optional: `your_app: {}` gives the account a default app without setting a credential. Answers with the account and `new_account`.",
     auth: 'either',
+    namesAccount: true,
     body: schemas.upsertLinkedAccountBody,
     response: schemas.upsertedLinkedAccountResponse,
-    errors: ['FORBIDDEN', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    errors: [],
     async run(context) {
       const caller = await context.caller();
       const { raw, data } = await validBody(context, schemas.upsertLinkedAccountBody);
@@ -226,9 +303,10 @@ export const routes: readonly Route[] = [
     summary: 'Read a linked account',
     description: 'Answers the account without any credential or token. A session token may read only its own account.',
     auth: 'either',
+    namesAccount: true,
     pathParams: accountParam,
     response: schemas.linkedAccountResponse,
-    errors: ['FORBIDDEN', 'LINKED_ACCOUNT_NOT_FOUND', 'VALIDATION_ERROR'],
+    errors: ['LINKED_ACCOUNT_NOT_FOUND'],
     async run(context) {
       const caller = await context.caller();
       const accountId = parseInput(linkedAccountIdSchema, context.params['linked_account_id'], 'linked_account_id');
@@ -246,7 +324,7 @@ export const routes: readonly Route[] = [
     auth: 'api_key',
     pathParams: accountParam,
     response: schemas.deleteLinkedAccountResponse,
-    errors: ['LINKED_ACCOUNT_NOT_FOUND', 'VALIDATION_ERROR'],
+    errors: ['LINKED_ACCOUNT_NOT_FOUND'],
     async run(context) {
       const caller = await context.caller();
       const accountId = parseInput(linkedAccountIdSchema, context.params['linked_account_id'], 'linked_account_id');
@@ -262,15 +340,13 @@ export const routes: readonly Route[] = [
     summary: 'Issue a session token for a linked account',
     description: 'Hands back a still-valid token for the account unless `force_refresh=true`, in which case a new one is issued.',
     auth: 'api_key',
-    query: { force_refresh: { schema: schemas.forceRefreshQuery, description: 'Issue a new token even when a valid one exists.' } },
+    query: [schemas.forceRefreshQuery],
     body: schemas.sessionTokenBody,
     response: schemas.sessionTokenResponse,
-    errors: ['UNKNOWN_LINKED_ACCOUNT', 'VALIDATION_ERROR', 'PAYLOAD_TOO_LARGE'],
+    errors: ['UNKNOWN_LINKED_ACCOUNT'],
     async run(context) {
       const caller = await context.caller();
-      const forceRefreshAll = context.auth.query.getAll('force_refresh');
-      if (forceRefreshAll.length > 1) throw new VaultError('VALIDATION_ERROR', 'force_refresh must be given once');
-      const forceRefresh = forceRefreshAll[0] === undefined ? 'false' : parseInput(schemas.forceRefreshQuery, forceRefreshAll[0], '');
+      const forceRefresh = queryValue(context, schemas.forceRefreshQuery);
       const { data } = await validBody(context, schemas.sessionTokenBody);
       const issued = await issueSessionToken(context.vault, apiKeyPrincipal(caller, data.linked_account_id), {
         forceRefresh: forceRefresh === 'true',

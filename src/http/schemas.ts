@@ -13,6 +13,8 @@ import {
   credentialValueSchema,
   linkedAccountIdSchema,
 } from '../core/validation.js';
+import { DEFAULT_ACCOUNT_PAGE_LIMIT, MAX_ACCOUNT_PAGE_LIMIT } from '../core/accounts.js';
+import { enumQuery, integerQuery, unsupportedQuery } from './query.js';
 
 const bodyObject = <T extends z.ZodRawShape>(shape: T) =>
   z.object(shape, { error: 'Request body must be a JSON object' });
@@ -32,34 +34,41 @@ const udfMap = z
   .record(z.string(), z.string({ error: 'values must be strings' }), { error: 'must be an object of strings' })
   .meta({ description: 'Custom key/value fields.' });
 
-const yourApp = z
-  .object(
-    { auth_credentials: credentialMap },
-    { error: 'must be an object with auth_credentials' },
-  )
-  .meta({ description: 'Seeds the default-app integration.' });
+const yourAppFields = { auth_credentials: credentialMap };
 
-const accountFields = {
+/** POST: `your_app` seeds the default app, so it must say with what. */
+const createYourApp = z
+  .object(yourAppFields, { error: 'must be an object with auth_credentials' })
+  .meta({ description: 'Gives the account a default-app integration seeded with these credentials.' });
+
+/** PUT: `your_app: {}` gives the account a default app (if it has none) and sets no credential. */
+const upsertYourApp = z
+  .object({ auth_credentials: credentialMap.optional() }, { error: 'must be an object' })
+  .meta({ description: 'Gives the account a default-app integration if it has none, and adds or replaces these credentials in it.' });
+
+const idFields = {
   account_id: linkedAccountIdSchema.optional().meta({ description: 'The linked account id.' }),
   linked_account_id: linkedAccountIdSchema.optional().meta({ description: 'Alias of `account_id`.' }),
-  name: accountNameSchema.optional(),
-  udf: udfMap.optional(),
-  your_app: yourApp.optional(),
 };
 
-export const createLinkedAccountBody = bodyObject(accountFields).meta({ id: 'CreateLinkedAccountRequest' });
+export const createLinkedAccountBody = bodyObject({
+  ...idFields,
+  name: accountNameSchema.optional(),
+  udf: udfMap.optional(),
+  your_app: createYourApp.optional(),
+}).meta({ id: 'CreateLinkedAccountRequest' });
+
+const upsertFields = {
+  name: accountNameSchema.optional(),
+  udf: udfMap.optional(),
+  your_app: upsertYourApp.optional(),
+};
 
 export const upsertLinkedAccountBody = bodyObject({
-  ...accountFields,
+  ...idFields,
+  ...upsertFields,
   payload: z
-    .object(
-      {
-        name: accountNameSchema.optional(),
-        udf: udfMap.optional(),
-        your_app: yourApp.optional(),
-      },
-      { error: 'must be an object' },
-    )
+    .object(upsertFields, { error: 'must be an object' })
     .optional()
     .meta({ description: 'The same fields, nested; when present, they win over the flat ones.' }),
 }).meta({ id: 'UpsertLinkedAccountRequest' });
@@ -68,9 +77,41 @@ export const sessionTokenBody = bodyObject({
   linked_account_id: linkedAccountIdSchema,
 }).meta({ id: 'SessionTokenRequest' });
 
-export const forceRefreshQuery = z
-  .enum(['true', 'false'], { error: 'force_refresh must be "true" or "false"' })
-  .meta({ description: 'Issue a new token even when a valid one exists.' });
+export const forceRefreshQuery = enumQuery({
+  name: 'force_refresh',
+  values: ['true', 'false'],
+  fallback: 'false',
+  description: 'Issue a new token even when a valid one exists.',
+});
+
+export const pageQuery = integerQuery({
+  name: 'page',
+  min: 1,
+  default: 1,
+  description: 'The page to answer, from 1. A page past the last one answers no accounts.',
+});
+
+export const limitQuery = integerQuery({
+  name: 'limit',
+  min: 1,
+  max: MAX_ACCOUNT_PAGE_LIMIT,
+  default: DEFAULT_ACCOUNT_PAGE_LIMIT,
+  description: `Accounts per page, at most ${MAX_ACCOUNT_PAGE_LIMIT}.`,
+});
+
+/** What a client that filters by environment variable is told. */
+export const ENV_VARIABLE_FILTER_UNSUPPORTED =
+  'The env_variable_name and env_variable_value filters are not supported: credvault keeps no environment variables on linked accounts';
+
+const envVariableFilter = (name: string) =>
+  unsupportedQuery({
+    name,
+    message: ENV_VARIABLE_FILTER_UNSUPPORTED,
+    description: 'Not supported by credvault: any use of it answers 400 VALIDATION_ERROR.',
+  });
+
+export const envVariableNameQuery = envVariableFilter('env_variable_name');
+export const envVariableValueQuery = envVariableFilter('env_variable_value');
 
 // Responses: documented only, built by wire.ts.
 
@@ -89,19 +130,56 @@ export const genericSuccessResponse = z
   })
   .meta({ id: 'GenericSuccess' });
 
+const timestamp = (description: string) => z.string().meta({ format: 'date-time', description });
+
+export const integrationResponse = z
+  .strictObject({
+    _id: z.string().meta({ description: "The default app's id: 24 hex digits, stable while the account has it." }),
+    type: z.literal('default_app'),
+    name: z.literal('Default App'),
+    createdAt: timestamp('When the account got its default app.'),
+    updatedAt: timestamp('When a credential was last set through it.'),
+  })
+  .meta({ id: 'IntegrationBase', description: "The account's default-app integration. Its credentials are never returned." });
+
+const udfEntry = z.strictObject({ key_name: z.string(), key_value: z.string() }).meta({ id: 'UDFEntry' });
+
 export const linkedAccountResponse = z
-  .object({
-    _id: z.string(),
+  .strictObject({
+    _id: z.string().meta({ description: 'The id the vault gave the account: 24 hex digits.' }),
+    associated_org: z.string(),
     account_id: z.string(),
     name: z.string(),
     environment: z.enum(['test', 'production']),
-    integrations: z.null().meta({ description: 'Never returned: credentials stay in the vault.' }),
+    udf: z.array(udfEntry).meta({ description: 'Custom fields, in the order they were first set.' }),
+    integrations: z
+      .array(integrationResponse)
+      .meta({ description: 'The default-app integration when the account has one, else empty.' }),
+    createdAt: timestamp('When the account was created.'),
+    updatedAt: timestamp('When its profile last changed.'),
   })
   .meta({ id: 'LinkedAccount' });
 
 export const upsertedLinkedAccountResponse = linkedAccountResponse
-  .extend({ new_account: z.boolean() })
+  .extend({ new_account: z.boolean().meta({ description: 'Whether this request created the account.' }) })
   .meta({ id: 'UpsertedLinkedAccount' });
+
+const pageNumber = z.int().min(1);
+
+export const linkedAccountPageResponse = z
+  .strictObject({
+    docs: z.array(linkedAccountResponse),
+    totalDocs: z.int().min(0).meta({ description: 'How many accounts the org and environment hold.' }),
+    limit: pageNumber,
+    page: pageNumber,
+    totalPages: pageNumber.meta({ description: 'At least 1, even with no accounts.' }),
+    hasNextPage: z.boolean(),
+    hasPrevPage: z.boolean(),
+    nextPage: pageNumber.nullable(),
+    prevPage: pageNumber.nullable(),
+    pagingCounter: pageNumber.meta({ description: 'The position of the first account of this page, from 1.' }),
+  })
+  .meta({ id: 'PaginatedLinkedAccounts' });
 
 export const deleteLinkedAccountResponse = z
   .object({ message: z.string().meta({ examples: ['User deleted successfully'] }) })

@@ -2,27 +2,56 @@
  * The wire format: every JSON body the HTTP API and the CLI print is built here from the
  * core's domain values. Change a field name or shape in this one module.
  */
-import type { LinkedAccount, UpsertedLinkedAccount } from '../core/accounts.js';
+import type { LinkedAccount, LinkedAccountPage, UpsertedLinkedAccount } from '../core/accounts.js';
 import type { CreatedApiKey } from '../core/api-keys.js';
 import type { CredentialInfo, UpsertResult } from '../core/credentials.js';
 import type { RotationResult } from '../core/rotation.js';
 import type { IssuedSessionToken } from '../core/session-tokens.js';
 
-/** A linked account as `GET|POST /linked-account` answer it. */
+/** The default-app integration as an account answer lists it: never its credentials. */
+export interface WireIntegration {
+  _id: string;
+  type: 'default_app';
+  name: 'Default App';
+  createdAt: string;
+  updatedAt: string;
+}
+
+/** A linked account as every account answer (and `linked-account create`) gives it. */
 export interface WireLinkedAccount {
   _id: string;
+  associated_org: string;
   account_id: string;
   name: string;
   environment: string;
-  integrations: null;
+  udf: Array<{ key_name: string; key_value: string }>;
+  /** Upstream's schema: an array, never `null`. */
+  integrations: WireIntegration[];
+  createdAt: string;
+  updatedAt: string;
 }
 
 export const linkedAccountToWire = (account: LinkedAccount): WireLinkedAccount => ({
   _id: account.id,
+  associated_org: account.org,
   account_id: account.accountId,
   name: account.name,
   environment: account.environment,
-  integrations: null,
+  udf: account.udf.map(({ name, value }) => ({ key_name: name, key_value: value })),
+  integrations:
+    account.defaultApp === undefined
+      ? []
+      : [
+          {
+            _id: account.defaultApp.id,
+            type: 'default_app',
+            name: 'Default App',
+            createdAt: account.defaultApp.createdAt,
+            updatedAt: account.defaultApp.updatedAt,
+          },
+        ],
+  createdAt: account.createdAt,
+  updatedAt: account.updatedAt,
 });
 
 /** `PUT /linked-account`: the account, and whether the call created it. */
@@ -30,6 +59,39 @@ export const upsertedLinkedAccountToWire = ({ account, created }: UpsertedLinked
   ...linkedAccountToWire(account),
   new_account: created,
 });
+
+/** One page of `GET /linked-account` (and `linked-account list`), in mongoose-paginate-v2's shape, which upstream answers. */
+export interface WireLinkedAccountPage {
+  docs: WireLinkedAccount[];
+  totalDocs: number;
+  limit: number;
+  page: number;
+  totalPages: number;
+  hasNextPage: boolean;
+  hasPrevPage: boolean;
+  nextPage: number | null;
+  prevPage: number | null;
+  pagingCounter: number;
+}
+
+export function linkedAccountPageToWire({ accounts, total, page, limit }: LinkedAccountPage): WireLinkedAccountPage {
+  // mongoose-paginate-v2 counts one (empty) page when there is nothing to page through.
+  const totalPages = Math.max(1, Math.ceil(total / limit));
+  const hasPrevPage = page > 1;
+  const hasNextPage = page < totalPages;
+  return {
+    docs: accounts.map(linkedAccountToWire),
+    totalDocs: total,
+    limit,
+    page,
+    totalPages,
+    hasNextPage,
+    hasPrevPage,
+    nextPage: hasNextPage ? page + 1 : null,
+    prevPage: hasPrevPage ? page - 1 : null,
+    pagingCounter: (page - 1) * limit + 1,
+  };
+}
 
 export const credentialActionToWire = (key: string, { action }: UpsertResult) => ({
   success: true as const,
