@@ -6,7 +6,8 @@ import { presentedApiKeyId } from '../core/api-keys.js';
 import type { AuthRequest, AuthResolver, Caller } from '../auth/types.js';
 import { DEFAULT_BODY_LIMIT_BYTES, tooLarge } from './body.js';
 import { errorEnvelope } from './errors.js';
-import { DEFAULT_BASE_PATH, routes, type Route, type RouteAuth } from './routes.js';
+import { answerableErrors, DEFAULT_BASE_PATH, routes, type Route, type RouteAuth } from './routes.js';
+import type { VaultErrorCode } from '../errors.js';
 import { openApiDocument } from './openapi.js';
 import { STRICT_HEADERS, type StrictHeader } from './node.js';
 import { FailedAuthLimiter, type FailedAuthLimitOptions } from '../auth/limiter.js';
@@ -56,7 +57,10 @@ export interface HandlerOptions {
   resolvers?: readonly AuthResolver[];
   /** Largest request body accepted, in bytes. Default 100 KiB. */
   bodyLimitBytes?: number;
-  /** Where unexpected errors are reported (name and stack only, never data). Default stderr. */
+  /**
+   * Where unexpected errors are reported (name and stack only, never data), and bugs such as
+   * a route raising an error its OpenAPI operation does not list. Default stderr.
+   */
   logError?: (line: string) => void;
   /** Also answer `GET <openApiPath>` with the OpenAPI document, e.g. `/openapi.json`. Off by default. */
   openApiPath?: string;
@@ -143,6 +147,10 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
   let openApi: unknown;
   const limiter = options.failedAuthLimit === false ? undefined : new FailedAuthLimiter(vault.store, options.failedAuthLimit);
   const trustProxyHops = options.trustProxyHops ?? 0;
+  // The very lists the document shows, for this handler's settings.
+  const answerable = new Map<Route, ReadonlySet<VaultErrorCode>>(
+    routes.map((route) => [route, new Set(answerableErrors(route, { failedAuthLimit: limiter !== undefined }))]),
+  );
   const owns = (path: string) =>
     basePath === '' || path === basePath || path.startsWith(`${basePath}/`) || path === openApiPath;
 
@@ -153,7 +161,7 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
           details: { allow: 'GET' },
         });
       }
-      openApi ??= openApiDocument({ basePath });
+      openApi ??= openApiDocument({ basePath, failedAuthLimit: limiter !== undefined });
       return { status: 200, headers: {}, body: openApi };
     }
     const method = request.method.toUpperCase();
@@ -178,6 +186,20 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
         details: { allow: allowed },
       });
     }
+    try {
+      return await runRoute(route, compiled, match, request);
+    } catch (error) {
+      const listed = answerable.get(route);
+      // A 500 is answered as INTERNAL whatever its code, and is already reported by errorResponse.
+      if (isVaultError(error) && listed?.has(error.code) !== true && errorEnvelope(error).status_code !== 500) {
+        logError(`credvault: bug: ${route.operationId} raised ${error.code}, which its OpenAPI operation does not list; answered 500`);
+        return errorResponse(new VaultError('INTERNAL', 'Internal server error'));
+      }
+      throw error;
+    }
+  }
+
+  async function runRoute(route: Route, compiled: CompiledPath, match: RegExpExecArray, request: HandlerRequest): Promise<HandlerResponse> {
     checkRequestTarget(request);
     checkStrictHeaders(request);
     const params: Record<string, string> = {};

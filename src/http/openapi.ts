@@ -1,14 +1,10 @@
 /** The OpenAPI 3.1 document, generated from the route table and its zod schemas. */
 import { z } from 'zod';
-import type { VaultErrorCode } from '../errors.js';
 import { VaultError } from '../errors.js';
 import { errorEnvelope } from './errors.js';
-import { DEFAULT_BASE_PATH, routes, type Route } from './routes.js';
+import { answerableErrors, DEFAULT_BASE_PATH, routes, type AnswerOptions, type Route } from './routes.js';
 import { errorEnvelopeSchema } from './schemas.js';
 import { API_KEY_PREFIXES } from '../core/api-keys.js';
-
-/** Errors any endpoint can answer, whatever it does. */
-const COMMON_ERRORS: VaultErrorCode[] = ['AUTH_MISSING', 'INVALID_API_KEY', 'INVALID_SESSION_TOKEN', 'STORE_UNAVAILABLE', 'INTERNAL'];
 
 const SECURITY: Record<Route['auth'], Array<Record<string, string[]>>> = {
   api_key: [{ OrgApiKey: [] }],
@@ -29,11 +25,38 @@ const ref = (schema: z.ZodType): JsonObject => {
   return id === undefined ? inlineSchema(schema) : { $ref: `#/components/schemas/${id}` };
 };
 
-function errorResponses(route: Route): Record<string, JsonObject> {
+/** Headers some error statuses carry, as the handler sets them. */
+const ERROR_HEADERS: Record<number, JsonObject> = {
+  401: {
+    'WWW-Authenticate': {
+      description: 'The challenge: `Bearer realm="credvault"`, with `error="invalid_token"` when a session token was refused.',
+      schema: { type: 'string' },
+    },
+  },
+  405: {
+    Allow: { description: 'The methods this path serves, e.g. `PUT, DELETE`.', required: true, schema: { type: 'string' } },
+  },
+  429: {
+    'Retry-After': {
+      description: 'Seconds until the failed-authentication window ends and requests are heard again.',
+      required: true,
+      schema: { type: 'integer', minimum: 1 },
+    },
+  },
+};
+
+const STATUS_MEANING: Record<number, string> = {
+  405: 'Another method on this path than it serves',
+  413: 'The request body is over the limit',
+  429: 'Too many failed authentications from this client (or for this API key id)',
+  500: 'An unexpected failure; the message says nothing of it',
+  503: 'The store did not answer in time, or failed',
+};
+
+/** The error answers of a route, one per status, each naming exactly the `error` values it can carry. */
+function errorResponses(route: Route, options: AnswerOptions): Record<string, JsonObject> {
   const byStatus = new Map<number, Set<string>>();
-  const codes = [...COMMON_ERRORS, ...route.errors];
-  if (route.auth !== 'either') codes.push('FORBIDDEN');
-  for (const code of codes) {
+  for (const code of answerableErrors(route, options)) {
     const envelope = errorEnvelope(new VaultError(code, ''));
     const errors = byStatus.get(envelope.status_code) ?? new Set<string>();
     errors.add(envelope.error);
@@ -41,25 +64,28 @@ function errorResponses(route: Route): Record<string, JsonObject> {
   }
   const out: Record<string, JsonObject> = {};
   for (const [status, errors] of [...byStatus].sort(([a], [b]) => a - b)) {
+    const list = [...errors].sort();
+    const meaning = STATUS_MEANING[status];
+    const headers = ERROR_HEADERS[status];
     out[String(status)] = {
-      description: `Error envelope; \`error\` is one of: ${[...errors].join(', ')}`,
-      ...(status === 401
-        ? {
-            headers: {
-              'WWW-Authenticate': {
-                description: 'The challenge: `Bearer realm="credvault"`, with `error="invalid_token"` when a session token was refused.',
-                schema: { type: 'string' },
-              },
-            },
-          }
-        : {}),
-      content: { 'application/json': { schema: { $ref: '#/components/schemas/ErrorEnvelope' } } },
+      description: `${meaning === undefined ? '' : `${meaning}. `}Error envelope; \`error\` is ${list.length === 1 ? '' : 'one of '}${list.join(', ')}.`,
+      ...(headers === undefined ? {} : { headers }),
+      content: {
+        'application/json': {
+          schema: {
+            allOf: [
+              { $ref: '#/components/schemas/ErrorEnvelope' },
+              { type: 'object', properties: { status_code: { const: status }, error: list.length === 1 ? { const: list[0] } : { enum: list } } },
+            ],
+          },
+        },
+      },
     };
   }
   return out;
 }
 
-function operation(route: Route): JsonObject {
+function operation(route: Route, options: AnswerOptions): JsonObject {
   const parameters: JsonObject[] = [];
   for (const [name, param] of Object.entries(route.pathParams ?? {})) {
     parameters.push({ name, in: 'path', required: true, description: param.description, schema: inlineSchema(param.schema) });
@@ -78,8 +104,8 @@ function operation(route: Route): JsonObject {
       });
     }
   }
-  for (const [name, param] of Object.entries(route.query ?? {})) {
-    parameters.push({ name, in: 'query', required: false, description: param.description, schema: inlineSchema(param.schema) });
+  for (const param of route.query ?? []) {
+    parameters.push({ name: param.name, in: 'query', required: false, description: param.description, schema: inlineSchema(param.schema) });
   }
   const op: JsonObject = {
     operationId: route.operationId,
@@ -94,26 +120,30 @@ function operation(route: Route): JsonObject {
   }
   op['responses'] = {
     '200': { description: 'OK', content: { 'application/json': { schema: ref(route.response) } } },
-    ...errorResponses(route),
+    ...errorResponses(route, options),
   };
   return op;
 }
 
 /**
- * The OpenAPI 3.1 document of the API, generated from the same zod schemas the handler
- * validates with.
+ * The OpenAPI 3.1 document of the API, generated from the same route table and zod schemas
+ * the handler validates with; each operation lists every status it can answer
+ * (see `answerableErrors`). `failedAuthLimit: false` documents a handler with the limit off (no 429).
  *
  * @example
  * ```ts
  * const document = openApiDocument({ serverUrl: 'https://vault.example.com' });
  * ```
  */
-export function openApiDocument(options: { basePath?: string; serverUrl?: string; version?: string } = {}): JsonObject {
+export function openApiDocument(
+  options: { basePath?: string; serverUrl?: string; version?: string; failedAuthLimit?: boolean } = {},
+): JsonObject {
+  const answerOptions: AnswerOptions = { failedAuthLimit: options.failedAuthLimit ?? true };
   const basePath = (options.basePath ?? DEFAULT_BASE_PATH).replace(/\/+$/, '');
   const paths: Record<string, Record<string, JsonObject>> = {};
   for (const route of routes) {
     const path = `${basePath}${route.path}`;
-    (paths[path] ??= {})[route.method.toLowerCase()] = operation(route);
+    (paths[path] ??= {})[route.method.toLowerCase()] = operation(route, answerOptions);
   }
   const registered = z.toJSONSchema(z.globalRegistry, {
     io: 'input',
@@ -127,6 +157,12 @@ export function openApiDocument(options: { basePath?: string; serverUrl?: string
       .map((s) => z.globalRegistry.get(s)?.id)
       .filter((id): id is string => id !== undefined),
   );
+  // And the schemas those refer to (an account's integrations, say), however deep.
+  for (const id of ours) {
+    for (const [, referred] of JSON.stringify(registered.schemas[id] ?? {}).matchAll(/"#\/components\/schemas\/([^"]+)"/g)) {
+      ours.add(referred as string);
+    }
+  }
   for (const [id, schema] of Object.entries(registered.schemas)) {
     if (!ours.has(id)) continue;
     const { $schema: _ignored, $id: _id, ...rest } = schema;
