@@ -226,6 +226,26 @@ function buildProgram(): Command {
       printJson(wire.linkedAccountToWire(account));
     });
 
+  storeOption(linkedAccount.command('list').description('list the linked accounts of an org and environment, one page at a time'))
+    .requiredOption('--org <org>', 'org id')
+    .addOption(new Option('--environment <environment>', 'environment').choices(['test', 'production']).default('test'))
+    .option('--page <n>', 'page, from 1 (default 1)')
+    .option('--limit <n>', 'accounts per page, 1 to 100 (default 10)')
+    .action(async (flags: StoreFlags & { org: string; environment: string; page?: string; limit?: string }) => {
+      const [{ listLinkedAccounts }, { pageQuery, limitQuery }, wire] = await Promise.all([
+        import('../core/accounts.js'),
+        import('../http/schemas.js'),
+        import('../http/wire.js'),
+      ]);
+      // The same reading as GET /linked-account's query, before the store is opened: a bad value exits 2.
+      const options = {
+        ...(flags.page !== undefined ? { page: pageQuery.parse(flags.page) } : {}),
+        ...(flags.limit !== undefined ? { limit: limitQuery.parse(flags.limit) } : {}),
+      };
+      const listed = await withVault(flags, (vault) => listLinkedAccounts(vault, { org: flags.org, environment: flags.environment }, options));
+      printJson(wire.linkedAccountPageToWire(listed));
+    });
+
   const sessionToken = program.command('session-token').description('issue session tokens');
   accountOptions(storeOption(sessionToken.command('create').description('issue a session token for a linked account')))
     .option('--ttl <seconds>', 'lifetime in seconds (default 86400)', positiveInt('ttl'))

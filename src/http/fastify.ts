@@ -15,6 +15,7 @@ export interface CredvaultFastifyOptions extends HandlerOptions {
 /**
  * The credvault API as a Fastify plugin. Inside its own encapsulated context it reads
  * request bodies itself (the app's parsers and body limit stay as they are elsewhere).
+ * With `openApiPath`, it also answers that path with the OpenAPI document.
  *
  * @example
  * ```ts
@@ -33,7 +34,13 @@ export const credvaultFastify: FastifyPluginAsync<CredvaultFastifyOptions> = asy
   fastify.removeAllContentTypeParsers();
   fastify.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
   const route = handler.basePath === '' ? '/*' : `${handler.basePath}/*`;
-  for (const url of handler.basePath === '' ? [route] : [handler.basePath, route]) {
+  const urls = handler.basePath === '' ? [route] : [handler.basePath, route];
+  // The document's own path, unless the base path's routes already take it.
+  const openApiPath = handlerOptions.openApiPath;
+  if (openApiPath !== undefined && handler.basePath !== '' && !openApiPath.startsWith(`${handler.basePath}/`) && openApiPath !== handler.basePath) {
+    urls.push(openApiPath);
+  }
+  for (const url of urls) {
     fastify.all(url, async (request, reply) => {
       const queryStart = request.url.indexOf('?');
       const path = queryStart === -1 ? request.url : request.url.slice(0, queryStart);

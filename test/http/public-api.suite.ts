@@ -15,6 +15,44 @@ import { call, startBinding, type BindingName, type CallResult, type RunningServ
 
 const BASE = '/api/v2/public';
 const ACME = { org: 'acme', environment: 'test' } as const;
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+const HEX24 = /^[0-9a-f]{24}$/;
+const ACCOUNT_FIELDS = ['_id', 'associated_org', 'account_id', 'name', 'environment', 'udf', 'integrations', 'createdAt', 'updatedAt'];
+
+type WireAccount = {
+  _id: string;
+  associated_org: string;
+  account_id: string;
+  name: string;
+  environment: string;
+  udf: Array<{ key_name: string; key_value: string }>;
+  integrations: Array<{ _id: string; type: string; name: string; createdAt: string; updatedAt: string }>;
+  createdAt: string;
+  updatedAt: string;
+};
+
+/** An account answer: exactly the wire fields, in order, with well-formed ids and times. */
+function expectAccount(body: unknown, expected: { account_id: string; name?: string; environment?: string; org?: string; defaultApp: boolean }): WireAccount {
+  const account = body as WireAccount;
+  expect(Object.keys(account).filter((k) => k !== 'new_account')).toEqual(ACCOUNT_FIELDS);
+  expect(account._id).toMatch(HEX24);
+  expect(account.associated_org).toBe(expected.org ?? 'acme');
+  expect(account.account_id).toBe(expected.account_id);
+  if (expected.name !== undefined) expect(account.name).toBe(expected.name);
+  expect(account.environment).toBe(expected.environment ?? 'test');
+  expect(account.createdAt).toMatch(ISO);
+  expect(account.updatedAt).toMatch(ISO);
+  expect(account.updatedAt >= account.createdAt).toBe(true);
+  if (expected.defaultApp) {
+    expect(account.integrations).toEqual([
+      { _id: expect.stringMatching(HEX24), type: 'default_app', name: 'Default App', createdAt: expect.stringMatching(ISO), updatedAt: expect.stringMatching(ISO) },
+    ]);
+    expect(Object.keys(account.integrations[0] as object)).toEqual(['_id', 'type', 'name', 'createdAt', 'updatedAt']);
+  } else {
+    expect(account.integrations).toEqual([]);
+  }
+  return account;
+}
 
 /**
  * Every endpoint of the public API beyond the credential PUT, with the exact bodies of
@@ -98,10 +136,8 @@ export function publicApiSuite(binding: BindingName): void {
           body: { account_id: id, name: 'New Customer', udf: { plan: 'gold' }, your_app: { auth_credentials: { api_key: 'seeded-1', __proto__x: 'p' } } },
         });
         expect(result.status).toBe(200);
-        const body = result.body as Record<string, unknown>;
-        expect(Object.keys(body).sort()).toEqual(['_id', 'account_id', 'environment', 'integrations', 'name']);
-        expect(body).toMatchObject({ account_id: id, name: 'New Customer', environment: 'test', integrations: null });
-        expect(body['_id']).toMatch(/^[0-9a-f]{24}$/);
+        const body = expectAccount(result.body, { account_id: id, name: 'New Customer', defaultApp: true });
+        expect(body.udf).toEqual([{ key_name: 'plan', key_value: 'gold' }]);
         expect(result.text).not.toContain('seeded-1');
         expect(await getDefaultAppCredential(vault, { ...ACME, accountId: id }, 'api_key')).toBe('seeded-1');
       });
@@ -118,9 +154,12 @@ export function publicApiSuite(binding: BindingName): void {
         expect(await getDefaultAppCredential(vault, { ...ACME, accountId: id }, 'constructor')).toBe('c');
       });
 
-      it('creates an account without a default app when your_app is absent', async () => {
+      it('creates an account without a default app when your_app is absent: integrations is []', async () => {
         const id = fresh('noapp');
-        expect((await request('POST', '/linked-account', { headers: withKey(), body: { account_id: id } })).status).toBe(200);
+        const created = await request('POST', '/linked-account', { headers: withKey(), body: { account_id: id } });
+        expect(created.status).toBe(200);
+        expectAccount(created.body, { account_id: id, name: id, defaultApp: false });
+        expect((created.body as WireAccount).udf).toEqual([]);
         const put = await request('PUT', '/linked-account/default-app/auth-credentials/k', { headers: withKey({ linked_account_id: id }), body: { value: 'v' } });
         expectError(put, 404, 'RESOURCE_NOT_FOUND');
       });
@@ -163,10 +202,42 @@ export function publicApiSuite(binding: BindingName): void {
         const id = fresh('up');
         const created = await request('PUT', '/linked-account', { headers: withKey(), body: { account_id: id, name: 'First' } });
         expect(created.status).toBe(200);
-        expect(created.body).toMatchObject({ account_id: id, name: 'First', environment: 'test', integrations: null, new_account: true });
-        const updated = await request('PUT', '/linked-account', { headers: withKey(), body: { account_id: id, name: 'Second' } });
-        expect(updated.body).toMatchObject({ account_id: id, name: 'Second', new_account: false });
-        expect((updated.body as { _id: string })._id).toBe((created.body as { _id: string })._id);
+        expectAccount(created.body, { account_id: id, name: 'First', defaultApp: false });
+        expect((created.body as { new_account: boolean }).new_account).toBe(true);
+        expect(Object.keys(created.body as object).at(-1)).toBe('new_account');
+        const updated = await request('PUT', '/linked-account', { headers: withKey(), body: { account_id: id, name: 'Second', udf: { tier: 'b' } } });
+        const after = expectAccount(updated.body, { account_id: id, name: 'Second', defaultApp: false });
+        expect((updated.body as { new_account: boolean }).new_account).toBe(false);
+        expect(after.udf).toEqual([{ key_name: 'tier', key_value: 'b' }]);
+        expect(after._id).toBe((created.body as WireAccount)._id);
+        expect(after.createdAt).toBe((created.body as WireAccount).createdAt);
+      });
+
+      it('needs no your_app: {account_id, name} renames an account that has a default app, keeping its credentials', async () => {
+        const id = fresh('rename');
+        await createLinkedAccount(vault, { ...ACME, accountId: id }, { credentials: { k: 'kept' } });
+        const result = await request('PUT', '/linked-account', { headers: withKey(), body: { account_id: id, name: 'Renamed' } });
+        expect(result.status).toBe(200);
+        expectAccount(result.body, { account_id: id, name: 'Renamed', defaultApp: true });
+        expect(await getDefaultAppCredential(vault, { ...ACME, accountId: id }, 'k')).toBe('kept');
+      });
+
+      it('your_app: {} gives an account a default app with no credential, on create and on update', async () => {
+        for (const existing of [false, true]) {
+          const id = fresh(existing ? 'app-up' : 'app-new');
+          if (existing) await createLinkedAccount(vault, { ...ACME, accountId: id });
+          const result = await request('PUT', '/linked-account', { headers: withKey(), body: { account_id: id, your_app: {} } });
+          expect(result.status).toBe(200);
+          expectAccount(result.body, { account_id: id, defaultApp: true });
+          expect((result.body as { new_account: boolean }).new_account).toBe(!existing);
+          expect(await listDefaultAppCredentials(vault, { ...ACME, accountId: id })).toEqual([]);
+          // The default app now takes credentials.
+          const put = await request('PUT', '/linked-account/default-app/auth-credentials/k', { headers: withKey({ linked_account_id: id }), body: { value: 'v' } });
+          expect(put.body).toMatchObject({ action: 'added' });
+          // And reading the account again shows the same integration.
+          const read = await request('GET', `/linked-account/${id}`, { headers: withKey() });
+          expect((read.body as WireAccount).integrations[0]?._id).toBe((result.body as WireAccount).integrations[0]?._id);
+        }
       });
 
       it('lets payload win over flat fields, and adds the default app with credentials', async () => {
@@ -177,7 +248,18 @@ export function publicApiSuite(binding: BindingName): void {
           body: { account_id: id, name: 'Flat', your_app: { auth_credentials: { k: 'flat' } }, payload: { name: 'Nested', your_app: { auth_credentials: { k: 'nested' } } } },
         });
         expect(result.body).toMatchObject({ name: 'Nested', new_account: false });
+        expectAccount(result.body, { account_id: id, name: 'Nested', defaultApp: true });
         expect(await getDefaultAppCredential(vault, { ...ACME, accountId: id }, 'k')).toBe('nested');
+      });
+
+      it('takes linked_account_id as another name for account_id; both naming different accounts is 400', async () => {
+        const id = fresh('put-alias');
+        const result = await request('PUT', '/linked-account', { headers: withKey(), body: { linked_account_id: id, payload: { name: 'Aliased' } } });
+        expect(result.status).toBe(200);
+        expectAccount(result.body, { account_id: id, name: 'Aliased', defaultApp: false });
+        const both = await request('PUT', '/linked-account', { headers: withKey(), body: { account_id: id, linked_account_id: `${id}-2`, name: 'x' } });
+        expectError(both, 400, 'VALIDATION_ERROR', 'account_id and linked_account_id name different accounts');
+        expect((await request('GET', `/linked-account/${id}`, { headers: withKey() })).body).toMatchObject({ name: 'Aliased' });
       });
 
       it('with a session token, acts on the token\'s account and refuses another', async () => {
@@ -191,8 +273,128 @@ export function publicApiSuite(binding: BindingName): void {
         expectError(other, 403, 'FORBIDDEN');
       });
 
-      it('400 without an account id for an API key', async () => {
+      it('400 without an account id for an API key, or for an ill-typed your_app; nothing created', async () => {
         expectError(await request('PUT', '/linked-account', { headers: withKey(), body: { name: 'x' } }), 400, 'VALIDATION_ERROR');
+        const id = fresh('put-bad');
+        for (const body of [
+          { account_id: id, your_app: 'x' },
+          { account_id: id, your_app: { auth_credentials: 'x' } },
+          { account_id: id, payload: { your_app: { auth_credentials: { k: null } } } },
+        ]) {
+          expectError(await request('PUT', '/linked-account', { headers: withKey(), body }), 400, 'VALIDATION_ERROR');
+        }
+        expect(await store.list(accountGroup({ ...ACME, accountId: id }))).toEqual([]);
+      });
+    });
+
+    describe('GET /linked-account', () => {
+      /** A fresh org with `count` accounts in test (and one in production, and one in another org, which must not show). */
+      async function orgWith(count: number): Promise<{ org: string; key: string; ids: string[] }> {
+        const org = fresh('org');
+        const key = (await createApiKey(vault, { org, environment: 'test' })).apiKey;
+        const ids = Array.from({ length: count }, (_, i) => `acct-${String(i).padStart(3, '0')}`);
+        for (const id of ids) await createLinkedAccount(vault, { org, environment: 'test', accountId: id }, i(id));
+        await createLinkedAccount(vault, { org, environment: 'production', accountId: 'prod-only' });
+        await createLinkedAccount(vault, { org: `${org}-other`, environment: 'test', accountId: 'acct-000x' });
+        return { org, key, ids };
+      }
+      // Every other account gets a default app.
+      const i = (id: string) => (Number(id.slice(-1)) % 2 === 0 ? { credentials: { secret: `value-of-${id}` } } : {});
+      const list = (key: string, query = '') => request('GET', `/linked-account${query}`, { headers: { 'x-api-key': key } });
+      type Page = { docs: WireAccount[]; totalDocs: number; limit: number; page: number; totalPages: number; hasNextPage: boolean; hasPrevPage: boolean; nextPage: number | null; prevPage: number | null; pagingCounter: number };
+      const PAGE_FIELDS = ['docs', 'totalDocs', 'limit', 'page', 'totalPages', 'hasNextPage', 'hasPrevPage', 'nextPage', 'prevPage', 'pagingCounter'];
+
+      it('no accounts: one empty page', async () => {
+        const { key } = await orgWith(0);
+        const result = await list(key);
+        expect(result.status).toBe(200);
+        expect(Object.keys(result.body as object)).toEqual(PAGE_FIELDS);
+        expect(result.body).toEqual({ docs: [], totalDocs: 0, limit: 10, page: 1, totalPages: 1, hasNextPage: false, hasPrevPage: false, nextPage: null, prevPage: null, pagingCounter: 1 });
+      });
+
+      it('one account, with the account shape and no credential', async () => {
+        const { org, key, ids } = await orgWith(1);
+        const result = await list(key);
+        const page = result.body as Page;
+        expect(page).toMatchObject({ totalDocs: 1, limit: 10, page: 1, totalPages: 1, hasNextPage: false, nextPage: null, pagingCounter: 1 });
+        expect(page.docs).toHaveLength(1);
+        expectAccount(page.docs[0], { account_id: ids[0] as string, org, defaultApp: true });
+        expect(result.text).not.toContain('value-of-');
+      });
+
+      it('exactly limit accounts: one full page; limit + 1: a second page of one', async () => {
+        const { org, key, ids } = await orgWith(4);
+        const full = (await list(key, '?page=1&limit=4')).body as Page;
+        expect(full.docs.map((d) => d.account_id)).toEqual(ids);
+        expect(full).toMatchObject({ totalDocs: 4, limit: 4, page: 1, totalPages: 1, hasNextPage: false, hasPrevPage: false, nextPage: null, prevPage: null, pagingCounter: 1 });
+        const first = (await list(key, '?limit=3')).body as Page;
+        expect(first.docs.map((d) => d.account_id)).toEqual(ids.slice(0, 3));
+        expect(first).toMatchObject({ totalDocs: 4, limit: 3, page: 1, totalPages: 2, hasNextPage: true, hasPrevPage: false, nextPage: 2, prevPage: null, pagingCounter: 1 });
+        const second = (await list(key, '?limit=3&page=2')).body as Page;
+        expect(second.docs.map((d) => d.account_id)).toEqual(ids.slice(3));
+        expect(second).toMatchObject({ totalDocs: 4, limit: 3, page: 2, totalPages: 2, hasNextPage: false, hasPrevPage: true, nextPage: null, prevPage: 1, pagingCounter: 4 });
+        for (const doc of [...first.docs, ...second.docs]) {
+          expectAccount(doc, { account_id: doc.account_id, org, defaultApp: Number(doc.account_id.slice(-1)) % 2 === 0 });
+        }
+      });
+
+      it('a page past the end has no accounts and an exact total', async () => {
+        const { key } = await orgWith(2);
+        const result = await list(key, '?page=7&limit=1');
+        expect(result.body).toEqual({ docs: [], totalDocs: 2, limit: 1, page: 7, totalPages: 2, hasNextPage: false, hasPrevPage: true, nextPage: null, prevPage: 6, pagingCounter: 7 });
+      });
+
+      it('accounts of another org or environment never appear', async () => {
+        const { org, key, ids } = await orgWith(3);
+        const page = (await list(key, '?limit=100')).body as Page;
+        expect(page.totalDocs).toBe(3);
+        expect(page.docs.map((d) => d.account_id)).toEqual(ids);
+        expect(page.docs.map((d) => [d.associated_org, d.environment])).toEqual(ids.map(() => [org, 'test']));
+      });
+
+      it('400 VALIDATION_ERROR stating the bound for a page or limit that is not a decimal integer in range, or repeated', async () => {
+        const { key } = await orgWith(0);
+        for (const [query, message] of [
+          ['?page=0', 'page must be an integer of at least 1'],
+          ['?page=1.5', 'page must be an integer of at least 1'],
+          ['?page=abc', 'page must be an integer of at least 1'],
+          ['?page=', 'page must be an integer of at least 1'],
+          ['?page=1e2', 'page must be an integer of at least 1'],
+          ['?page=-1', 'page must be an integer of at least 1'],
+          ['?page=%201', 'page must be an integer of at least 1'],
+          ['?page=99999999999999999999', 'page must be an integer of at least 1'],
+          ['?page=1&page=2', 'page must be given once, as an integer of at least 1'],
+          ['?limit=0', 'limit must be an integer from 1 to 100'],
+          ['?limit=101', 'limit must be an integer from 1 to 100'],
+          ['?limit=1.5', 'limit must be an integer from 1 to 100'],
+          ['?limit=abc', 'limit must be an integer from 1 to 100'],
+          ['?limit=', 'limit must be an integer from 1 to 100'],
+          ['?limit=0x10', 'limit must be an integer from 1 to 100'],
+          ['?limit=5&limit=5', 'limit must be given once, as an integer from 1 to 100'],
+        ] as const) {
+          expectError(await list(key, query), 400, 'VALIDATION_ERROR', message);
+        }
+        expect(((await list(key, '?limit=100')).body as Page).limit).toBe(100);
+      });
+
+      it('400 for the env_variable_name / env_variable_value filters, which credvault does not support', async () => {
+        const { key } = await orgWith(1);
+        for (const query of ['?env_variable_name=REGION', '?env_variable_value=eu', '?env_variable_name=REGION&env_variable_value=eu', '?env_variable_name=']) {
+          expectError(
+            await list(key, query),
+            400,
+            'VALIDATION_ERROR',
+            'The env_variable_name and env_variable_value filters are not supported: credvault keeps no environment variables on linked accounts',
+          );
+        }
+      });
+
+      it('403 for a session token; 401 without credentials', async () => {
+        const id = fresh('lister');
+        await createLinkedAccount(vault, { ...ACME, accountId: id });
+        const token = ((await tokenFor(id)).body as { token: string }).token;
+        expectError(await request('GET', '/linked-account', { headers: bearer(token) }), 403, 'FORBIDDEN', /API key/);
+        expectError(await request('GET', '/linked-account'), 401, 'INVALID_TOKEN', 'Authorization Token Missing');
       });
     });
 
@@ -204,7 +406,7 @@ export function publicApiSuite(binding: BindingName): void {
         for (const headers of [withKey(), bearer(token)]) {
           const result = await request('GET', `/linked-account/${encodeURIComponent(id)}`, { headers });
           expect(result.status).toBe(200);
-          expect(result.body).toMatchObject({ account_id: id, name: 'Readable', environment: 'test', integrations: null });
+          expectAccount(result.body, { account_id: id, name: 'Readable', defaultApp: true });
           expect(result.text).not.toContain('never-shown-value');
           expect(result.text).not.toContain(token);
         }
@@ -310,7 +512,7 @@ export function publicApiSuite(binding: BindingName): void {
         const token = ((await tokenFor(id)).body as { token: string }).token;
         const result = await request('GET', '/session/active-linked-account', { headers: bearer(token) });
         expect(result.status).toBe(200);
-        expect(result.body).toMatchObject({ account_id: id, name: 'Active One', environment: 'test', integrations: null });
+        expectAccount(result.body, { account_id: id, name: 'Active One', defaultApp: false });
         expectError(await request('GET', '/session/active-linked-account', { headers: withKey() }), 403, 'FORBIDDEN');
       });
     });
