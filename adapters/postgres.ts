@@ -12,7 +12,7 @@ import pg from 'pg';
 import { VaultError } from '../src/errors.js';
 import type { VaultStore } from '../src/core/store.js';
 import { createKeyv, DEFAULT_NAMESPACE, type StoreFaults } from './kernel.js';
-import { createSqlStore, type Run, type SqlDialect, type Statement } from './sql.js';
+import { createSqlStore, type Run, type SqlDialect, type SqlStatements, type Statement } from './sql.js';
 
 export interface PostgresStoreOptions {
   /** `postgres://user:password@host:port/database` (`postgresql://` too). */
@@ -72,7 +72,7 @@ async function retried<T>(times: number, again: (error: unknown) => boolean, ste
  * as text: PostgreSQL's JSON types reject `\u0000` and lone surrogates, which values may hold.
  * Inside the JSON string "v" every quote is escaped, so `,"c":` first occurs right after v.
  */
-function statements(table: string) {
+function statements(table: string): SqlStatements & { expiresColumn: string } {
   const expires = (column: string): string => `substring(${column} from ',"expires":([0-9]+)}$')`;
   const live = (column: string, now: string): string =>
     `(${expires(column)} IS NULL OR ${expires(column)}::bigint >= ${now}::bigint)`;
@@ -123,6 +123,28 @@ function statements(table: string) {
       WHERE expires_at < $1::bigint AND ${range('$2', '$3')} LIMIT $4) AND expires_at < $1::bigint
       RETURNING 1 AS purged`,
     lockMany: `SELECT key, value FROM ${table} WHERE key = ANY($1::varchar[]) ORDER BY key COLLATE "C" FOR UPDATE`,
+    // Index rows (rule 10), one statement each way. ON CONFLICT DO NOTHING waits for a racing
+    // transaction's uncommitted entry and then skips it, and a DELETE of a row another
+    // transaction deleted first returns nothing: so the count moves only by the entry rows this
+    // statement really inserted or deleted, and the upsert of the count row locks it till commit.
+    addEntry: [
+      {
+        text: `WITH added AS (INSERT INTO ${table} (key, value) VALUES ($1, '1') ON CONFLICT (key) DO NOTHING RETURNING 1)
+          INSERT INTO ${table} AS n (key, value) SELECT $2, '1' FROM added
+          ON CONFLICT (key) DO UPDATE SET value = (n.value::bigint + 1)::text`,
+        keys: ['entry', 'count'],
+      },
+    ],
+    dropEntry: [
+      {
+        text: `WITH gone AS (DELETE FROM ${table} WHERE key = $1 RETURNING 1)
+          UPDATE ${table} SET value = (value::bigint - 1)::text WHERE key = $2 AND EXISTS (SELECT 1 FROM gone)`,
+        keys: ['entry', 'count'],
+      },
+    ],
+    // One statement, so one snapshot for the count and the page, even at READ COMMITTED.
+    readIndex: `SELECT NULL::text AS entry, (SELECT value FROM ${table} WHERE key = $1) AS total
+      UNION ALL (SELECT key, NULL FROM ${table} WHERE ${range('$2', '$3')} ORDER BY key COLLATE "C" OFFSET $4 LIMIT $5)`,
     /** The record's expiry as a column PostgreSQL keeps itself, so no statement writes it. */
     expiresColumn: `expires_at bigint GENERATED ALWAYS AS ((${expires('value')})::bigint) STORED`,
   };
@@ -132,7 +154,10 @@ function statements(table: string) {
  * A {@link VaultStore} in one PostgreSQL table, over `@keyv/postgres`.
  *
  * Rows keep Keyv's `(key, value)` layout and `{"value":...,"expires":...}` format under keys
- * `<namespace>{<group>}:<member>`. A server that is down or unreachable rejects each call
+ * `<namespace>{<group>}:<member>`. An index (rule 10) is a count row `<namespace>#ix{<index>}`
+ * and one row per entry under `<namespace>#ix{<index>}:`, in the same table and written in
+ * the same transaction as the batch or removal that changes it, so the count stays exact with
+ * many processes sharing the table; tables made before indexes existed open unchanged. A server that is down or unreachable rejects each call
  * within `connectTimeoutMs`; the pool reconnects by itself.
  *
  * @example

@@ -3,11 +3,12 @@
  * `(key, value)` layout, shared by SQLite and PostgreSQL. Each backend file supplies a
  * {@link SqlDialect} (its statements, its connection, how it runs a transaction); this file
  * turns the contract's operations into those statements. It relies on the kernel for
- * argument checks and the key layout, and on each statement being atomic by itself.
+ * argument checks and the key layout, on each statement being atomic by itself, and on the
+ * dialect's transaction for the steps that join several (batches, indexed removals).
  * Internal: not a public entry point.
  */
-import type { BatchResult, BatchWrite, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
-import { defineStore, keyLayout, upperBound, type StoreFaults } from './kernel.js';
+import type { BatchResult, BatchWrite, IndexEntry, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
+import { defineStore, keyLayout, namespacePrefix, upperBound, type StoreFaults } from './kernel.js';
 import { entryOf, isLive, newRecord, parseEntry, scanPage, type KeyValueRow, type Stored } from './record.js';
 
 /** One statement and its parameters, in the dialect's placeholder syntax. */
@@ -47,6 +48,18 @@ export interface SqlStatements {
   requireLive: string;
   /** (keys): the dialect's own encoding of a list of keys, see {@link SqlDialect.keyList}. */
   lockMany: string;
+  /** Run in order inside a transaction, each with the keys it names. */
+  addEntry: readonly IndexStatement[];
+  /** Run in order inside a transaction, each with the keys it names. */
+  dropEntry: readonly IndexStatement[];
+  /** (count key, from, to, offset, limit). */
+  readIndex: string;
+}
+
+/** One statement of an index change and the keys it takes, in placeholder order. */
+export interface IndexStatement {
+  text: string;
+  keys: ReadonlyArray<'entry' | 'count'>;
 }
 
 /**
@@ -65,6 +78,11 @@ export interface SqlStatements {
  *   that follows what it deletes; a row made live again meanwhile is left alone.
  * - `requireLive`: a row when the key is live, holding it until the transaction ends.
  * - `lockMany`: rows `{ key, value }` for the keys, locked until the transaction ends.
+ * - `addEntry` / `dropEntry`: insert (delete) the entry row, and add one to (subtract one
+ *   from) the count row only when that row was really inserted (deleted), so the count stays
+ *   exact when other transactions add or drop the same entry at the same time.
+ * - `readIndex`: from one snapshot, one row `{ entry: null, total }` (the count row's value,
+ *   or null) and one row `{ entry: key }` per entry key of the range at `offset`, at most `limit`.
  */
 export interface SqlDialect {
   readonly kind: string;
@@ -91,6 +109,33 @@ const statement = (text: string, ...params: unknown[]): Statement => ({ text, pa
 const truthy = (value: unknown): boolean => value === 1 || value === true;
 
 const byBytes = (a: string, b: string): number => Buffer.compare(Buffer.from(a), Buffer.from(b));
+
+const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
+
+/** Where one index (rule 10) lives in the table: its count row, and the start of its entry rows. */
+export interface IndexKeys {
+  /** `<namespace>#ix{<index>}`: the exact number of entries, as decimal text. */
+  count: string;
+  /** `<namespace>#ix{<index>}:`: each entry's row is this plus the entry, with the value `1`. */
+  entries: string;
+}
+
+/**
+ * The rows of one index, beside the records in the same `(key, value)` table. The namespace
+ * is `encodeURIComponent` output, which never holds `#` or `{`: so these keys never equal a
+ * record key `<namespace>{<group>}:<member>` of any namespace, and every range this store
+ * reads or deletes by group, scan or purge (all under `<namespace>{`) passes them by.
+ *
+ * @example
+ * ```ts
+ * indexKeys('credvault', 'accounts:acme:test');
+ * // { count: 'credvault#ix{accounts:acme:test}', entries: 'credvault#ix{accounts:acme:test}:' }
+ * ```
+ */
+export function indexKeys(namespace: string, index: string): IndexKeys {
+  const count = `${namespacePrefix(namespace)}#ix{${index}}`;
+  return { count, entries: `${count}:` };
+}
 
 /**
  * A {@link VaultStore} over a dialect. A group is one contiguous key range, so `list`,
@@ -119,7 +164,18 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
     purge: (now: number, from: string, to: string, limit: number) => statement(sql.purge, now, from, to, limit),
     requireLive: (key: string, now: number) => statement(sql.requireLive, key, now),
     lockMany: (list: string[]) => statement(sql.lockMany, dialect.keyList(list)),
+    readIndex: (count: string, from: string, offset: number, limit: number) =>
+      statement(sql.readIndex, count, from, upperBound(from), offset, limit),
   };
+  const indexOf = (index: string): IndexKeys => indexKeys(options.namespace, index);
+
+  /** Runs `addEntry` or `dropEntry` for one link, inside the caller's transaction. */
+  async function relink(run: Run, steps: readonly IndexStatement[], link: IndexEntry): Promise<void> {
+    const { count, entries } = indexOf(link.index);
+    const key = { entry: entries + link.entry, count };
+    for (const step of steps) await run(statement(step.text, ...step.keys.map((which) => key[which])));
+  }
+  const liveCount = (rows: ReadonlyArray<{ live: unknown }>): number => rows.filter((row) => truthy(row.live)).length;
   const requiresKey = (group: string, requires: string | undefined): string | undefined =>
     requires === undefined ? undefined : keys.key(group, requires);
 
@@ -220,17 +276,38 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
       return items;
     },
 
-    async removeGroup(group) {
+    async removeGroup(group, index) {
       const start = keys.group(group);
-      const rows = await dialect.query<{ live: unknown }>(S.removeRange(start, upperBound(start), Date.now()));
-      return rows.filter((row) => truthy(row.live)).length;
+      const removeRange = S.removeRange(start, upperBound(start), Date.now());
+      // Without an index the removal stays one statement; with one, group and entry go in one transaction.
+      if (index === undefined) return liveCount(await dialect.query<{ live: unknown }>(removeRange));
+      return dialect.transaction(async (run) => {
+        const removed = liveCount(await run<{ live: unknown }>(removeRange));
+        await relink(run, sql.dropEntry, index);
+        return { commit: true, result: removed };
+      });
     },
 
-    async batch(group, writes, requires) {
+    async batch(group, writes, requires, index) {
       return dialect.transaction(async (run) => {
         const result = await batchBody(run, group, writes, requires);
+        // Last, after the group's rows: every writer takes its locks in the order group, entry, count.
+        if (result.committed && index !== undefined) await relink(run, sql.addEntry, index);
         return { commit: result.committed, result };
       });
+    },
+
+    async readIndex(index, offset, limit) {
+      const { count, entries: from } = indexOf(index);
+      const rows = await dialect.query<{ entry: string | null; total: unknown }>(S.readIndex(count, from, offset, limit));
+      let total = 0;
+      const entries: string[] = [];
+      for (const row of rows) {
+        if (row.entry === null) total = row.total === null || row.total === undefined ? 0 : Number(row.total);
+        else entries.push(row.entry.slice(from.length));
+      }
+      // A UNION's row order is not promised; the page itself was cut in key order.
+      return { total, entries: entries.sort(byCodeUnit) };
     },
 
     async increment(group, member, ttlMs) {

@@ -11,7 +11,7 @@ import { dirname } from 'node:path';
 import KeyvSqlite from '@keyv/sqlite';
 import type { VaultStore } from '../src/core/store.js';
 import { createKeyv, DEFAULT_NAMESPACE, type StoreFaults } from './kernel.js';
-import { createSqlStore, type Run, type SqlDialect, type Statement } from './sql.js';
+import { createSqlStore, type Run, type SqlDialect, type SqlStatements, type Statement } from './sql.js';
 
 export interface SqliteStoreOptions {
   /** Database file; its parent directory is created if missing. */
@@ -47,7 +47,7 @@ const INSERT_IF_ABSENT = `ON CONFLICT(key) DO UPDATE SET value = excluded.value 
 // The SELECT needs its WHERE clause anyway: without one SQLite misreads ON CONFLICT as a join.
 const IF_REQUIRED = `SELECT ?1, ?2 WHERE EXISTS (SELECT 1 FROM ${TABLE} WHERE key = ?4 AND ${live('value', '?3')})`;
 
-const SQL = {
+const SQL: SqlStatements & { expiryIndex: string } = {
   put: `INSERT INTO ${TABLE}(key, value) VALUES (?1, ?2) ${UPSERT}`,
   putRequires: `INSERT INTO ${TABLE}(key, value) ${IF_REQUIRED} ${UPSERT}`,
   insert: `INSERT INTO ${TABLE}(key, value) VALUES (?1, ?2) ${INSERT_IF_ABSENT}`,
@@ -77,14 +77,38 @@ const SQL = {
   requireLive: `SELECT 1 AS live FROM ${TABLE} WHERE key = ?1 AND ${live('value', '?2')}`,
   // BEGIN IMMEDIATE already holds the write lock, so a plain read is a locked read.
   lockMany: `SELECT key, value FROM ${TABLE} WHERE key IN (SELECT value FROM json_each(?1))`,
+  // Index rows (rule 10). A batch holds the write lock (BEGIN IMMEDIATE), so nothing runs
+  // between the two statements: the count moves only when the entry row really comes or goes.
+  addEntry: [
+    {
+      text: `INSERT INTO ${TABLE}(key, value) SELECT ?2, '1' WHERE NOT EXISTS (SELECT 1 FROM ${TABLE} WHERE key = ?1)
+        ON CONFLICT(key) DO UPDATE SET value = CAST(${TABLE}.value AS INTEGER) + 1`,
+      keys: ['entry', 'count'],
+    },
+    { text: `INSERT INTO ${TABLE}(key, value) VALUES (?1, '1') ON CONFLICT(key) DO NOTHING`, keys: ['entry'] },
+  ],
+  dropEntry: [
+    {
+      text: `UPDATE ${TABLE} SET value = CAST(value AS INTEGER) - 1 WHERE key = ?2 AND EXISTS (SELECT 1 FROM ${TABLE} WHERE key = ?1)`,
+      keys: ['entry', 'count'],
+    },
+    { text: `DELETE FROM ${TABLE} WHERE key = ?1`, keys: ['entry'] },
+  ],
+  // One statement is one read transaction: the count and the page come from one snapshot.
+  // The key is BINARY-collated, which for these ASCII names is UTF-16 code-unit order.
+  readIndex: `SELECT NULL AS entry, (SELECT value FROM ${TABLE} WHERE key = ?1) AS total
+    UNION ALL SELECT entry, NULL FROM (SELECT key AS entry FROM ${TABLE} WHERE key >= ?2 AND key < ?3 ORDER BY key LIMIT ?5 OFFSET ?4)`,
 };
 
 /**
  * A {@link VaultStore} in one SQLite file (the embedded default), over `@keyv/sqlite`.
  *
  * Rows keep Keyv's `{"value":...,"expires":...}` format under keys
- * `<namespace>{<group>}:<member>`; a group is one contiguous key range. Several processes
- * may share the file.
+ * `<namespace>{<group>}:<member>`; a group is one contiguous key range. An index (rule 10)
+ * is a count row `<namespace>#ix{<index>}` and one row per entry under
+ * `<namespace>#ix{<index>}:`, in the same table and written in the same transaction as the
+ * batch or removal that changes it; files made before indexes existed open unchanged.
+ * Several processes may share the file.
  *
  * @example
  * ```ts
