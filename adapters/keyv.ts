@@ -7,7 +7,18 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type Keyv from 'keyv';
 import { VaultError } from '../src/errors.js';
-import type { BatchResult, BatchWrite, CounterState, PutResult, ScanPage, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
+import type {
+  BatchResult,
+  BatchWrite,
+  CounterState,
+  IndexEntry,
+  IndexPage,
+  PutResult,
+  ScanPage,
+  StoreEntry,
+  StoreListItem,
+  VaultStore,
+} from '../src/core/store.js';
 import { assertName, DEFAULT_NAMESPACE, defineStore, namespacePrefix, storageKey, type StoreFaults } from './kernel.js';
 import { entryOf, isLive, newRecord, type Stored } from './record.js';
 
@@ -27,6 +38,13 @@ export interface KeyvStoreOptions {
   maxKeyLength?: number;
   /** Whether `close()` also disconnects the Keyv. Default `true`; pass `false` to keep using it. */
   disconnectOnClose?: boolean;
+  /**
+   * The most entries one record of an index (rule 10) holds before it splits in two; a
+   * record that falls below a quarter of it merges with a neighbour. Default 500. A larger one
+   * means fewer records per `readIndex` and a smaller head record, but more bytes rewritten
+   * per indexed write. At least 2.
+   */
+  indexChunkSize?: number;
   /** Test hook: asked about each write of a journaled step before it is applied; a throw rolls the step back. */
   faults?: StoreFaults;
 }
@@ -48,6 +66,39 @@ const SHARDS = 64;
 const BUCKET_MS = 60_000;
 /** The most keys asked of Keyv in one getMany. */
 const READ_CHUNK = 500;
+/** Index records hold at most this many entries unless `indexChunkSize` says otherwise. */
+const INDEX_CHUNK = 500;
+
+/**
+ * An index's head record: its exact total, the id the next chunk gets, and each chunk in
+ * entry order as [id, its first entry, how many it holds]. An array, like every record here
+ * but an entry, so that a journal restores it without an expiry.
+ */
+type IndexHead = [total: number, nextId: number, chunks: Array<[id: number, first: string, count: number]>];
+
+/** The first position of a sorted array whose element is not below `value`. */
+function lowerBound(sorted: readonly string[], value: string): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if ((sorted[mid] as string) < value) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
+/** The chunk an entry belongs in: the last whose first entry is not above it, or the first chunk. */
+function chunkFor(chunks: IndexHead[2], entry: string): number {
+  let low = 0;
+  let high = chunks.length - 1;
+  while (low < high) {
+    const mid = (low + high + 1) >>> 1;
+    if ((chunks[mid] as IndexHead[2][number])[1] <= entry) low = mid;
+    else high = mid - 1;
+  }
+  return low;
+}
 
 const sleep = (ms: number): Promise<void> => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -86,7 +137,7 @@ function ttlOf(stored: Stored): number {
   return stored.expires === undefined ? 0 : Math.max(1, stored.expires - Date.now() + 1);
 }
 
-/** Indexes are JSON arrays and never expire; entries are objects that carry their own expiry. */
+/** Member lists, directories and index records are JSON arrays and never expire; entries are objects that carry their own expiry. */
 function restoredTtl(record: string): number {
   const parsed = JSON.parse(record) as unknown;
   return Array.isArray(parsed) ? 0 : ttlOf(parsed as Stored);
@@ -139,6 +190,15 @@ function liveAt(stored: Stored | undefined, now: number): stored is Stored {
  *   `purgeExpired` reads only the minutes already past; `scan` reads the 64 directory
  *   records, then each group's index and members. A call's journal holds the old records
  *   it replaces, so a batch or `removeGroup` must fit one value of the Keyv store.
+ * - **Indexes** (rule 10) live in the same Keyv and change in the same journaled step as
+ *   the batch or `removeGroup` that carries them, so they commit, fail and recover with it.
+ *   An index is a head record (its total and, per chunk, the chunk's first entry and count)
+ *   plus sorted chunks of at most `indexChunkSize` entries (default 500). `readIndex` reads
+ *   the head, then only the chunks its page overlaps (about `limit / indexChunkSize + 2`
+ *   records at any offset); the head holds one descriptor per chunk, so it grows with the
+ *   index (one entry name per 125 to 500 entries), never with the rest of the store. Adding
+ *   or dropping an entry rewrites the head and one chunk (two on a split or merge), and
+ *   `total` is the head's counter, never a walk.
  * - Keys longer than `maxKeyLength` are stored under a SHA-256 digest; credvault never
  *   lists Keyv's keys, so nothing else changes.
  *
@@ -166,6 +226,8 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
     throw new VaultError('INVALID_CONFIGURATION', 'maxKeyLength must leave room for the namespace and a 67-character digest key');
   }
   const faults = options.faults;
+  const indexChunk = options.indexChunkSize ?? INDEX_CHUNK;
+  if (!(Number.isInteger(indexChunk) && indexChunk >= 2)) throw new VaultError('INVALID_CONFIGURATION', 'indexChunkSize must be an integer of at least 2');
   const owner = randomUUID();
   // A Map lives in one process: no other process can race for its lease.
   const shared = !(keyv.store instanceof Map);
@@ -182,6 +244,9 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
   const BUCKETS = `${base}}xs`;
   const LEASE = `${base}}lease`;
   const JOURNAL = `${base}}journal`;
+  // Index records: `i:` the head, `c:<id>:` a chunk; the id has no ':', so the index name follows it unambiguously.
+  const headKey = (index: string): string => keyOf(`${base}}i:${index}`);
+  const chunkKey = (index: string, id: number): string => keyOf(`${base}}c:${id}:${index}`);
 
   // ---- Keyv calls: every failure surfaces, nothing reads as absent ----
 
@@ -426,6 +491,87 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
     await step.load([...members.map((member) => entryKey(group, member)), indexKey]);
   }
 
+  function chunkIn(step: Step, index: string, id: number): string[] {
+    const entries = step.json<string[]>(chunkKey(index, id));
+    // The head names only chunks a committed step wrote: a missing one is damage, not emptiness.
+    if (entries === undefined) throw new Error('The Keyv store lost a record of a credvault index');
+    return entries;
+  }
+
+  /** Adds an index entry within the step: one chunk and the head rewritten, plus a new chunk on a split. */
+  async function linkEntry(step: Step, { index, entry }: IndexEntry): Promise<void> {
+    const head = headKey(index);
+    await step.load([head]);
+    const current = step.json<IndexHead>(head);
+    if (current === undefined) {
+      step.set(chunkKey(index, 0), [entry]);
+      step.set(head, [1, 1, [[0, entry, 1]]] satisfies IndexHead);
+      return;
+    }
+    const [total, nextId, chunks] = current;
+    const at = chunkFor(chunks, entry);
+    const id = (chunks[at] as IndexHead[2][number])[0];
+    await step.load([chunkKey(index, id)]);
+    const entries = chunkIn(step, index, id);
+    const position = lowerBound(entries, entry);
+    if (entries[position] === entry) return;
+    entries.splice(position, 0, entry);
+    let next = nextId;
+    if (entries.length > indexChunk) {
+      const upper = entries.splice(entries.length >>> 1);
+      step.set(chunkKey(index, next), upper);
+      chunks.splice(at + 1, 0, [next, upper[0] as string, upper.length]);
+      next += 1;
+    }
+    step.set(chunkKey(index, id), entries);
+    chunks[at] = [id, entries[0] as string, entries.length];
+    step.set(head, [total + 1, next, chunks] satisfies IndexHead);
+  }
+
+  /** Drops an index entry within the step: one chunk and the head rewritten, two chunks on a merge. */
+  async function unlinkEntry(step: Step, { index, entry }: IndexEntry): Promise<void> {
+    const head = headKey(index);
+    await step.load([head]);
+    const current = step.json<IndexHead>(head);
+    if (current === undefined) return;
+    const [total, nextId, chunks] = current;
+    const at = chunkFor(chunks, entry);
+    const id = (chunks[at] as IndexHead[2][number])[0];
+    await step.load([chunkKey(index, id)]);
+    const entries = chunkIn(step, index, id);
+    const position = lowerBound(entries, entry);
+    if (entries[position] !== entry) return;
+    entries.splice(position, 1);
+    if (total === 1) {
+      step.delete(chunkKey(index, id));
+      step.delete(head);
+      return;
+    }
+    if (entries.length === 0) {
+      step.delete(chunkKey(index, id));
+      chunks.splice(at, 1);
+    } else {
+      const neighbour = at + 1 < chunks.length ? at + 1 : at - 1;
+      const other = chunks[neighbour];
+      // A small chunk joins a neighbour it fits in, so removals never leave a trail of tiny records.
+      if (entries.length < indexChunk / 4 && other !== undefined && other[2] + entries.length <= indexChunk) {
+        await step.load([chunkKey(index, other[0])]);
+        const [low, high] = neighbour > at ? [at, neighbour] : [neighbour, at];
+        const merged = neighbour > at ? [...entries, ...chunkIn(step, index, other[0])] : [...chunkIn(step, index, other[0]), ...entries];
+        const kept = (chunks[low] as IndexHead[2][number])[0];
+        const dropped = (chunks[high] as IndexHead[2][number])[0];
+        step.set(chunkKey(index, kept), merged);
+        step.delete(chunkKey(index, dropped));
+        chunks[low] = [kept, merged[0] as string, merged.length];
+        chunks.splice(high, 1);
+      } else {
+        step.set(chunkKey(index, id), entries);
+        chunks[at] = [id, entries[0] as string, entries.length];
+      }
+    }
+    step.set(head, [total - 1, nextId, chunks] satisfies IndexHead);
+  }
+
   async function liveMembers(step: Step, group: string): Promise<string[]> {
     const indexKey = membersKey(group);
     await step.load([indexKey]);
@@ -512,7 +658,7 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
       });
     },
 
-    removeGroup(group) {
+    removeGroup(group, index) {
       return serial(async (): Promise<number> => {
         const step = new Step();
         const members = await liveMembers(step, group);
@@ -523,12 +669,13 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
           if (liveAt(stored, now)) removed += 1;
           await dropEntry(step, group, member);
         }
+        if (index !== undefined) await unlinkEntry(step, index);
         await commit(step);
         return removed;
       });
     },
 
-    batch(group, writes: readonly BatchWrite[], requires) {
+    batch(group, writes: readonly BatchWrite[], requires, index) {
       return serial(async (): Promise<BatchResult> => {
         const step = new Step();
         const members = writes.map((write) => write.member);
@@ -565,8 +712,35 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
               break;
           }
         }
+        if (index !== undefined) await linkEntry(step, index);
         await commit(step);
         return { committed: true, results };
+      });
+    },
+
+    readIndex(index, offset, limit) {
+      return serial(async (): Promise<IndexPage> => {
+        const step = new Step();
+        await step.load([headKey(index)]);
+        const head = step.json<IndexHead>(headKey(index));
+        if (head === undefined) return { total: 0, entries: [] };
+        const [total, , chunks] = head;
+        // Skip whole chunks by their counts, then read only the chunks the page overlaps.
+        let first = 0;
+        let skipped = 0;
+        while (first < chunks.length && skipped + (chunks[first] as IndexHead[2][number])[2] <= offset) {
+          skipped += (chunks[first] as IndexHead[2][number])[2];
+          first += 1;
+        }
+        const ids: number[] = [];
+        for (let i = first, covered = skipped; i < chunks.length && covered < offset + limit; i += 1) {
+          const [id, , count] = chunks[i] as IndexHead[2][number];
+          ids.push(id);
+          covered += count;
+        }
+        await step.load(ids.map((id) => chunkKey(index, id)));
+        const entries = ids.flatMap((id) => chunkIn(step, index, id));
+        return { total, entries: entries.slice(offset - skipped, offset - skipped + limit) };
       });
     },
 
