@@ -87,7 +87,7 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
     const indexed = await indexExistingAccounts(store);
     if (indexed > 0) {
       const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
-      log(`credvault: indexed ${indexed} existing linked account${indexed === 1 ? '' : 's'} so that they can be listed`);
+      log(`credvault: indexed ${indexed} existing linked account${indexed === 1 ? '' : 's'} for listing`);
     }
   } catch (error) {
     await rawStore.close().catch(() => undefined);

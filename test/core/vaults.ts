@@ -1,4 +1,7 @@
-/** Vaults for the core unit tests: a memory store, or SQLite in a temp dir, each with fresh keys and its cleanup. */
+/**
+ * Vaults for the core unit tests: a memory store, or SQLite in a temp dir, each with fresh keys
+ * and its cleanup; and stores that can be opened again on the same data, as a restart would.
+ */
 import { mkdtempSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -48,6 +51,37 @@ export async function openTestVault(backend: Backend = 'memory', settings: Vault
     done: async () => {
       await vault.close();
       cleanup();
+    },
+  };
+}
+
+/** One backend's data, opened as often as a test likes: what a restarted server, or a second process, sees. */
+export interface ReopenableStore {
+  /** A store over the same data each time (SQLite: a new connection to one file; memory: one store whose close is left to `cleanup`). */
+  open(): VaultStore;
+  /** Closes what is still open and removes the files. */
+  cleanup(): Promise<void>;
+}
+
+export function reopenableStore(backend: Backend): ReopenableStore {
+  if (backend === 'memory') {
+    const shared = createMemoryStore();
+    // Closing one vault must not empty the data the next one opens.
+    const handle = (): VaultStore =>
+      new Proxy(shared, { get: (target, prop) => (prop === 'close' ? async () => undefined : (Reflect.get(target, prop) as unknown)) });
+    return { open: handle, cleanup: () => shared.close() };
+  }
+  const dir = mkdtempSync(path.join(os.tmpdir(), 'credvault-core-'));
+  const opened: VaultStore[] = [];
+  return {
+    open: () => {
+      const store = createSqliteStore({ path: path.join(dir, 'vault.db') });
+      opened.push(store);
+      return store;
+    },
+    cleanup: async () => {
+      await Promise.all(opened.map((store) => store.close()));
+      rmSync(dir, { recursive: true, force: true });
     },
   };
 }
