@@ -277,7 +277,8 @@ export const routes: readonly Route[] = [
     namesAccount: true,
     body: schemas.upsertLinkedAccountBody,
     response: schemas.upsertedLinkedAccountResponse,
-    errors: [],
+    // Only when the account is deleted while it is being updated.
+    errors: ['LINKED_ACCOUNT_NOT_FOUND'],
     async run(context) {
       const caller = await context.caller();
       const { raw, data } = await validBody(context, schemas.upsertLinkedAccountBody);

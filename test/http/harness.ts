@@ -42,6 +42,7 @@ export async function startBinding(binding: BindingName, vault: Vault, options: 
     const forward = (c: Context) => api(c.req.raw, { clientAddress: getConnInfo(c).remote.address });
     app.all(base, forward);
     app.all(`${base}/*`, forward);
+    if (options.openApiPath !== undefined) app.all(options.openApiPath, forward);
     app.all('*', (c) => c.json({ outside: true }, 418));
     const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as http.Server;
     await new Promise<void>((resolve) => (server.listening ? resolve() : server.once('listening', () => resolve())));
