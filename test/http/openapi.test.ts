@@ -6,6 +6,7 @@ import { openApiDocument } from '../../src/http/openapi.js';
 import { call, startBinding, type RunningServer } from './harness.js';
 
 const UPSTREAM_OPERATION_IDS = [
+  'listLinkedAccounts',
   'upsertDefaultAppAuthCredential',
   'deleteDefaultAppAuthCredential',
   'createLinkedAccount',
@@ -57,12 +58,64 @@ describe('OpenAPI document', () => {
 
   it('documents every error response and the envelope', () => {
     const put = document.paths['/api/v2/public/linked-account/default-app/auth-credentials/{key}']?.['put'];
-    expect(Object.keys(put?.responses ?? {}).sort()).toEqual(['200', '400', '401', '404', '413', '500', '503']);
+    // 403: a session token naming another account; 405: other methods on the path; 429: the failed-auth limit.
+    expect(Object.keys(put?.responses ?? {}).sort()).toEqual(['200', '400', '401', '403', '404', '405', '413', '429', '500', '503']);
     const post = document.paths['/api/v2/public/linked-account']?.['post'];
     expect(Object.keys(post?.responses ?? {})).toEqual(expect.arrayContaining(['403', '409']));
+    const list = document.paths['/api/v2/public/linked-account']?.['get'];
+    expect(Object.keys(list?.responses ?? {}).sort()).toEqual(['200', '400', '401', '403', '405', '429', '500', '503']);
     expect(document.components.schemas['ErrorEnvelope']).toMatchObject({
       required: ['status_code', 'http_error_type', 'error', 'message'],
     });
+  });
+
+  it('names the exact error values of each status, and the Allow and Retry-After headers', () => {
+    const put = document.paths['/api/v2/public/linked-account/default-app/auth-credentials/{key}']?.['put'] as unknown as {
+      responses: Record<string, { headers?: Record<string, { required?: boolean }>; content: { 'application/json': { schema: unknown } } }>;
+    };
+    expect(put.responses['404']?.content['application/json'].schema).toEqual({
+      allOf: [
+        { $ref: '#/components/schemas/ErrorEnvelope' },
+        { type: 'object', properties: { status_code: { const: 404 }, error: { enum: ['INVALID_LINKED_ACCOUNT_ID', 'RESOURCE_NOT_FOUND'] } } },
+      ],
+    });
+    expect(put.responses['400']?.content['application/json'].schema).toMatchObject({
+      allOf: [{}, { properties: { error: { enum: ['MISSING_LINKED_ACCOUNT_ID', 'VALIDATION_ERROR'] } } }],
+    });
+    expect(put.responses['405']?.headers?.['Allow']).toMatchObject({ required: true });
+    expect(put.responses['429']?.headers?.['Retry-After']).toMatchObject({ required: true });
+  });
+
+  it('without the failed-authentication limit, documents no 429', () => {
+    const unlimited = openApiDocument({ failedAuthLimit: false }) as unknown as Doc;
+    for (const operations of Object.values(unlimited.paths)) {
+      for (const op of Object.values(operations)) {
+        expect(Object.keys(op.responses)).not.toContain('429');
+        expect(Object.keys(op.responses)).toContain('405');
+      }
+    }
+  });
+
+  it('documents the list parameters: page and limit as bounded integers with their defaults, the filters as refused', () => {
+    const list = document.paths['/api/v2/public/linked-account']?.['get'] as unknown as { parameters: Array<{ name: string; in: string; schema: Record<string, unknown>; description: string }> };
+    const byName = Object.fromEntries(list.parameters.map((p) => [p.name, p]));
+    expect(Object.keys(byName)).toEqual(['page', 'limit', 'env_variable_name', 'env_variable_value']);
+    expect(byName['page']?.schema).toMatchObject({ type: 'integer', minimum: 1, default: 1 });
+    expect(byName['limit']?.schema).toMatchObject({ type: 'integer', minimum: 1, maximum: 100, default: 10 });
+    expect(byName['env_variable_name']?.description).toMatch(/not supported/i);
+  });
+
+  it('documents the account and page shapes that wire.ts builds', () => {
+    expect(document.components.schemas['LinkedAccount']).toMatchObject({
+      required: ['_id', 'associated_org', 'account_id', 'name', 'environment', 'udf', 'integrations', 'createdAt', 'updatedAt'],
+      additionalProperties: false,
+      properties: { integrations: { type: 'array', items: { $ref: '#/components/schemas/IntegrationBase' } } },
+    });
+    expect(document.components.schemas['IntegrationBase']).toMatchObject({ required: ['_id', 'type', 'name', 'createdAt', 'updatedAt'] });
+    expect(document.components.schemas['PaginatedLinkedAccounts']).toMatchObject({
+      required: ['docs', 'totalDocs', 'limit', 'page', 'totalPages', 'hasNextPage', 'hasPrevPage', 'nextPage', 'prevPage', 'pagingCounter'],
+    });
+    expect(document.components.schemas['UDFEntry']).toBeDefined();
   });
 
   it('documents request bodies from the validating schemas', () => {
