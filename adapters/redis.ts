@@ -9,7 +9,15 @@
 import type { VaultStore } from '../src/core/store.js';
 import { DEFAULT_NAMESPACE, defineStore, type StoreFaults } from './kernel.js';
 import { openConnection, type RedisClient } from './redis/connection.js';
+import type { IndexFaults } from './redis/indexes.js';
 import { redisOperations } from './redis/operations.js';
+
+/**
+ * Test hooks of the Redis store: the kernel's `beforeWrite`, and `afterIndexStep`, awaited
+ * on Cluster after each step of a batch or removeGroup with an index (`'intent'`, then
+ * `'group'`); a throw there abandons the call at that point, as a crash would.
+ */
+export type RedisStoreFaults = StoreFaults & IndexFaults;
 
 export interface RedisStoreOptions {
   /** `redis://[user:password@]host[:port][/db]` or `rediss://...` for TLS. Default `redis://127.0.0.1:6379`. */
@@ -57,13 +65,21 @@ export interface RedisStoreOptions {
    * client before it rejects. Default 2000 ms.
    */
   connectTimeoutMs?: number;
-  /** Upper bound on one store call once connected. Default 5000 ms. */
+  /** Upper bound on one store command once connected. Default 5000 ms. */
   commandTimeoutMs?: number;
   /**
-   * Test hook: when `beforeWrite` throws for write `i`, the batch script is told to fail
-   * after its checks, before its first write (a Redis script cannot roll back a write).
+   * Cluster only: how long a batch or removeGroup with an index holds its index entry before
+   * another call may finish or undo it (after a crash, say). Longer than such a call takes
+   * at its deadlines; default `connectTimeoutMs + 2 * commandTimeoutMs`. All stores of one
+   * namespace should use the same value.
    */
-  faults?: StoreFaults;
+  indexLeaseMs?: number;
+  /**
+   * Test hooks. When `beforeWrite` throws for write `i`, the batch script is told to fail
+   * after its checks, before its first write (a Redis script cannot roll back a write).
+   * `afterIndexStep` lets a Cluster test cut an indexed call off between its steps.
+   */
+  faults?: RedisStoreFaults;
 }
 
 /**
@@ -113,12 +129,11 @@ export interface RedisStoreOptions {
  * ```
  */
 export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
-  const redis = openConnection({
-    url: options.url,
-    client: options.client,
-    connectTimeoutMs: options.connectTimeoutMs ?? 2000,
-    commandTimeoutMs: options.commandTimeoutMs ?? 5000,
-  });
+  const connectTimeoutMs = options.connectTimeoutMs ?? 2000;
+  const commandTimeoutMs = options.commandTimeoutMs ?? 5000;
+  const leaseMs = options.indexLeaseMs ?? connectTimeoutMs + 2 * commandTimeoutMs;
+  if (!(Number.isFinite(leaseMs) && leaseMs > 0)) throw new RangeError('indexLeaseMs must be a positive number of milliseconds');
+  const redis = openConnection({ url: options.url, client: options.client, connectTimeoutMs, commandTimeoutMs });
   return defineStore(
     {
       kind: 'redis',
@@ -128,6 +143,7 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
         if (group === '' && redis.topology === 'cluster') throw new RangeError('group must not be empty on Redis Cluster');
       },
     },
-    redisOperations(redis, options.namespace ?? DEFAULT_NAMESPACE, options.faults),
+    // A call waits for a held entry, or retries a read, within one command deadline.
+    redisOperations(redis, options.namespace ?? DEFAULT_NAMESPACE, options.faults, { leaseMs: Math.ceil(leaseMs), waitMs: commandTimeoutMs }),
   );
 }

@@ -2,13 +2,15 @@
  * The Redis adapter's operations: the store contract as keys, scripts and SCAN. A member is
  * the string key `<namespace>{<group>}:<member>` holding its record; each group also has a
  * sorted-set index `<namespace>{<group>}#idx` of its member names, so list and removeGroup
- * cost in proportion to the group and scan finds groups by their index keys. It relies on
- * the kernel for checks and key layout, and on the scripts for atomicity. Internal.
+ * cost in proportion to the group and scan finds groups by their index keys. Store indexes
+ * (rule 10) are in `indexes.ts`. It relies on the kernel for checks and key layout, and on
+ * the scripts for atomicity. Internal.
  */
-import type { BatchWrite, StoreListItem } from '../../src/core/store.js';
+import type { BatchResult, BatchWrite, IndexEntry, StoreListItem } from '../../src/core/store.js';
 import { assertName, keyLayout, upperBound, type StoreDriver, type StoreFaults } from '../kernel.js';
 import { newRecord, parseEntry, type Stored } from '../record.js';
 import type { RedisConnection } from './connection.js';
+import { FENCE_MS, indexKeyLayout, redisIndexes, type IndexFaults, type IndexOptions, type Intent } from './indexes.js';
 import { SCRIPTS } from './scripts.js';
 
 /** The COUNT hint of each SCAN during a store scan. */
@@ -56,9 +58,32 @@ function parseCursor(cursor: string): ScanState {
 /** The record's expiry for a script: its PXAT time, or '' for none. */
 const expiryArg = (stored: Stored): string => (stored.expires === undefined ? '' : String(stored.expires));
 
+/** How a group script keeps an index: its mode, the one key the mode needs, and its three arguments. */
+interface IndexMode {
+  mode: '' | 'local' | 'cluster';
+  key?: string;
+  args: [string, string, string];
+}
+const NO_INDEX: IndexMode = { mode: '', args: ['', '', ''] };
+
 /** The store driver over one connection and namespace. */
-export function redisOperations(redis: RedisConnection, namespace: string, faults: StoreFaults | undefined): StoreDriver {
+export function redisOperations(
+  redis: RedisConnection,
+  namespace: string,
+  faults: (StoreFaults & IndexFaults) | undefined,
+  indexOptions: Omit<IndexOptions, 'faults'>,
+): StoreDriver {
   const keys = keyLayout(namespace);
+  const indexKeys = indexKeyLayout(keys.prefix);
+  const indexes = redisIndexes(redis, keys.prefix, { ...indexOptions, faults });
+  // Outside Cluster one script can change a group and an index, so it does; on Cluster it cannot.
+  const onCluster = redis.topology === 'cluster';
+  const localMode = (link: IndexEntry): IndexMode => ({ mode: 'local', key: indexKeys.entries(link.index), args: [link.entry, '', ''] });
+  const clusterMode = (group: string, link: IndexEntry, intent: Intent): IndexMode => ({
+    mode: 'cluster',
+    key: indexKeys.marks(group),
+    args: [indexKeys.field(link), intent.seq, intent.last],
+  });
   const indexKey = (group: string): string => `${keys.prefix}{${group}}#idx`;
   // SCAN finds groups by their index keys, so discovery needs no registry that a write
   // would have to update in a second step (or, on Cluster, in another slot).
@@ -73,6 +98,48 @@ export function redisOperations(redis: RedisConnection, namespace: string, fault
     const now = Date.now();
     const reply = await redis.run(SCRIPTS.list, [indexKey(group)], [min, max, String(limit), String(now), keys.group(group)]);
     return toItems(reply, now);
+  }
+
+  /** One batch script, keeping the index as `mode` says; 'fenced' when a cluster step was fenced. */
+  async function runBatch(group: string, writes: readonly BatchWrite[], requires: string | undefined, mode: IndexMode): Promise<BatchResult | 'fenced'> {
+    const now = Date.now();
+    // A script cannot roll back a write, so an injected fault makes it fail after its checks.
+    let fault = '0';
+    try {
+      for (let i = 0; i < writes.length; i++) faults?.beforeWrite?.(i);
+    } catch {
+      fault = '1';
+    }
+    const scriptKeyList = [indexKey(group)];
+    if (requires !== undefined) scriptKeyList.push(keys.key(group, requires));
+    if (mode.key !== undefined) scriptKeyList.push(mode.key);
+    const args = [String(now), requires === undefined ? '0' : '1', fault, mode.mode, ...mode.args];
+    for (const w of writes) {
+      scriptKeyList.push(keys.key(group, w.member));
+      switch (w.op) {
+        case 'put':
+          args.push('put', w.member, JSON.stringify(newRecord(w.value, now)), JSON.stringify(w.value));
+          break;
+        case 'insert': {
+          const stored = newRecord(w.value, now, w.ttlMs);
+          args.push('insert', w.member, JSON.stringify(stored), expiryArg(stored));
+          break;
+        }
+        case 'replace':
+          args.push('replace', w.member, JSON.stringify(w.value), JSON.stringify(w.expected));
+          break;
+        case 'remove':
+          args.push('remove', w.member, '', '');
+          break;
+      }
+    }
+    const [committed, ...rest] = (await redis.run(SCRIPTS.batch, scriptKeyList, args)) as Array<number | string>;
+    if (committed === 2) return 'fenced';
+    if (committed !== 1) return { committed: false, failed: rest[0] as number };
+    return {
+      committed: true,
+      results: rest.map((result, i) => (writes[i]?.op === 'put' ? (result as 'added' | 'updated') : result === 1)),
+    };
   }
 
   return {
@@ -112,48 +179,33 @@ export function redisOperations(redis: RedisConnection, namespace: string, fault
       return prefix === '' ? listGroup(group, '-', '+', 0) : listGroup(group, `[${prefix}`, `(${upperBound(prefix)}`, 0);
     },
 
-    async removeGroup(group) {
-      return (await redis.run(SCRIPTS.removeGroup, [indexKey(group)], [String(Date.now()), keys.group(group)])) as number;
+    async removeGroup(group, index) {
+      const run = async (mode: IndexMode): Promise<number> => {
+        const scriptKeys = [indexKey(group), indexKeys.marks(group)];
+        if (mode.key !== undefined && mode.mode === 'local') scriptKeys.push(mode.key);
+        const args = [String(Date.now()), keys.group(group), mode.mode, ...mode.args, String(FENCE_MS)];
+        return (await redis.run(SCRIPTS.removeGroup, scriptKeys, args)) as number;
+      };
+      if (index === undefined) return run(NO_INDEX);
+      if (!onCluster) return run(localMode(index));
+      return indexes.withIntent<number>(index, 'remove', group, async (intent) => {
+        const removed = await run(clusterMode(group, index, intent));
+        return removed < 0 ? { fenced: true } : { fenced: false, committed: true, value: removed };
+      });
     },
 
-    async batch(group, writes: readonly BatchWrite[], requires) {
-      const now = Date.now();
-      // A script cannot roll back a write, so an injected fault makes it fail after its checks.
-      let fault = '0';
-      try {
-        for (let i = 0; i < writes.length; i++) faults?.beforeWrite?.(i);
-      } catch {
-        fault = '1';
+    async batch(group, writes: readonly BatchWrite[], requires, index) {
+      if (index === undefined || !onCluster) {
+        // Only a cluster step can be fenced.
+        return (await runBatch(group, writes, requires, index === undefined ? NO_INDEX : localMode(index))) as BatchResult;
       }
-      const scriptKeyList = [indexKey(group)];
-      if (requires !== undefined) scriptKeyList.push(keys.key(group, requires));
-      const args = [String(now), requires === undefined ? '0' : '1', fault];
-      for (const w of writes) {
-        scriptKeyList.push(keys.key(group, w.member));
-        switch (w.op) {
-          case 'put':
-            args.push('put', w.member, JSON.stringify(newRecord(w.value, now)), JSON.stringify(w.value));
-            break;
-          case 'insert': {
-            const stored = newRecord(w.value, now, w.ttlMs);
-            args.push('insert', w.member, JSON.stringify(stored), expiryArg(stored));
-            break;
-          }
-          case 'replace':
-            args.push('replace', w.member, JSON.stringify(w.value), JSON.stringify(w.expected));
-            break;
-          case 'remove':
-            args.push('remove', w.member, '', '');
-            break;
-        }
-      }
-      const [committed, ...rest] = (await redis.run(SCRIPTS.batch, scriptKeyList, args)) as Array<number | string>;
-      if (committed !== 1) return { committed: false, failed: rest[0] as number };
-      return {
-        committed: true,
-        results: rest.map((result, i) => (writes[i]?.op === 'put' ? (result as 'added' | 'updated') : result === 1)),
-      };
+      return indexes.withIntent<BatchResult>(index, 'add', group, async (intent) => {
+        const result = await runBatch(group, writes, requires, clusterMode(group, index, intent));
+        return result === 'fenced' ? { fenced: true } : { fenced: false, committed: result.committed, value: result };
+      });
     },
+
+    readIndex: (index, offset, limit) => indexes.read(index, offset, limit),
 
     async increment(group, member, ttlMs) {
       const now = Date.now();
