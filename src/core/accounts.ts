@@ -132,7 +132,8 @@ function parseEntries<T>(input: unknown, field: string, valueSchema: z.ZodType<T
 
 /**
  * Creates a linked account inside the principal's org and environment, optionally with a
- * default app seeded with credentials.
+ * default app seeded with credentials, and lists it (its index entry is written in the same
+ * atomic step). Returns the account as written, with this process's clock as its times.
  *
  * @throws VaultError `LINKED_ACCOUNT_EXISTS`, `VALIDATION_ERROR`, `STORE_UNAVAILABLE`
  * @example
@@ -201,7 +202,8 @@ function defaultAppWrites(vault: Vault, ref: AccountRef, credentials: Array<[str
 /**
  * Updates a linked account, or creates it if it does not exist yet. Given `credentials`,
  * the account gets a default app (if it had none) and those credentials are added or
- * replaced; `udf` entries are merged over the existing ones.
+ * replaced; `udf` entries are merged over the existing ones. A name or `udf` change moves
+ * the account's `updatedAt`; credentials move only its default app's.
  *
  * @example
  * ```ts
