@@ -3,7 +3,7 @@ import { existsSync, mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { Readable, Writable } from 'node:stream';
-import { fileURLToPath } from 'node:url';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import KeyvSqlite from '@keyv/sqlite';
 import Keyv from 'keyv';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -20,7 +20,11 @@ const freshPath = (): string => join(dir, `vault-${(counter += 1)}.db`);
 type Child = ChildProcessByStdio<Writable, Readable, Readable>;
 
 function startWriter(args: string[]): { child: Child; lines: string[]; exited: Promise<number | null> } {
-  const child = spawn(process.execPath, [fixture, ...args], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+  return startProcess([fixture, ...args]);
+}
+
+function startProcess(args: string[]): { child: Child; lines: string[]; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, args, { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
   const lines: string[] = [];
   let partial = '';
   let stderr = '';
@@ -38,6 +42,37 @@ function startWriter(args: string[]): { child: Child; lines: string[]; exited: P
     });
   });
   return { child, lines, exited };
+}
+
+/**
+ * A child that creates indexed groups in three lanes for ever (each a batch of two writes
+ * with an index entry) and removes every third one with its entry, printing `+group` or
+ * `-group` once the call resolved.
+ */
+const INDEXED_WRITER = `
+import { createSqliteStore } from ${JSON.stringify(pathToFileURL(compiled).href)};
+const [path, name] = process.argv.slice(1);
+const store = createSqliteStore({ path, namespace: 'ix' });
+const groupOf = (lane, i) => name + '-' + lane + '-' + String(i).padStart(6, '0');
+const lane = async (id) => {
+  for (let i = 0; ; i += 1) {
+    const group = groupOf(id, i);
+    const writes = [{ op: 'insert', member: 'profile', value: 'p' }, { op: 'put', member: 'cred:a', value: 'v' }];
+    const result = await store.batch(group, writes, { index: { index: 'accounts', entry: group } });
+    if (!result.committed) throw new Error('batch of a fresh group did not commit');
+    process.stdout.write('+' + group + '\\n');
+    if (i % 3 === 2) {
+      const old = groupOf(id, i - 1);
+      await store.removeGroup(old, { index: { index: 'accounts', entry: old } });
+      process.stdout.write('-' + old + '\\n');
+    }
+  }
+};
+await Promise.all([0, 1, 2].map(lane));
+`;
+
+function startIndexedWriter(path: string, name: string): { child: Child; lines: string[]; exited: Promise<number | null> } {
+  return startProcess(['--input-type=module', '-e', INDEXED_WRITER, path, name]);
 }
 
 beforeAll(() => {
@@ -126,4 +161,65 @@ describe('sqlite durability', () => {
       await store.close();
     }
   }, 30_000);
+
+  it('leaves the index and the groups agreeing when writers are killed with SIGKILL mid-batch, again and again', async () => {
+    const path = freshPath();
+    // What was acknowledged: created and not removed afterwards, or removed.
+    const created = new Set<string>();
+    const removed = new Set<string>();
+    // Each round kills two writers wherever they are; several rounds make a kill between
+    // the statements of a batch (or between a batch and a separate index write) likely.
+    for (const round of [1, 2, 3, 4]) {
+      const writers = ['a', 'b'].map((name) => startIndexedWriter(path, `${name}${round}`));
+      await waitFor(() => writers.every((writer) => writer.lines.length >= 100), 'each writer acknowledging 100 calls', 20_000);
+      for (const writer of writers) writer.child.kill('SIGKILL');
+      expect(await Promise.all(writers.map((writer) => writer.exited))).toEqual([null, null]);
+      for (const line of writers.flatMap((writer) => writer.lines)) {
+        if (line.startsWith('+')) created.add(line.slice(1));
+        else if (line.startsWith('-')) removed.add(line.slice(1));
+      }
+    }
+    for (const group of removed) created.delete(group);
+    expect(removed.size).toBeGreaterThan(50);
+
+    const store = createSqliteStore({ path, namespace: 'ix' });
+    try {
+      const members = new Map<string, string[]>();
+      for (let cursor: string | undefined, first = true; first || cursor !== undefined; first = false) {
+        const page = await store.scan(cursor, 500);
+        for (const item of page.items) members.set(item.group, [...(members.get(item.group) ?? []), item.member]);
+        cursor = page.cursor;
+      }
+      // Each batch committed whole or not at all, so every group holds both of its members.
+      for (const [group, names] of members) expect([group, names.sort()]).toEqual([group, ['cred:a', 'profile']]);
+      const entries: string[] = [];
+      let total = -1;
+      for (let offset = 0; ; offset += 100) {
+        const page = await store.readIndex('accounts', offset, 100);
+        total = page.total;
+        entries.push(...page.entries);
+        if (page.entries.length < 100) break;
+      }
+      const groups = [...members.keys()].sort();
+      expect(entries).toEqual(groups);
+      expect(total).toBe(groups.length);
+      for (const group of created) expect(members.has(group), `acknowledged ${group} is there`).toBe(true);
+      for (const group of removed) expect(members.has(group), `acknowledged removal of ${group} held`).toBe(false);
+
+      // The file goes on: one more indexed group counts once.
+      const next = await store.batch('after-crash', [{ op: 'put', member: 'profile', value: 'p' }], {
+        index: { index: 'accounts', entry: 'after-crash' },
+      });
+      expect(next.committed).toBe(true);
+      expect((await store.readIndex('accounts', 0, 1)).total).toBe(groups.length + 1);
+    } finally {
+      await store.close();
+    }
+    const raw = new KeyvSqlite({ uri: `sqlite://${path}`, table: 'keyv' });
+    try {
+      expect(await raw.query('PRAGMA integrity_check')).toEqual([{ integrity_check: 'ok' }]);
+    } finally {
+      await raw.disconnect();
+    }
+  }, 40_000);
 });
