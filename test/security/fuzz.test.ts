@@ -20,6 +20,7 @@ import {
 } from '../../src/index.js';
 import { createMemoryStore } from '../../adapters/memory.js';
 import { startBinding, type RunningServer } from '../http/harness.js';
+import { openApiDocument } from '../../src/http/openapi.js';
 import { apiKeySecret, keyEntry, tokenSecret } from './helpers.js';
 
 /**
@@ -194,10 +195,12 @@ const queryArb = fc.oneof(
       'linked_account_id=we%3Aird%2F%C3%BC%20id', 'linked_account_id=%ED%A0%80', 'force_refresh=true', 'force_refresh=false', 'force_refresh=maybe',
       'force_refresh=true&force_refresh=false', 'force_refresh=', '__proto__=x&constructor=y&prototype=z', '&&&', '=', '?', '%',
       'linked_account_id', `linked_account_id=${'x'.repeat(5000)}`,
+      'page=1&limit=2', 'page=2&limit=1', 'page=0', 'page=1.5', 'page=9007199254740991&limit=100', 'limit=101', 'limit=', 'page=1&page=2',
+      'env_variable_name=A', 'env_variable_value=', 'page=%31',
     ),
   },
   { weight: 1, arbitrary: fc.string({ maxLength: 30 }) },
-  { weight: 1, arbitrary: fc.dictionary(fc.constantFrom('linked_account_id', 'force_refresh', 'x'), fc.string({ maxLength: 8 })).map((d) => new URLSearchParams(d)) },
+  { weight: 1, arbitrary: fc.dictionary(fc.constantFrom('linked_account_id', 'force_refresh', 'page', 'limit', 'x'), fc.string({ maxLength: 8 })).map((d) => new URLSearchParams(d)) },
 );
 
 const deepArray = (n: number) => '['.repeat(n) + ']'.repeat(n);
@@ -302,7 +305,7 @@ const accountSegmentArb = fc.oneof(
 );
 const routeArb: fc.Arbitrary<[string, string]> = fc.oneof<fc.Arbitrary<[string, string]>[]>(
   fc.tuple(fc.constantFrom('PUT', 'put', 'DELETE'), keySegmentArb.map((k) => `/linked-account/default-app/auth-credentials/${k}`)),
-  fc.tuple(fc.constantFrom('POST', 'PUT'), fc.constant('/linked-account')),
+  fc.tuple(fc.constantFrom('GET', 'POST', 'PUT'), fc.constant('/linked-account')),
   fc.tuple(fc.constantFrom('GET', 'DELETE'), accountSegmentArb.map((a) => `/linked-account/${a}`)),
   fc.tuple(fc.constant('POST'), fc.constantFrom('/session-token', '/session-token/revoke')),
   fc.tuple(fc.constant('GET'), fc.constant('/session/active-linked-account')),
@@ -339,7 +342,28 @@ const ERROR_TYPES: Record<number, string> = {
 };
 
 const keysOf = (body: object) => Object.keys(body).sort().join(',');
-const ACCOUNT_KEYS = '_id,account_id,environment,integrations,name';
+const ACCOUNT_KEYS = '_id,account_id,associated_org,createdAt,environment,integrations,name,udf,updatedAt';
+const PAGE_KEYS = 'docs,hasNextPage,hasPrevPage,limit,nextPage,page,pagingCounter,prevPage,totalDocs,totalPages';
+const ISO = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{3}Z$/;
+
+/** A linked account as every account answer gives it: never a credential. */
+function expectAccountShape(b: Record<string, unknown>): void {
+  expect(typeof b['_id']).toBe('string');
+  expect(typeof b['associated_org']).toBe('string');
+  expect(typeof b['account_id']).toBe('string');
+  expect(typeof b['name']).toBe('string');
+  expect(['test', 'production']).toContain(b['environment']);
+  expect(b['createdAt']).toMatch(ISO);
+  expect(b['updatedAt']).toMatch(ISO);
+  for (const field of b['udf'] as unknown[]) expect(keysOf(field as object)).toBe('key_name,key_value');
+  const integrations = b['integrations'] as Array<Record<string, unknown>>;
+  expect(Array.isArray(integrations)).toBe(true);
+  expect(integrations.length).toBeLessThanOrEqual(1);
+  for (const integration of integrations) {
+    expect(keysOf(integration)).toBe('_id,createdAt,name,type,updatedAt');
+    expect(integration['type']).toBe('default_app');
+  }
+}
 
 /** The body of a 200: one of the documented success shapes, exactly. */
 function expectSuccessShape(body: unknown): void {
@@ -357,13 +381,19 @@ function expectSuccessShape(body: unknown): void {
       return;
     case ACCOUNT_KEYS:
     case `${ACCOUNT_KEYS},new_account`.split(',').sort().join(','):
-      expect(b['integrations']).toBeNull();
-      expect(typeof b['_id']).toBe('string');
-      expect(typeof b['account_id']).toBe('string');
-      expect(typeof b['name']).toBe('string');
-      expect(['test', 'production']).toContain(b['environment']);
+      expectAccountShape(b);
       if ('new_account' in b) expect(typeof b['new_account']).toBe('boolean');
       return;
+    case PAGE_KEYS: {
+      const docs = b['docs'] as Array<Record<string, unknown>>;
+      expect(docs.length).toBeLessThanOrEqual(b['limit'] as number);
+      for (const doc of docs) {
+        expect(keysOf(doc)).toBe(ACCOUNT_KEYS);
+        expectAccountShape(doc);
+      }
+      expect(b['pagingCounter']).toBe(((b['page'] as number) - 1) * (b['limit'] as number) + 1);
+      return;
+    }
     case 'message':
       expect(b['message']).toBe('User deleted successfully');
       return;
@@ -391,6 +421,26 @@ function expectErrorEnvelope(status: number, body: unknown): void {
   expect(b['message'] as string).not.toMatch(/\n\s+at /);
 }
 
+type Documented = Array<{ pattern: RegExp; methods: Map<string, Set<string>> }>;
+
+/** The served document's operations, as path patterns under the base path and their statuses. */
+function documentedStatuses(failedAuthLimit: boolean): Documented {
+  const doc = openApiDocument({ failedAuthLimit }) as { paths: Record<string, Record<string, { responses: Record<string, unknown> }>> };
+  return Object.entries(doc.paths).map(([path, operations]) => ({
+    pattern: new RegExp(`^${path.replace(/\{[^}]+\}/g, '[^/]*')}$`),
+    methods: new Map(Object.entries(operations).map(([method, op]) => [method.toUpperCase(), new Set(Object.keys(op.responses))])),
+  }));
+}
+
+/** Every answer of a documented operation has a status that operation documents; a documented path answers other methods 405. */
+function expectDocumented(documented: Documented, method: string, path: string, status: number): void {
+  const operations = documented.find((d) => d.pattern.test(path))?.methods;
+  if (operations === undefined) return; // not an API path: 404 or the application's own
+  const statuses = operations.get(method.toUpperCase());
+  if (statuses === undefined) expect({ method, path, status }).toEqual({ method, path, status: 405 });
+  else expect(statuses.has(String(status)), `${method} ${path} answered ${status}, documented: ${[...statuses].join(' ')}`).toBe(true);
+}
+
 /** The whole store: every record of every group, with timestamps. */
 async function snapshot(store: VaultStore, ignoreGroup: (group: string) => boolean = () => false): Promise<string> {
   const out: string[] = [];
@@ -414,6 +464,9 @@ function expectPrototypesClean(): void {
   expect(({} as Record<string, unknown>)['linked_account_id']).toBeUndefined();
   expect(Object.getOwnPropertyNames(Array.prototype).includes('polluted')).toBe(false);
 }
+
+const DOCUMENTED_WITHOUT_LIMIT = documentedStatuses(false);
+const DOCUMENTED_WITH_LIMIT = documentedStatuses(true);
 
 // ---------------------------------------------------------------------------------------
 
@@ -490,12 +543,14 @@ function toHandlerRequest(req: FuzzRequest, fx: Fixtures): HandlerRequest {
 async function checkOne(
   world: World,
   req: FuzzRequest,
-  send: (req: FuzzRequest) => Promise<{ status: number; body: unknown; owned: boolean; head: boolean }>,
+  send: (req: FuzzRequest) => Promise<{ status: number; body: unknown; owned: boolean; head: boolean; method: string; path: string }>,
   ignoreGroup?: (group: string) => boolean,
+  documented: Documented = DOCUMENTED_WITHOUT_LIMIT,
 ): Promise<void> {
   const before = await snapshot(world.store, ignoreGroup);
   const res = await send(req);
   expect(res.status, 'never a 5xx').toBeLessThan(500);
+  if (res.status !== 418 && res.status !== -1) expectDocumented(documented, res.method, res.path, res.status);
   expectPrototypesClean();
   if (res.head) {
     expect(res.body).toBeUndefined();
@@ -538,7 +593,7 @@ describe('fuzzing the framework-agnostic handler (memory store)', () => {
     const res: HandlerResponse = await handler.handle(request);
     // The body must survive the trip through JSON as the bindings send it.
     const body: unknown = JSON.parse(JSON.stringify(res.body));
-    return { status: res.status, body, owned: handler.owns(request.path), head: false };
+    return { status: res.status, body, owned: handler.owns(request.path), head: false, method: request.method, path: request.path };
   };
 
   it(`arbitrary requests: never a 5xx, always a documented shape, failures change nothing, no prototype pollution (seed ${SEED}, ${HANDLER_RUNS} runs)`, async () => {
@@ -628,9 +683,17 @@ describe('fuzzing the handler with its default failed-authentication limit (memo
           async (r) => {
             const request = { ...toHandlerRequest(r, world.fx), clientAddress: `10.0.0.${(address++ % 3) + 1}` };
             const res = await handler.handle(request);
-            return { status: res.status, body: JSON.parse(JSON.stringify(res.body)) as unknown, owned: handler.owns(request.path), head: false };
+            return {
+              status: res.status,
+              body: JSON.parse(JSON.stringify(res.body)) as unknown,
+              owned: handler.owns(request.path),
+              head: false,
+              method: request.method,
+              path: request.path,
+            };
           },
           (group) => group.startsWith('limit:'),
+          DOCUMENTED_WITH_LIMIT,
         );
       }),
       { seed: SEED + 1, numRuns: LIMITED_RUNS, endOnFailure: true },
@@ -744,7 +807,15 @@ describe('fuzzing a real Express server (memory store)', () => {
           const res = await rawRequest(server.url, { method, path: target.startsWith('/') ? target : `/${target}`, headers, ...(body ? { body } : {}) });
           if (res.status === -1) {
             resets += 1;
-            return { status: 413, body: { status_code: 413, http_error_type: 'PAYLOAD_TOO_LARGE', error: 'PAYLOAD_TOO_LARGE', message: '' }, owned: true, head: false };
+            const pathOnly = target.split('?')[0] as string;
+            return {
+              status: 413,
+              body: { status_code: 413, http_error_type: 'PAYLOAD_TOO_LARGE', error: 'PAYLOAD_TOO_LARGE', message: '' },
+              owned: true,
+              head: false,
+              method,
+              path: pathOnly,
+            };
           }
           let parsed: unknown;
           try {
@@ -753,7 +824,7 @@ describe('fuzzing a real Express server (memory store)', () => {
             expect.fail(`not JSON (status ${res.status}): ${res.text.slice(0, 200)}`);
           }
           const pathOnly = target.split('?')[0] as string;
-          return { status: res.status, body: parsed, owned: pathOnly === BASE || pathOnly.startsWith(`${BASE}/`), head: method === 'HEAD' };
+          return { status: res.status, body: parsed, owned: pathOnly === BASE || pathOnly.startsWith(`${BASE}/`), head: method === 'HEAD', method, path: pathOnly };
         });
       }),
       { seed: SEED + 2, numRuns: SERVER_RUNS, endOnFailure: true },
