@@ -10,7 +10,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { createKeyvStore } from '../../adapters/keyv.js';
 import { MAX_NAME_LENGTH } from '../../src/core/store.js';
 import { createVault, deleteDefaultAppCredential, createLinkedAccount, getDefaultAppCredential, upsertDefaultAppCredential, VaultError } from '../../src/index.js';
-import { runStoreConformance } from '../../src/testing/index.js';
+import { runIndexConformance, runStoreConformance } from '../../src/testing/index.js';
 import { freePort, runId, serviceSuite } from '../helpers/services.js';
 import { MARIADB_URL } from './keyv-mariadb.js';
 
@@ -90,6 +90,19 @@ mariadb.describe('keyv over @keyv/mysql on MariaDB', () => {
     },
     unreachableFactory: ({ namespace }) => createKeyvStore(unreachableKeyv, { namespace, disconnectOnClose: false }),
   });
+
+  // Index chunks of 3 entries split and merge within every index test, on a real SQL backend.
+  runIndexConformance(
+    { describe, it, expect },
+    ({ namespace }) => createKeyvStore(mysqlKeyv(), { namespace, disconnectOnClose: false, indexChunkSize: 3 }),
+    {
+      name: '@keyv/mysql, index chunks of 3',
+      faults: {
+        factory: ({ namespace }, controls) =>
+          createKeyvStore(mysqlKeyv(), { namespace, disconnectOnClose: false, indexChunkSize: 3, faults: faultHook(controls) }),
+      },
+    },
+  );
 
   it('accepts names of the longest length the contract allows, under keys of at most 255 characters', async () => {
     const store = createKeyvStore(mysqlKeyv(), { namespace: runId('long'), disconnectOnClose: false });
