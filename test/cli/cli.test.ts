@@ -190,15 +190,46 @@ describe('provisioning commands on a SQLite store', () => {
     expect(result.code).toBe(0);
     expect(result.stderr).toBe('');
     const account = parseOneJsonLine(result.stdout) as Record<string, unknown>;
-    expect(Object.keys(account)).toEqual(['_id', 'account_id', 'name', 'environment', 'integrations']);
-    expect(account).toEqual({ _id: expect.stringMatching(/^[0-9a-f]{24}$/), account_id: 'cust-1', name: 'Customer One', environment: 'test', integrations: null });
+    expect(Object.keys(account)).toEqual(['_id', 'associated_org', 'account_id', 'name', 'environment', 'udf', 'integrations', 'createdAt', 'updatedAt']);
+    expect(account).toEqual({
+      _id: expect.stringMatching(/^[0-9a-f]{24}$/),
+      associated_org: 'acme',
+      account_id: 'cust-1',
+      name: 'Customer One',
+      environment: 'test',
+      udf: [],
+      integrations: [{ _id: expect.stringMatching(/^[0-9a-f]{24}$/), type: 'default_app', name: 'Default App', createdAt: expect.stringMatching(ISO), updatedAt: expect.stringMatching(ISO) }],
+      createdAt: expect.stringMatching(ISO),
+      updatedAt: expect.stringMatching(ISO),
+    });
     expect(result.stdout).not.toContain('sk_test_1');
 
     expectFailure(await run(args), 1, /^credvault: Linked account cust-1 already exists$/);
 
     // The same id in the other environment is another account.
     const production = await runJson(['linked-account', 'create', '--org', 'acme', '--environment', 'production', '--id', 'cust-1', ...store]);
-    expect(production).toMatchObject({ account_id: 'cust-1', name: 'cust-1', environment: 'production', integrations: null });
+    expect(production).toMatchObject({ account_id: 'cust-1', name: 'cust-1', environment: 'production', integrations: [] });
+  });
+
+  it('linked-account list prints one page of an org and environment, as GET /linked-account answers it', async () => {
+    const org = 'lister';
+    const empty = await run(['linked-account', 'list', '--org', org, ...store]);
+    expect(empty.code).toBe(0);
+    expect(empty.stderr).toBe('');
+    const none = parseOneJsonLine(empty.stdout);
+    expect(Object.keys(none)).toEqual(['docs', 'totalDocs', 'limit', 'page', 'totalPages', 'hasNextPage', 'hasPrevPage', 'nextPage', 'prevPage', 'pagingCounter']);
+    expect(none).toEqual({ docs: [], totalDocs: 0, limit: 10, page: 1, totalPages: 1, hasNextPage: false, hasPrevPage: false, nextPage: null, prevPage: null, pagingCounter: 1 });
+
+    for (const id of ['a-1', 'a-2', 'a-3']) await runJson(['linked-account', 'create', '--org', org, '--id', id, '--credential', `k=secret-${id}`, ...store]);
+    await runJson(['linked-account', 'create', '--org', org, '--environment', 'production', '--id', 'prod-1', ...store]);
+    const first = await runJson<{ docs: Array<{ account_id: string }> }>(['linked-account', 'list', '--org', org, '--limit', '2', ...store]);
+    expect(first).toMatchObject({ totalDocs: 3, limit: 2, page: 1, totalPages: 2, hasNextPage: true, nextPage: 2, prevPage: null });
+    expect(first.docs.map((d) => d.account_id)).toEqual(['a-1', 'a-2']);
+    const second = await run(['linked-account', 'list', '--org', org, '--limit', '2', '--page', '2', ...store]);
+    expect(parseOneJsonLine(second.stdout)).toMatchObject({ docs: [{ account_id: 'a-3', integrations: [{ type: 'default_app' }] }], page: 2, hasNextPage: false, prevPage: 1, pagingCounter: 3 });
+    expect(second.stdout).not.toContain('secret-');
+    const production = await runJson<{ docs: Array<{ account_id: string }> }>(['linked-account', 'list', '--org', org, '--environment', 'production', ...store]);
+    expect(production.docs.map((d) => d.account_id)).toEqual(['prod-1']);
   });
 
   it('credentials list prints names and timestamps only; --reveal adds the values', async () => {
@@ -317,6 +348,26 @@ describe.each(['express', 'koa', 'fastify', 'fetch'] as const)('serve --framewor
     again.child.kill('SIGTERM');
     expect(await again.exited()).toEqual({ code: 0, signal: null });
     expect(again.stderr()).not.toMatch(HINT);
+  });
+
+  it('answers GET /openapi.json with the document `credvault openapi` prints, and GET /linked-account with what `linked-account list` prints', async () => {
+    const apiKey = await runJson<CreatedApiKey>(['api-key', 'create', '--org', 'doc-org', ...store]);
+    await runJson(['linked-account', 'create', '--org', 'doc-org', '--id', 'listed-1', ...store]);
+    const server = await startServer([...store, '--framework', framework]);
+    const served = await request(`${server.url}/openapi.json`);
+    expect(served.status).toBe(200);
+    expect(served.headers.get('content-type')).toMatch(/^application\/json/);
+    expect(served.body).toEqual(await runJson(['openapi']));
+    const put = await request(`${server.url}/openapi.json`, { method: 'PUT', body: '{}' });
+    expect(put.status).toBe(405);
+    expect(put.headers.get('allow')).toBe('GET');
+
+    const listed = await request(`${server.url}/api/v2/public/linked-account?page=1&limit=5`, { headers: { 'x-api-key': apiKey.api_key } });
+    expect(listed.status).toBe(200);
+    expect(listed.body).toEqual(await runJson(['linked-account', 'list', '--org', 'doc-org', '--page', '1', '--limit', '5', ...store]));
+    expect(listed.body).toMatchObject({ totalDocs: 1, docs: [{ account_id: 'listed-1', associated_org: 'doc-org' }] });
+    server.child.kill('SIGTERM');
+    expect(await server.exited()).toEqual({ code: 0, signal: null });
   });
 
   it('drains on SIGTERM: a request in flight completes, then the process exits 0', async () => {
@@ -560,6 +611,13 @@ describe('usage errors exit 2 with one line on stderr and touch nothing', () => 
     ['--ttl -5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '-5', ...usage.store], /--ttl/],
     ['--ttl 0', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '0', ...usage.store], /--ttl/],
     ['--ttl 1.5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '1.5', ...usage.store], /--ttl/],
+    ['linked-account list --page 0', () => ['linked-account', 'list', '--org', 'acme', '--page', '0', ...usage.store], /^credvault: page must be an integer of at least 1$/],
+    ['linked-account list --page 1.5', () => ['linked-account', 'list', '--org', 'acme', '--page', '1.5', ...usage.store], /^credvault: page must be an integer of at least 1$/],
+    ['linked-account list --page abc', () => ['linked-account', 'list', '--org', 'acme', '--page', 'abc', ...usage.store], /^credvault: page must be an integer of at least 1$/],
+    ['linked-account list --limit 101', () => ['linked-account', 'list', '--org', 'acme', '--limit', '101', ...usage.store], /^credvault: limit must be an integer from 1 to 100$/],
+    ['linked-account list --limit ""', () => ['linked-account', 'list', '--org', 'acme', '--limit', '', ...usage.store], /^credvault: limit must be an integer from 1 to 100$/],
+    ['linked-account list --limit 1e1', () => ['linked-account', 'list', '--org', 'acme', '--limit', '1e1', ...usage.store], /^credvault: limit must be an integer from 1 to 100$/],
+    ['linked-account list without --org', () => ['linked-account', 'list', ...usage.store], /--org/],
   ];
 
   it.each(cases)('%s', async (_name, args, pattern) => {
@@ -625,7 +683,8 @@ describe('openapi', () => {
     const printed = await runJson<{ openapi: string; paths: Record<string, Record<string, { operationId: string }>> }>(['openapi']);
     expect(printed.openapi).toBe('3.1.0');
     const ids = Object.values(printed.paths).flatMap((ops) => Object.values(ops).map((op) => op.operationId));
-    expect(ids).toHaveLength(9);
+    expect(ids).toHaveLength(10);
+    expect(ids).toContain('listLinkedAccounts');
     expect(ids).toContain('upsertDefaultAppAuthCredential');
     const server = await startServer(['--store', 'memory:']);
     const served = await request(`${server.url}/openapi.json`);
