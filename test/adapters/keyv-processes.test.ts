@@ -161,6 +161,7 @@ mariadb.describe('keyv store across processes on MariaDB', () => {
     try {
       await store.put('g', 'm', 'v');
       await store.insert('g', 's', 'x', { ttlMs: 60_000 });
+      await store.batch('g', [], { index: { index: 'accounts', entry: 'g' } });
       await proxy.stop();
       const calls: Array<() => Promise<unknown>> = [
         () => store.get('g', 'm'),
@@ -170,6 +171,9 @@ mariadb.describe('keyv store across processes on MariaDB', () => {
         () => store.batch('g', [{ op: 'put', member: 'n', value: 'v' }]),
         () => store.purgeExpired(10),
         () => store.scan(undefined, 10),
+        () => store.readIndex('accounts', 0, 10),
+        () => store.batch('g', [], { index: { index: 'accounts', entry: 'g' } }),
+        () => store.removeGroup('g', { index: { index: 'accounts', entry: 'g' } }),
       ];
       for (const call of calls) expect(await call().then(() => 'resolved', () => 'rejected')).toBe('rejected');
       await proxy.start();
@@ -177,6 +181,7 @@ mariadb.describe('keyv store across processes on MariaDB', () => {
         ['m', 'v'],
         ['s', 'x'],
       ]);
+      expect(await store.readIndex('accounts', 0, 10)).toEqual({ total: 1, entries: ['g'] });
     } finally {
       await store.close();
       await proxy.stop();
