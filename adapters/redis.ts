@@ -2,9 +2,11 @@
  * The Redis adapter, for several server processes or machines sharing one vault, on a
  * standalone server, Cluster or Sentinel. This file is its public entry: options and the
  * factory. The connection (`redis/connection.ts`, a node-redis client owned by a
- * `@keyv/redis` Keyv store), the Lua scripts (`redis/scripts.ts`) and the operations
- * (`redis/operations.ts`) live beside it. It relies on every multi-key step being one script
- * over one group's hash tag, so it is atomic and works on Cluster.
+ * `@keyv/redis` Keyv store), the Lua scripts (`redis/scripts.ts`), the operations
+ * (`redis/operations.ts`) and the store indexes (`redis/indexes.ts`) live beside it. It
+ * relies on every multi-key step being one script over one group's hash tag, so it is atomic
+ * and works on Cluster; the one exception, an index beside a group on Cluster, is described
+ * on {@link createRedisStore}.
  */
 import type { VaultStore } from '../src/core/store.js';
 import { DEFAULT_NAMESPACE, defineStore, type StoreFaults } from './kernel.js';
@@ -98,12 +100,53 @@ export interface RedisStoreOptions {
  * at most `connectTimeoutMs` for a reconnect and `commandTimeoutMs` for an answer, and the
  * client keeps reconnecting in the background, so service resumes by itself.
  *
+ * **Indexes** (rule 10) are sorted sets `<namespace>#ix{<index>}` (score 0, so rank order is
+ * code-unit order for these names); `readIndex` reads `ZCARD` and a `ZRANGE` by rank in one
+ * script, so its total and page are of one instant, and it costs O(log n + limit).
+ * Standalone and Sentinel change the group and the index in one script: truly one step.
+ *
+ * On Cluster an index and a group are in different slots, which no Redis command spans, so
+ * a batch or removeGroup with an index takes three steps, each one atomic script:
+ * 1. *Intent*, in the index's slot: the entry's intent (`<seq> <op> <group>`, in
+ *    `#ix{<index>}#pending`) is taken like a lock with a lease (`indexLeaseMs`, timed by
+ *    that master's clock); `seq` comes from the index's counter, so later intents on an
+ *    entry always carry larger numbers. A call that finds the entry held waits, at most
+ *    `commandTimeoutMs`, then rejects; one that finds the lease run out resolves it first.
+ * 2. *Group step*, in the group's slot: the batch (or removal) as without an index, plus a
+ *    mark `<seq>:c` in the group's `{<group>}#ixc` hash when it commits. It is *fenced*,
+ *    writing nothing, when that hash already holds this or a later seq for the entry, or
+ *    when its intent is more than 12 hours old (a paused process).
+ * 3. *Index step*, in the index's slot: `ZADD` or `ZREM`, and the intent is cleared, only
+ *    if the intent is still this call's.
+ *
+ * An intent whose lease ran out (its caller crashed, was cut off or is paused) is resolved
+ * by `readIndex` of that index, or by the next call on that entry: the group's slot decides
+ * in one script whether the group step ran, from the mark, and if it did not, fences it
+ * (`<seq>:a`), so a late step can never run; then the index step applies what was decided.
+ * So a call cut off halfway is **completed if its group step ran and undone otherwise**,
+ * no later than the first such call after the lease. A caller that errs while unsure
+ * whether its group step ran resolves its own intent the same way at once, and rejects.
+ *
+ * What a reader can see: `total` and the entries come from the sorted set only, and an entry
+ * moves at the index step. Between the two steps (one round trip; after a crash, until the
+ * intent is resolved) a created group can already be read with `get`/`list` but is not yet
+ * listed or counted, and a removed group is still listed and counted though it is gone.
+ * Calls on one entry are serialized by its intent, so concurrent creates and removals from
+ * any number of processes leave the total exact. On Cluster only, an indexed batch that
+ * rejects because Redis failed between its steps may have committed: it is then completed
+ * as above, not rolled back. A group's marks hash holds one field per index entry; it fades
+ * a day after the group is removed. The guarantee assumes the Redis masters' clocks agree
+ * within 12 hours.
+ *
  * @example
  * ```ts
  * import { createRedisStore } from 'credvault/adapters/redis';
  *
  * const store = createRedisStore({ url: 'redis://:secret@127.0.0.1:6379/2' });
  * await store.put('org%3Aacme', 'cred:api_key', sealed); // 'added'
+ * // A group created and listed in an index in one step (three on Cluster, see above).
+ * await store.batch('acct%3Au1', [{ op: 'insert', member: 'profile', value: sealed }], { index: { index: 'org%3Aacme', entry: 'u1' } });
+ * await store.readIndex('org%3Aacme', 0, 10); // { total: 1, entries: ['u1'] }
  * await store.close();
  * ```
  *

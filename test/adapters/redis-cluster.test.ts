@@ -1,11 +1,12 @@
 import { createCluster, type RedisClusterType } from '@keyv/redis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createRedisStore } from '../../adapters/redis.js';
-import type { VaultStore } from '../../src/core/store.js';
+import { createRedisStore, type RedisStoreFaults, type RedisStoreOptions } from '../../adapters/redis.js';
+import type { BatchResult, IndexEntry, VaultStore } from '../../src/core/store.js';
 import { runStoreConformance } from '../../src/testing/index.js';
+import { batchFaultHook } from '../helpers/faults.js';
 import { type ClusterTopology, cli, startCluster, topologySuite } from '../helpers/redis-topologies.js';
 import { escapeGlob, freePort, runId, tcpProxy, waitFor } from '../helpers/services.js';
-import { settle } from '../helpers/wait.js';
+import { settle, sleep } from '../helpers/wait.js';
 
 // A private three-master Redis Cluster from the installed redis-server (no docker).
 const service = topologySuite('Redis Cluster');
@@ -37,10 +38,10 @@ function clusterClient(rootPort?: number): RedisClusterType {
 }
 
 /** A store on its own cluster client; closing the store also closes the client (it is the caller's). */
-const open = async ({ namespace }: { namespace: string }): Promise<VaultStore> => {
-  const cluster = clusterClient();
-  await cluster.connect();
-  const store = createRedisStore({ client: cluster, namespace: `${prefix}:${namespace}` });
+async function openOwn(options: Omit<RedisStoreOptions, 'client'> & { namespace: string }, rootPort?: number): Promise<VaultStore> {
+  const cluster = clusterClient(rootPort);
+  if (rootPort === undefined) await cluster.connect();
+  const store = createRedisStore({ ...options, client: cluster });
   return {
     ...store,
     async close(): Promise<void> {
@@ -48,9 +49,17 @@ const open = async ({ namespace }: { namespace: string }): Promise<VaultStore> =
       cluster.destroy();
     },
   };
-};
+}
 
-runStoreConformance({ describe: suite, it, expect }, open, { name: 'redis cluster', concurrencyFactory: open });
+const open = ({ namespace }: { namespace: string }): Promise<VaultStore> => openOwn({ namespace: `${prefix}:${namespace}` });
+
+runStoreConformance({ describe: suite, it, expect }, open, {
+  name: 'redis cluster',
+  concurrencyFactory: open,
+  faults: { factory: ({ namespace }, controls) => openOwn({ namespace: `${prefix}:${namespace}`, faults: batchFaultHook(controls) }) },
+  // Nothing listens on port 1: the cluster client never discovers a master.
+  unreachableFactory: ({ namespace }) => openOwn({ namespace: `${prefix}:${namespace}`, connectTimeoutMs: 300 }, 1),
+});
 
 suite('redis store on Cluster: placement and client handling', () => {
   it('keeps every key of a group in one slot, and spreads groups over the masters', async () => {
@@ -165,6 +174,220 @@ suite('redis store on Cluster: placement and client handling', () => {
       await store.close();
       cluster.destroy();
       await proxy.stop();
+    }
+  });
+});
+
+suite('redis store on Cluster: an index and its groups live in different slots', () => {
+  /** Short, so that a test can outwait it; every store of one test shares it. */
+  const LEASE_MS = 300;
+  /** Long enough that a test never outlives it. */
+  const LONG_LEASE_MS = 120_000;
+
+  /** The keys this namespace holds on every master, in order. */
+  async function keysOf(namespace: string): Promise<string[]> {
+    const match = `${escapeGlob(encodeURIComponent(namespace))}*`;
+    const keys: string[] = [];
+    for (const port of topology?.ports ?? []) {
+      keys.push(...(await cli(port, '--scan', '--pattern', match)).split('\n').filter((key) => key !== ''));
+    }
+    return keys.sort();
+  }
+
+  /** One raw command, sent to whichever master owns its key (`-c` follows the redirect). */
+  const raw = async (...args: string[]): Promise<string> => (await cli(topology?.ports[0] ?? 0, '-c', ...args)).trim();
+
+  /** What the index holds in Redis itself, without a store call that could resolve an intent. */
+  async function inRedis(namespace: string, index: string): Promise<{ entries: string; intents: string }> {
+    const base = `${encodeURIComponent(namespace)}#ix{${index}}`;
+    return {
+      entries: await raw('zrange', base, '0', '-1'),
+      intents: await raw('hlen', `${base}#pending`),
+    };
+  }
+
+  /** A store whose indexed calls stop dead at `at` (its client destroyed, as if the process died). */
+  async function crashingAt(at: 'intent' | 'group', namespace: string, indexLeaseMs: number): Promise<VaultStore> {
+    const cluster = clusterClient();
+    await cluster.connect();
+    const faults: RedisStoreFaults = {
+      afterIndexStep: (step) => {
+        if (step !== at) return;
+        cluster.destroy();
+        throw new Error(`test crash after the ${at} step`);
+      },
+    };
+    const store = createRedisStore({ client: cluster, namespace, indexLeaseMs, faults });
+    return {
+      ...store,
+      async close(): Promise<void> {
+        await store.close();
+        if (cluster.isOpen) cluster.destroy();
+      },
+    };
+  }
+
+  const profile = [{ op: 'insert', member: 'profile', value: 'p' }] as const;
+
+  it('a create cut off after taking its intent is undone: not listed, nothing written, and the next call on the entry proceeds after the lease', async () => {
+    const namespace = `${prefix}:cut-intent`;
+    const link: IndexEntry = { index: 'org', entry: 'acct1' };
+    const crashing = await crashingAt('intent', namespace, LEASE_MS);
+    const other = await openOwn({ namespace });
+    try {
+      expect(await settle(() => crashing.batch('acct1', profile, { index: link }))).toMatchObject({ ok: false });
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: '', intents: '1' });
+      expect(await other.list('acct1')).toEqual([]);
+      // Started at once, it waits out the dead call's lease, settles it, and goes on.
+      expect(await other.batch('acct1', profile, { index: link })).toEqual({ committed: true, results: [true] });
+      expect(await other.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct1'] });
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: 'acct1', intents: '0' });
+    } finally {
+      await crashing.close();
+      await other.close();
+    }
+  });
+
+  it('a create cut off after its group step is completed by a readIndex after the lease', async () => {
+    const namespace = `${prefix}:cut-group`;
+    const crashing = await crashingAt('group', namespace, LEASE_MS);
+    const other = await openOwn({ namespace });
+    try {
+      expect(await settle(() => crashing.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } }))).toMatchObject({ ok: false });
+      // The group is written; the index step never ran.
+      expect((await other.list('acct1')).map((item) => item.member)).toEqual(['profile']);
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: '', intents: '1' });
+      await sleep(LEASE_MS + 100);
+      expect(await other.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct1'] });
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: 'acct1', intents: '0' });
+    } finally {
+      await crashing.close();
+      await other.close();
+    }
+  });
+
+  it('a removal cut off before its group step is undone, and one cut off after it is completed, by a readIndex after the lease', async () => {
+    const namespace = `${prefix}:cut-remove`;
+    const other = await openOwn({ namespace });
+    const early = await crashingAt('intent', namespace, LEASE_MS);
+    const late = await crashingAt('group', namespace, LEASE_MS);
+    try {
+      for (const entry of ['kept', 'gone']) expect((await other.batch(entry, profile, { index: { index: 'org', entry } })).committed).toBe(true);
+      expect(await settle(() => early.removeGroup('kept', { index: { index: 'org', entry: 'kept' } }))).toMatchObject({ ok: false });
+      expect(await settle(() => late.removeGroup('gone', { index: { index: 'org', entry: 'gone' } }))).toMatchObject({ ok: false });
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: 'gone\nkept', intents: '2' });
+      expect((await other.list('kept')).map((item) => item.member)).toEqual(['profile']);
+      expect(await other.list('gone')).toEqual([]);
+      await sleep(LEASE_MS + 100);
+      expect(await other.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['kept'] });
+      expect((await other.list('kept')).map((item) => item.member)).toEqual(['profile']);
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: 'kept', intents: '0' });
+    } finally {
+      await Promise.all([early.close(), late.close(), other.close()]);
+    }
+  });
+
+  it('while a cut-off call holds its entry, readers do not count it, and another call on that entry waits, then rejects, writing nothing', async () => {
+    const namespace = `${prefix}:held`;
+    const crashing = await crashingAt('group', namespace, LONG_LEASE_MS);
+    // Waits at most its command deadline for the held entry.
+    const impatient = await openOwn({ namespace, commandTimeoutMs: 400 });
+    try {
+      expect((await impatient.batch('acct0', profile, { index: { index: 'org', entry: 'acct0' } })).committed).toBe(true);
+      expect(await settle(() => crashing.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } }))).toMatchObject({ ok: false });
+      // The group is there, the entry is not yet: the listing moves at the index step.
+      expect((await impatient.list('acct1')).map((item) => item.member)).toEqual(['profile']);
+      expect(await impatient.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct0'] });
+      const before = await impatient.list('acct1');
+      const waited = await settle(() => impatient.removeGroup('acct1', { index: { index: 'org', entry: 'acct1' } }));
+      expect(waited).toMatchObject({ ok: false, error: expect.not.stringMatching(/^RangeError$/) });
+      expect(await impatient.list('acct1')).toEqual(before);
+      // Other entries of the index are not held up.
+      expect((await impatient.batch('acct2', profile, { index: { index: 'org', entry: 'acct2' } })).committed).toBe(true);
+      expect(await impatient.readIndex('org', 0, 10)).toEqual({ total: 2, entries: ['acct0', 'acct2'] });
+    } finally {
+      await crashing.close();
+      await impatient.close();
+    }
+  });
+
+  it('a call paused past its lease is resolved by a reader meanwhile: paused before its group step it then writes nothing and rejects, after it it returns its result', async () => {
+    const namespace = `${prefix}:paused`;
+    const gates = new Map<'intent' | 'group', () => void>();
+    const paused = (at: 'intent' | 'group'): Promise<VaultStore> =>
+      openOwn({
+        namespace,
+        indexLeaseMs: LEASE_MS,
+        faults: {
+          afterIndexStep: (step) => (step === at ? new Promise<void>((resolve) => gates.set(at, resolve)) : undefined),
+        },
+      });
+    const [early, late, reader] = await Promise.all([paused('intent'), paused('group'), openOwn({ namespace })]);
+    try {
+      const earlyCall = settle(() => early.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } }));
+      const lateCall = settle(() => late.batch('acct2', profile, { index: { index: 'org', entry: 'acct2' } }));
+      await waitFor(() => gates.size === 2, 'both calls to pause');
+      await sleep(LEASE_MS + 100);
+      // The reader settles both: acct1's group step never ran (now fenced), acct2's did.
+      expect(await reader.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct2'] });
+      for (const release of gates.values()) release();
+      expect(await earlyCall).toMatchObject({ ok: false, error: expect.not.stringMatching(/^RangeError$/) });
+      expect(await lateCall).toMatchObject({ ok: true, value: { committed: true, results: [true] } });
+      expect(await reader.list('acct1')).toEqual([]);
+      expect(await reader.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct2'] });
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: 'acct2', intents: '0' });
+      // The fenced entry is free again.
+      expect((await reader.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } })).committed).toBe(true);
+      expect(await reader.readIndex('org', 0, 10)).toEqual({ total: 2, entries: ['acct1', 'acct2'] });
+    } finally {
+      for (const release of gates.values()) release();
+      await Promise.all([early.close(), late.close(), reader.close()]);
+    }
+  });
+
+  it('racing creates and removals of the same entries from two stores leave the total exact and nothing pending', async () => {
+    const namespace = `${prefix}:race`;
+    const stores = [await openOwn({ namespace }), await openOwn({ namespace })] as const;
+    const entries = ['a', 'b', 'c'];
+    try {
+      const calls: Array<Promise<BatchResult | number>> = [];
+      for (let round = 0; round < 8; round += 1) {
+        for (const [i, entry] of entries.entries()) {
+          const store = stores[(round + i) % 2] as VaultStore;
+          const link = { index: 'org', entry };
+          calls.push(store.batch(entry, [{ op: 'insert', member: 'profile', value: `r${round}` }], { index: link }));
+          if ((round + i) % 3 === 0) calls.push((stores[(round + i + 1) % 2] as VaultStore).removeGroup(entry, { index: link }));
+        }
+      }
+      await Promise.all(calls);
+      const existing: string[] = [];
+      for (const entry of entries) if ((await stores[0].list(entry)).length > 0) existing.push(entry);
+      for (const store of stores) expect(await store.readIndex('org', 0, 10)).toEqual({ total: existing.length, entries: existing });
+      expect((await inRedis(namespace, 'org')).intents).toBe('0');
+    } finally {
+      await Promise.all(stores.map((store) => store.close()));
+    }
+  });
+
+  it('nothing of a created and removed account stays but the index counter and its group marks, which fade', async () => {
+    const namespace = `${prefix}:residue`;
+    const store = await openOwn({ namespace });
+    try {
+      for (let i = 0; i < 3; i += 1) {
+        expect((await store.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } })).committed).toBe(true);
+        expect(await store.removeGroup('acct1', { index: { index: 'org', entry: 'acct1' } })).toBe(1);
+      }
+      const base = encodeURIComponent(namespace);
+      expect(await keysOf(namespace)).toEqual([`${base}#ix{org}#seq`, `${base}{acct1}#ixc`].sort());
+      const marks = `${base}{acct1}#ixc`;
+      expect(await raw('hlen', marks)).toBe('1');
+      expect(Number(await raw('pttl', marks))).toBeGreaterThan(0);
+      // Re-created, the account's marks last as long as it does.
+      expect((await store.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } })).committed).toBe(true);
+      expect(await raw('pttl', marks)).toBe('-1');
+      expect(await store.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct1'] });
+    } finally {
+      await store.close();
     }
   });
 });
