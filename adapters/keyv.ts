@@ -40,7 +40,7 @@ export interface KeyvStoreOptions {
   disconnectOnClose?: boolean;
   /**
    * The most entries one record of an index (rule 10) holds before it splits in two; a
-   * record that falls below a quarter of it merges with a neighbour. Default 500. A larger one
+   * record that falls below a quarter of it joins a neighbour it fits in. Default 500. A larger one
    * means fewer records per `readIndex` and a smaller head record, but more bytes rewritten
    * per indexed write. At least 2.
    */
@@ -195,10 +195,12 @@ function liveAt(stored: Stored | undefined, now: number): stored is Stored {
  *   An index is a head record (its total and, per chunk, the chunk's first entry and count)
  *   plus sorted chunks of at most `indexChunkSize` entries (default 500). `readIndex` reads
  *   the head, then only the chunks its page overlaps (about `limit / indexChunkSize + 2`
- *   records at any offset); the head holds one descriptor per chunk, so it grows with the
- *   index (one entry name per 125 to 500 entries), never with the rest of the store. Adding
- *   or dropping an entry rewrites the head and one chunk (two on a split or merge), and
- *   `total` is the head's counter, never a walk.
+ *   records at any offset), but the head holds one descriptor (a first entry and a count)
+ *   per chunk, so it grows with the index, never with the rest of the store: one per
+ *   `indexChunkSize / 2` to `indexChunkSize` entries while the index grows, more after many
+ *   removals (a chunk below a quarter full joins its smaller neighbour only when both fit in
+ *   one). Adding or dropping an entry rewrites the head and one chunk (two on a split or
+ *   merge), and `total` is the head's counter, never a walk.
  * - Keys longer than `maxKeyLength` are stored under a SHA-256 digest; credvault never
  *   lists Keyv's keys, so nothing else changes.
  *
@@ -551,7 +553,9 @@ export function createKeyvStore(keyv: Keyv, options: KeyvStoreOptions = {}): Vau
       step.delete(chunkKey(index, id));
       chunks.splice(at, 1);
     } else {
-      const neighbour = at + 1 < chunks.length ? at + 1 : at - 1;
+      // The smaller neighbour, so that two small chunks side by side join.
+      const [before, after] = [chunks[at - 1], chunks[at + 1]];
+      const neighbour = after === undefined || (before !== undefined && before[2] < after[2]) ? at - 1 : at + 1;
       const other = chunks[neighbour];
       // A small chunk joins a neighbour it fits in, so removals never leave a trail of tiny records.
       if (entries.length < indexChunk / 4 && other !== undefined && other[2] + entries.length <= indexChunk) {
