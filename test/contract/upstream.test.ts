@@ -54,6 +54,24 @@ describe('the client generated from the upstream excerpt', () => {
     expect(diagnostics.filter((line) => line.includes('bad-call.ts')).length).toBe(2);
   });
 
+  it('the per-answer checks catch what they are for', () => {
+    const probe = new ContractSession(validator, () => 'http://127.0.0.1:1');
+    probe.secrets.add('s3cret-value');
+    const answer = (body: unknown, status = 200) => ({ operationId: 'getLinkedAccountById', method: 'get' as const, path: '/p', status, body });
+    expect(() => probe.ok(answer({ name: 'has s3cret-value inside' }))).toThrow(/secret/);
+    expect(() => probe.ok(answer({ integrations: null }))).toThrow();
+    expect(() => probe.ok(answer({}, 201))).toThrow();
+    expect(() => probe.fails(answer({ status_code: 404, http_error_type: 'NOT_FOUND', error: 'E', message: 'm' }, 400), 400, 'E')).toThrow();
+    probe.seen.splice(0);
+    probe.seen.push({ method: 'get', path: '/p', status: 404 }, { method: 'patch', path: '/p', status: 401 }, { method: 'get', path: '/q', status: 200 });
+    expect(probe.unlisted({ paths: { '/p': { get: { responses: { '200': {} } } } } })).toEqual([
+      'GET /p answered 404, not listed',
+      'PATCH /p is not served, yet answered 401',
+      'GET /p does not list the 405 its path answers',
+      '/q is not in the served document',
+    ]);
+  });
+
   it('has one method per upstream operation', () => {
     expect(Object.keys(createClient('http://127.0.0.1:1')).sort()).toEqual(OPERATION_IDS);
   });
