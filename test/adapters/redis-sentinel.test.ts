@@ -1,8 +1,9 @@
 import { createSentinel, type RedisSentinelType } from '@keyv/redis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
-import { createRedisStore } from '../../adapters/redis.js';
+import { createRedisStore, type RedisStoreFaults } from '../../adapters/redis.js';
 import type { VaultStore } from '../../src/core/store.js';
 import { runStoreConformance } from '../../src/testing/index.js';
+import { batchFaultHook } from '../helpers/faults.js';
 import { cli, type SentinelTopology, startSentinel, topologySuite } from '../helpers/redis-topologies.js';
 import { runId, waitFor } from '../helpers/services.js';
 
@@ -39,10 +40,10 @@ function sentinelClient(): RedisSentinelType {
 }
 
 /** A store on its own sentinel client; closing the store also closes the client (it is the caller's). */
-const open = async ({ namespace }: { namespace: string }): Promise<VaultStore> => {
+async function openOwn(namespace: string, faults?: RedisStoreFaults): Promise<VaultStore> {
   const sentinel = sentinelClient();
   await sentinel.connect();
-  const store = createRedisStore({ client: sentinel, namespace: `${prefix}:${namespace}` });
+  const store = createRedisStore({ client: sentinel, namespace: `${prefix}:${namespace}`, faults });
   return {
     ...store,
     async close(): Promise<void> {
@@ -50,9 +51,14 @@ const open = async ({ namespace }: { namespace: string }): Promise<VaultStore> =
       await sentinel.destroy();
     },
   };
-};
+}
+const open = ({ namespace }: { namespace: string }): Promise<VaultStore> => openOwn(namespace);
 
-runStoreConformance({ describe: suite, it, expect }, open, { name: 'redis sentinel', concurrencyFactory: open });
+runStoreConformance({ describe: suite, it, expect }, open, {
+  name: 'redis sentinel',
+  concurrencyFactory: open,
+  faults: { factory: ({ namespace }, controls) => openOwn(namespace, batchFaultHook(controls)) },
+});
 
 suite('redis store on Sentinel: client handling', () => {
   it('writes through the master the sentinel names', async () => {
