@@ -3,7 +3,8 @@
  * validators for each operation's 200 body (JSON Schema 2020-12, the 3.0-style `nullable`
  * converted) and for credvault's error envelope.
  */
-import { existsSync, readFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { isDeepStrictEqual } from 'node:util';
 import path from 'node:path';
 import { parseYaml } from '@redocly/openapi-core';
 import { Ajv2020, type ValidateFunction } from 'ajv/dist/2020.js';
@@ -11,9 +12,19 @@ import addFormatsModule from 'ajv-formats';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-/** Where the excerpt is read from: `CREDVAULT_UPSTREAM_OPENAPI`, else beside the checkout, in `../shared/reference/`. */
+/**
+ * The full excerpt, when this machine has it: `CREDVAULT_UPSTREAM_OPENAPI`, else beside the
+ * checkout, in `../shared/reference/`. The tests run on {@link UPSTREAM_FACTS} either way.
+ */
 export const UPSTREAM_EXCERPT =
   process.env['CREDVAULT_UPSTREAM_OPENAPI'] ?? path.resolve(ROOT, '../shared/reference/refold-openapi-excerpt.yaml');
+
+/**
+ * The upstream contract's facts, committed: the excerpt with its prose (every `description`
+ * and `summary`, the info block's text and contact) taken out, so paths, operation ids,
+ * parameters, schemas and example messages stay while no upstream wording is kept.
+ */
+export const UPSTREAM_FACTS = path.resolve(import.meta.dirname, 'upstream-facts.json');
 
 type Json = null | boolean | number | string | Json[] | { [key: string]: Json };
 type JsonObject = { [key: string]: Json };
@@ -31,12 +42,49 @@ export interface UpstreamDocument {
   components: { schemas: Record<string, Json> };
 }
 
-/** The parsed excerpt; a clear error (not a skip) when it is missing, since the contract test must run. */
+const PROSE = new Set(['description', 'summary']);
+
+/** The document without its prose: what {@link UPSTREAM_FACTS} holds. */
+export function factsOf(document: Json): Json {
+  const strip = (node: Json, key: string | undefined): Json => {
+    if (Array.isArray(node)) return node.map((item) => strip(item, undefined));
+    if (typeof node !== 'object' || node === null) return node;
+    const out: JsonObject = {};
+    for (const [name, value] of Object.entries(node)) {
+      // A property *named* description inside a schema's `properties` is a fact, not prose.
+      if (PROSE.has(name) && key !== 'properties' && typeof value === 'string') continue;
+      if (key === undefined && name === 'info') {
+        const { title, version } = value as JsonObject;
+        out[name] = { title: title ?? null, version: version ?? null };
+        continue;
+      }
+      out[name] = strip(value, name);
+    }
+    return out;
+  };
+  return strip(document, undefined);
+}
+
+/**
+ * The upstream document the tests run on: the committed facts. Where the full excerpt is on this
+ * machine, the facts must be exactly its facts (a changed excerpt fails here until the file is
+ * refreshed with `CREDVAULT_UPDATE_UPSTREAM_FACTS=1 npx vitest run test/contract`).
+ */
 export function loadUpstreamDocument(): UpstreamDocument {
-  if (!existsSync(UPSTREAM_EXCERPT)) {
-    throw new Error(`The upstream OpenAPI excerpt is not at ${UPSTREAM_EXCERPT}; set CREDVAULT_UPSTREAM_OPENAPI to its path`);
+  const committed = JSON.parse(readFileSync(UPSTREAM_FACTS, 'utf8')) as Json;
+  if (existsSync(UPSTREAM_EXCERPT)) {
+    const current = factsOf(parseYaml(readFileSync(UPSTREAM_EXCERPT, 'utf8')) as Json);
+    if (process.env['CREDVAULT_UPDATE_UPSTREAM_FACTS'] === '1') {
+      writeFileSync(UPSTREAM_FACTS, `${JSON.stringify(current, null, 2)}\n`);
+      return current as unknown as UpstreamDocument;
+    }
+    if (!isDeepStrictEqual(current, committed)) {
+      throw new Error(
+        `${UPSTREAM_FACTS} no longer matches ${UPSTREAM_EXCERPT}; refresh it with CREDVAULT_UPDATE_UPSTREAM_FACTS=1 npx vitest run test/contract`,
+      );
+    }
   }
-  return parseYaml(readFileSync(UPSTREAM_EXCERPT, 'utf8')) as UpstreamDocument;
+  return committed as unknown as UpstreamDocument;
 }
 
 export function upstreamOperations(document: UpstreamDocument): UpstreamOperation[] {
