@@ -216,7 +216,7 @@ describe('provisioning commands on a SQLite store', () => {
     const empty = await run(['linked-account', 'list', '--org', org, ...store]);
     expect(empty.code).toBe(0);
     expect(empty.stderr).toBe('');
-    const none = parseOneJsonLine(empty.stdout);
+    const none = parseOneJsonLine(empty.stdout) as Record<string, unknown>;
     expect(Object.keys(none)).toEqual(['docs', 'totalDocs', 'limit', 'page', 'totalPages', 'hasNextPage', 'hasPrevPage', 'nextPage', 'prevPage', 'pagingCounter']);
     expect(none).toEqual({ docs: [], totalDocs: 0, limit: 10, page: 1, totalPages: 1, hasNextPage: false, hasPrevPage: false, nextPage: null, prevPage: null, pagingCounter: 1 });
 
