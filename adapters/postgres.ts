@@ -4,6 +4,7 @@
  * `@keyv/postgres` on a pool of this store's own, whose Keyv reads records and whose pool
  * runs every other statement. It relies on each statement being atomic, on row locks
  * (`FOR UPDATE` in key order, `FOR SHARE` on a required row) inside a batch's transaction,
+ * on a transaction-scoped advisory lock per index entry for indexed batches and removals,
  * on a generated `expires_at` column with a partial index for purging, and on an index on
  * `key COLLATE "C"` so that a group is one index range.
  */
@@ -39,6 +40,8 @@ const IDENTIFIER = /^[a-z_][a-z0-9_]{0,47}$/;
 const KEY_SIZE = 2048;
 /** Deadlock and serialization failures: the statement rolled back, so running it again is safe. */
 const RETRYABLE = new Set(['40P01', '40001']);
+/** The first key of credvault's advisory locks (two-key form), so they keep apart from other users'. */
+const ENTRY_LOCK_CLASS = 0x63766978; // 'cvix'
 /** Concurrent `CREATE ... IF NOT EXISTS` (or `ADD COLUMN`) can still collide in the catalogs. */
 const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710', '42701']);
 
@@ -142,6 +145,10 @@ function statements(table: string): SqlStatements & { expiresColumn: string } {
         keys: ['entry', 'count'],
       },
     ],
+    // A transaction-scoped advisory lock per entry key (in a class of credvault's own): an
+    // indexed batch and an indexed removeGroup of one entry never interleave, so a removal
+    // cannot miss a group whose entry it then deletes, nor the reverse. Unindexed calls skip it.
+    lockEntry: { text: `SELECT pg_advisory_xact_lock(${ENTRY_LOCK_CLASS}, hashtext($1))`, keys: ['entry'] },
     // One statement, so one snapshot for the count and the page, even at READ COMMITTED.
     readIndex: `SELECT NULL::text AS entry, (SELECT value FROM ${table} WHERE key = $1) AS total
       UNION ALL (SELECT key, NULL FROM ${table} WHERE ${range('$2', '$3')} ORDER BY key COLLATE "C" OFFSET $4 LIMIT $5)`,
@@ -244,6 +251,8 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
     kind: 'postgres',
     sql: SQL,
     putTakesValue: true,
+    // Transactions run at READ COMMITTED.
+    snapshotPerStatement: true,
     keyList: (keys) => keys,
     async query<T>(s: Statement): Promise<T[]> {
       await opened();

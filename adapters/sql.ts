@@ -54,6 +54,12 @@ export interface SqlStatements {
   dropEntry: readonly IndexStatement[];
   /** (count key, from, to, offset, limit). */
   readIndex: string;
+  /**
+   * Taken first by every indexed batch and indexed removeGroup, held until the transaction
+   * ends, so two of them on one entry never overlap; omitted where transactions already
+   * exclude each other (SQLite's single writer).
+   */
+  lockEntry?: IndexStatement;
 }
 
 /** One statement of an index change and the keys it takes, in placeholder order. */
@@ -89,6 +95,12 @@ export interface SqlDialect {
   readonly sql: SqlStatements;
   /** Whether `put` takes the value's JSON as a fourth parameter (to splice it into a kept record). */
   readonly putTakesValue: boolean;
+  /**
+   * Whether each statement of a transaction reads from its own snapshot (PostgreSQL's READ
+   * COMMITTED): a deletion that waited for a writer's lock then misses the rows that writer
+   * added, so an indexed removeGroup deletes the group's range a second time.
+   */
+  readonly snapshotPerStatement: boolean;
   /** The `lockMany` parameter for a list of keys. */
   keyList(keys: string[]): unknown;
   /** One statement outside any transaction (waits for the connection to be ready). */
@@ -169,12 +181,13 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
   };
   const indexOf = (index: string): IndexKeys => indexKeys(options.namespace, index);
 
-  /** Runs `addEntry` or `dropEntry` for one link, inside the caller's transaction. */
+  /** Runs index statements for one link, inside the caller's transaction. */
   async function relink(run: Run, steps: readonly IndexStatement[], link: IndexEntry): Promise<void> {
     const { count, entries } = indexOf(link.index);
     const key = { entry: entries + link.entry, count };
     for (const step of steps) await run(statement(step.text, ...step.keys.map((which) => key[which])));
   }
+  const entryLock: readonly IndexStatement[] = sql.lockEntry === undefined ? [] : [sql.lockEntry];
   const liveCount = (rows: ReadonlyArray<{ live: unknown }>): number => rows.filter((row) => truthy(row.live)).length;
   const requiresKey = (group: string, requires: string | undefined): string | undefined =>
     requires === undefined ? undefined : keys.key(group, requires);
@@ -282,7 +295,13 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
       // Without an index the removal stays one statement; with one, group and entry go in one transaction.
       if (index === undefined) return liveCount(await dialect.query<{ live: unknown }>(removeRange));
       return dialect.transaction(async (run) => {
-        const removed = liveCount(await run<{ live: unknown }>(removeRange));
+        // No indexed batch of this entry runs meanwhile, so the group and the entry go together.
+        await relink(run, entryLock, index);
+        let removed = liveCount(await run<{ live: unknown }>(removeRange));
+        // The second pass takes what writers the first one waited for added (a credential put
+        // that held the profile): they came first, and every later one that requires a deleted
+        // member now waits for this transaction and then finds it missing.
+        if (dialect.snapshotPerStatement) removed += liveCount(await run<{ live: unknown }>(removeRange));
         await relink(run, sql.dropEntry, index);
         return { commit: true, result: removed };
       });
@@ -290,6 +309,7 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
 
     async batch(group, writes, requires, index) {
       return dialect.transaction(async (run) => {
+        if (index !== undefined) await relink(run, entryLock, index);
         const result = await batchBody(run, group, writes, requires);
         // Last, after the group's rows: every writer takes its locks in the order group, entry, count.
         if (result.committed && index !== undefined) await relink(run, sql.addEntry, index);

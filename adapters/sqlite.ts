@@ -191,6 +191,8 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
     kind: 'sqlite',
     sql: SQL,
     putTakesValue: false,
+    // One writer at a time (BEGIN IMMEDIATE), reading what it wrote: no snapshot per statement.
+    snapshotPerStatement: false,
     keyList: (keys) => JSON.stringify(keys),
     query: (s) => shared(() => run(s)),
     // Keyv's own read (a plain SELECT by key), through the gate like every other statement.
