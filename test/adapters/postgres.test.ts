@@ -1,3 +1,8 @@
+import { type ChildProcessByStdio, spawn } from 'node:child_process';
+import { existsSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Readable, Writable } from 'node:stream';
+import { fileURLToPath, pathToFileURL } from 'node:url';
 import pg from 'pg';
 import { afterAll, expect, it } from 'vitest';
 import { createPostgresStore } from '../../adapters/postgres.js';
@@ -5,6 +10,7 @@ import { runStoreConformance } from '../../src/testing/index.js';
 import { batchFaultHook, openThenCut } from '../helpers/faults.js';
 import { dropSchema } from '../helpers/postgres.js';
 import { POSTGRES_URL, runId, serviceSuite } from '../helpers/services.js';
+import { waitFor } from '../helpers/wait.js';
 
 const service = await serviceSuite('PostgreSQL', POSTGRES_URL);
 const suite = service.describe;
@@ -145,4 +151,223 @@ suite('postgres store: purge and concurrent writers', () => {
       await store.close();
     }
   });
+});
+
+suite('postgres store: index rows', () => {
+  it('live beside the records under <namespace>#ix{<index>}, written only by indexed calls, and foreign rows stay out', async () => {
+    const namespace = runId('ixrows');
+    const base = encodeURIComponent(namespace);
+    const store = open({ namespace });
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    const table = `"${schema}"."keyv"`;
+    const indexRows = async () =>
+      (await client.query<{ key: string; value: string }>(`SELECT key, value FROM ${table} WHERE key LIKE $1 ORDER BY key COLLATE "C"`, [`${base}#ix{%`])).rows;
+    try {
+      await store.batch('acct:a', [{ op: 'put', member: 'profile', value: 'p' }]); // creates the table
+      await store.put('acct:a', 'cred:k', 'v');
+      await store.removeGroup('acct:z');
+      expect(await indexRows()).toEqual([]);
+      // Rows another namespace's index could be mistaken for, and a record named like an index.
+      const foreign = [`${base}x#ix{accounts}:f`, `${base}x#ix{accounts}`, `${base}#ix{accounts}x:f`, `${base}{accounts}:f`];
+      for (const key of foreign) await client.query(`INSERT INTO ${table}(key, value) VALUES ($1, '7')`, [key]);
+
+      expect(await store.batch('acct:a', [], { requires: 'profile', index: { index: 'accounts', entry: 'a' } })).toEqual({ committed: true, results: [] });
+      await store.batch('acct:c', [{ op: 'insert', member: 'profile', value: 'p' }], { index: { index: 'accounts', entry: 'c' } });
+      expect(await indexRows()).toEqual([
+        { key: `${base}#ix{accounts}`, value: '2' },
+        { key: `${base}#ix{accounts}:a`, value: '1' },
+        { key: `${base}#ix{accounts}:c`, value: '1' },
+        { key: `${base}#ix{accounts}x:f`, value: '7' },
+      ]);
+      expect(await store.readIndex('accounts', 0, 10)).toEqual({ total: 2, entries: ['a', 'c'] });
+      expect(await store.readIndex('accountsx', 0, 10)).toEqual({ total: 0, entries: [] });
+      expect(await store.purgeExpired(100)).toBe(0);
+      expect(await store.removeGroup('acct:a', { index: { index: 'accounts', entry: 'a' } })).toBe(2);
+      expect(await store.removeGroup('acct:a', { index: { index: 'accounts', entry: 'a' } })).toBe(0);
+      expect(await store.readIndex('accounts', 0, 10)).toEqual({ total: 1, entries: ['c'] });
+      const survivors = await client.query<{ key: string }>(`SELECT key FROM ${table} WHERE key = ANY($1) AND value = '7'`, [foreign]);
+      expect(survivors.rows.map((row) => row.key).sort()).toEqual([...foreign].sort());
+    } finally {
+      await client.end();
+      await store.close();
+    }
+  });
+
+  it('an indexed removeGroup that waited for a writer holding the profile also removes what that writer added', async () => {
+    const namespace = runId('ixwait');
+    const base = encodeURIComponent(namespace);
+    const store = open({ namespace });
+    const writer = new pg.Client({ connectionString: POSTGRES_URL });
+    const observer = new pg.Client({ connectionString: POSTGRES_URL });
+    await Promise.all([writer.connect(), observer.connect()]);
+    const table = `"${schema}"."keyv"`;
+    const link = { index: 'accounts', entry: 'a' };
+    try {
+      await store.batch('acct:a', [{ op: 'insert', member: 'profile', value: 'p' }], { index: link });
+      // What a credential put with requires does: hold the profile, add a member; not yet committed.
+      await writer.query('BEGIN');
+      await writer.query(`SELECT 1 FROM ${table} WHERE key = $1 FOR SHARE`, [`${base}{acct:a}:profile`]);
+      const record = JSON.stringify({ value: { v: 'c', c: Date.now(), u: Date.now(), w: 'x' } });
+      await writer.query(`INSERT INTO ${table}(key, value) VALUES ($1, $2)`, [`${base}{acct:a}:cred:x`, record]);
+      const writerPid = (await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const removing = store.removeGroup('acct:a', { index: link });
+      await waitFor(
+        async () => (await observer.query('SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [writerPid])).rowCount === 1,
+        'removeGroup to wait for the writer',
+      );
+      await writer.query('COMMIT');
+      expect(await removing).toBe(2);
+      expect(await store.list('acct:a')).toEqual([]);
+      expect(await store.readIndex('accounts', 0, 10)).toEqual({ total: 0, entries: [] });
+    } finally {
+      await writer.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([writer.end(), observer.end()]);
+      await store.close();
+    }
+  });
+
+  it('readIndex reads the count by primary key and the page through the byte-order index, never a full scan or a sort', async () => {
+    const store = open({ namespace: runId('ixplan') });
+    const client = new pg.Client({ connectionString: POSTGRES_URL });
+    await client.connect();
+    try {
+      await store.batch('g', [], { index: { index: 'i', entry: 'e' } }); // creates the table
+      await client.query('SET enable_seqscan = off');
+      await client.query('SET enable_bitmapscan = off');
+      const table = `"${schema}"."keyv"`;
+      const { rows } = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN SELECT NULL::text AS entry,
+          (SELECT value FROM ${table} WHERE key = 'ns#ix{i}') AS total
+        UNION ALL (SELECT key, NULL FROM ${table} WHERE key COLLATE "C" >= 'ns#ix{i}:' AND key COLLATE "C" < 'ns#ix{i};'
+          ORDER BY key COLLATE "C" OFFSET 5 LIMIT 10)`);
+      const plan = rows.map((row) => row['QUERY PLAN']).join('\n');
+      expect(plan).toMatch(/Index (Only )?Scan using keyv_key_c/);
+      expect(plan).toMatch(/Index (Only )?Scan using keyv_pkey/);
+      expect(plan).not.toMatch(/Seq Scan|Sort/);
+    } finally {
+      await client.end();
+      await store.close();
+    }
+  });
+});
+
+const root = fileURLToPath(new URL('../../', import.meta.url));
+const compiled = join(root, 'dist/adapters/postgres.js');
+
+/**
+ * A child that creates indexed groups in three lanes for ever (a batch of two writes with
+ * an index entry each) and removes every third one with its entry, printing `+group` or
+ * `-group` once the call resolved.
+ */
+const INDEXED_WRITER = `
+import { createPostgresStore } from ${JSON.stringify(pathToFileURL(compiled).href)};
+const [url, schema, namespace, name] = process.argv.slice(1);
+const store = createPostgresStore({ url, schema, namespace, poolSize: 3 });
+const groupOf = (lane, i) => name + '-' + lane + '-' + String(i).padStart(6, '0');
+const lane = async (id) => {
+  for (let i = 0; ; i += 1) {
+    const group = groupOf(id, i);
+    const writes = [{ op: 'insert', member: 'profile', value: 'p' }, { op: 'put', member: 'cred:a', value: 'v' }];
+    const result = await store.batch(group, writes, { index: { index: 'accounts', entry: group } });
+    if (!result.committed) throw new Error('batch of a fresh group did not commit');
+    process.stdout.write('+' + group + '\\n');
+    if (i % 3 === 2) {
+      const old = groupOf(id, i - 1);
+      await store.removeGroup(old, { index: { index: 'accounts', entry: old } });
+      process.stdout.write('-' + old + '\\n');
+    }
+  }
+};
+await Promise.all([0, 1, 2].map(lane));
+`;
+
+type Child = ChildProcessByStdio<Writable, Readable, Readable>;
+
+function startIndexedWriter(args: string[]): { child: Child; lines: string[]; exited: Promise<number | null> } {
+  const child = spawn(process.execPath, ['--input-type=module', '-e', INDEXED_WRITER, ...args], { cwd: root, stdio: ['pipe', 'pipe', 'pipe'] });
+  const lines: string[] = [];
+  let partial = '';
+  let stderr = '';
+  child.stdout.setEncoding('utf8').on('data', (chunk: string) => {
+    const parts = (partial + chunk).split('\n');
+    // A line cut short by SIGKILL was never fully printed, so it counts as unacknowledged.
+    partial = parts.pop() ?? '';
+    lines.push(...parts);
+  });
+  child.stderr.setEncoding('utf8').on('data', (chunk: string) => (stderr += chunk));
+  const exited = new Promise<number | null>((resolve) => {
+    child.on('close', (code) => {
+      if (code !== 0 && code !== null) process.stderr.write(`writer exited ${code}: ${stderr}\n`);
+      resolve(code);
+    });
+  });
+  return { child, lines, exited };
+}
+
+suite('postgres store: index and groups after a crash', () => {
+  it('writer processes killed with SIGKILL amid indexed batches and removals leave the index holding exactly the groups that exist', async () => {
+    // The children run the compiled adapter; a stale build would test old code.
+    if (!existsSync(compiled) || statSync(compiled).mtimeMs < statSync(join(root, 'adapters/sql.ts')).mtimeMs) {
+      throw new Error('dist/adapters/postgres.js is missing or stale: run `npx tsc -p tsconfig.build.json` first');
+    }
+    const namespace = runId('ixcrash');
+    const created = new Set<string>();
+    const removed = new Set<string>();
+    // Each round kills three processes sharing the table wherever they are, mostly mid-transaction.
+    for (const round of [1, 2, 3]) {
+      const writers = ['a', 'b', 'c'].map((name) => startIndexedWriter([POSTGRES_URL, schema, namespace, `${name}${round}`]));
+      await waitFor(() => writers.every((writer) => writer.lines.length >= 60), 'each writer acknowledging 60 calls', 30_000);
+      for (const writer of writers) writer.child.kill('SIGKILL');
+      expect(await Promise.all(writers.map((writer) => writer.exited))).toEqual([null, null, null]);
+      for (const line of writers.flatMap((writer) => writer.lines)) {
+        if (line.startsWith('+')) created.add(line.slice(1));
+        else if (line.startsWith('-')) removed.add(line.slice(1));
+      }
+    }
+    for (const group of removed) created.delete(group);
+    // Every third group (i % 3 === 1) has a removal that may have committed just before a
+    // kill, unacknowledged; every other acknowledged group must be there.
+    const kept = [...created].filter((group) => Number(group.slice(-6)) % 3 !== 1);
+    expect(kept.length).toBeGreaterThan(50);
+    expect(removed.size).toBeGreaterThan(30);
+
+    const store = open({ namespace });
+    try {
+      // The server rolls back a killed client's open transaction; wait until none is left.
+      const client = new pg.Client({ connectionString: POSTGRES_URL });
+      await client.connect();
+      try {
+        await waitFor(
+          async () => (await client.query("SELECT 1 FROM pg_stat_activity WHERE state LIKE 'idle in transaction%' AND query LIKE '%#ix%'")).rowCount === 0,
+          'the killed writers\' transactions to end',
+          20_000,
+        );
+      } finally {
+        await client.end();
+      }
+      const members = new Map<string, string[]>();
+      for (let cursor: string | undefined, first = true; first || cursor !== undefined; first = false) {
+        const page = await store.scan(cursor, 500);
+        for (const item of page.items) members.set(item.group, [...(members.get(item.group) ?? []), item.member]);
+        cursor = page.cursor;
+      }
+      // Each batch committed whole or not at all, so every group holds both of its members.
+      for (const [group, names] of members) expect([group, names.sort()]).toEqual([group, ['cred:a', 'profile']]);
+      const entries: string[] = [];
+      let total = -1;
+      for (let offset = 0; ; offset += 100) {
+        const page = await store.readIndex('accounts', offset, 100);
+        total = page.total;
+        entries.push(...page.entries);
+        if (page.entries.length < 100) break;
+      }
+      const groups = [...members.keys()].sort();
+      expect(entries).toEqual(groups);
+      expect(total).toBe(groups.length);
+      for (const group of kept) expect(members.has(group), `acknowledged ${group} is there`).toBe(true);
+      for (const group of removed) expect(members.has(group), `acknowledged removal of ${group} held`).toBe(false);
+    } finally {
+      await store.close();
+    }
+  }, 90_000);
 });
