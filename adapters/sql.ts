@@ -181,8 +181,8 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
   };
   const indexOf = (index: string): IndexKeys => indexKeys(options.namespace, index);
 
-  /** Runs index statements for one link, inside the caller's transaction. */
-  async function relink(run: Run, steps: readonly IndexStatement[], link: IndexEntry): Promise<void> {
+  /** Runs index statements (lock, add or drop) for one link, inside the caller's transaction. */
+  async function runIndexSteps(run: Run, steps: readonly IndexStatement[], link: IndexEntry): Promise<void> {
     const { count, entries } = indexOf(link.index);
     const key = { entry: entries + link.entry, count };
     for (const step of steps) await run(statement(step.text, ...step.keys.map((which) => key[which])));
@@ -296,23 +296,23 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
       if (index === undefined) return liveCount(await dialect.query<{ live: unknown }>(removeRange));
       return dialect.transaction(async (run) => {
         // No indexed batch of this entry runs meanwhile, so the group and the entry go together.
-        await relink(run, entryLock, index);
+        await runIndexSteps(run, entryLock, index);
         let removed = liveCount(await run<{ live: unknown }>(removeRange));
         // The second pass takes what writers the first one waited for added (a credential put
         // that held the profile): they came first, and every later one that requires a deleted
         // member now waits for this transaction and then finds it missing.
         if (dialect.snapshotPerStatement) removed += liveCount(await run<{ live: unknown }>(removeRange));
-        await relink(run, sql.dropEntry, index);
+        await runIndexSteps(run, sql.dropEntry, index);
         return { commit: true, result: removed };
       });
     },
 
     async batch(group, writes, requires, index) {
       return dialect.transaction(async (run) => {
-        if (index !== undefined) await relink(run, entryLock, index);
+        if (index !== undefined) await runIndexSteps(run, entryLock, index);
         const result = await batchBody(run, group, writes, requires);
-        // Last, after the group's rows: every writer takes its locks in the order group, entry, count.
-        if (result.committed && index !== undefined) await relink(run, sql.addEntry, index);
+        // Last, after the group's rows: indexed writers lock in the order entry lock, group rows, entry row, count row.
+        if (result.committed && index !== undefined) await runIndexSteps(run, sql.addEntry, index);
         return { commit: result.committed, result };
       });
     },
