@@ -272,7 +272,7 @@ export const routes: readonly Route[] = [
     tag: 'Linked Accounts',
     summary: 'Update a linked account, or create it',
     description:
-      "With an org API key the account is named by `account_id` (or `linked_account_id`); with a session token it is the token's account. Fields may be flat or nested under `payload`; `payload` wins. `your_app` and its `auth_credentials` are optional: `your_app: {}` gives the account a default app without setting a credential. Answers with the account and `new_account`.",
+      "With an org API key the account is named by `account_id` (or `linked_account_id`); with a session token it is the token's account. Fields may be flat or nested under `payload`; a field given both ways is taken from `payload`. `your_app` and its `auth_credentials` are optional: `your_app: {}` gives the account a default app without setting a credential. Answers with the account and `new_account`.",
     auth: 'either',
     namesAccount: true,
     body: schemas.upsertLinkedAccountBody,
@@ -290,9 +290,15 @@ export const routes: readonly Route[] = [
         if (named === undefined) throw new VaultError('VALIDATION_ERROR', 'account_id (or linked_account_id) is required');
         principal = apiKeyPrincipal(caller, named);
       }
-      const nested = data.payload !== undefined;
-      const fields = (nested ? raw['payload'] : raw) as AccountBody;
-      const name = nested ? data.payload?.name : data.name;
+      // `payload` wins field by field: a flat field it does not name still applies.
+      const flat = raw as AccountBody;
+      const nested = raw['payload'] as AccountBody | undefined;
+      const fields: AccountBody = {};
+      for (const field of ['udf', 'your_app'] as const) {
+        const value = nested?.[field] !== undefined ? nested[field] : flat[field];
+        if (value !== undefined) fields[field] = value as never;
+      }
+      const name = data.payload?.name ?? data.name;
       return wire.upsertedLinkedAccountToWire(await upsertLinkedAccount(context.vault, principal, accountInput(fields, name)));
     },
   },

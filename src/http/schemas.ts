@@ -84,9 +84,13 @@ export const forceRefreshQuery = enumQuery({
   description: 'Issue a new token even when a valid one exists.',
 });
 
+/** The highest `page` asked for over HTTP: far past any store's last page, and `(page - 1) * limit` stays exact. */
+export const MAX_PAGE = 1_000_000_000;
+
 export const pageQuery = integerQuery({
   name: 'page',
   min: 1,
+  max: MAX_PAGE,
   default: 1,
   description: 'The page to answer, from 1. A page past the last one answers no accounts.',
 });

@@ -100,7 +100,7 @@ describe('OpenAPI document', () => {
     const list = document.paths['/api/v2/public/linked-account']?.['get'] as unknown as { parameters: Array<{ name: string; in: string; schema: Record<string, unknown>; description: string }> };
     const byName = Object.fromEntries(list.parameters.map((p) => [p.name, p]));
     expect(Object.keys(byName)).toEqual(['page', 'limit', 'env_variable_name', 'env_variable_value']);
-    expect(byName['page']?.schema).toMatchObject({ type: 'integer', minimum: 1, default: 1 });
+    expect(byName['page']?.schema).toMatchObject({ type: 'integer', minimum: 1, maximum: 1_000_000_000, default: 1 });
     expect(byName['limit']?.schema).toMatchObject({ type: 'integer', minimum: 1, maximum: 100, default: 10 });
     expect(byName['env_variable_name']?.description).toMatch(/not supported/i);
   });

@@ -252,6 +252,25 @@ export function publicApiSuite(binding: BindingName): void {
         expect(await getDefaultAppCredential(vault, { ...ACME, accountId: id }, 'k')).toBe('nested');
       });
 
+      it('takes each field from payload when it names it, and from the flat body when it does not', async () => {
+        const id = fresh('per-field');
+        await createLinkedAccount(vault, { ...ACME, accountId: id });
+        const result = await request('PUT', '/linked-account', {
+          headers: withKey(),
+          body: { account_id: id, name: 'Flat', udf: { plan: 'flat' }, your_app: { auth_credentials: { flat_key: 'flat-value' } }, payload: { name: 'Nested' } },
+        });
+        expect(result.status).toBe(200);
+        expectAccount(result.body, { account_id: id, name: 'Nested', defaultApp: true });
+        expect((result.body as WireAccount).udf).toEqual([{ key_name: 'plan', key_value: 'flat' }]);
+        expect(await getDefaultAppCredential(vault, { ...ACME, accountId: id }, 'flat_key')).toBe('flat-value');
+        const udfNested = await request('PUT', '/linked-account', {
+          headers: withKey(),
+          body: { account_id: id, udf: { plan: 'flat-2' }, payload: { udf: { plan: 'nested' } } },
+        });
+        expect((udfNested.body as WireAccount).udf).toEqual([{ key_name: 'plan', key_value: 'nested' }]);
+        expect((udfNested.body as WireAccount).name).toBe('Nested');
+      });
+
       it('takes linked_account_id as another name for account_id; both naming different accounts is 400', async () => {
         const id = fresh('put-alias');
         const result = await request('PUT', '/linked-account', { headers: withKey(), body: { linked_account_id: id, payload: { name: 'Aliased' } } });
@@ -355,15 +374,15 @@ export function publicApiSuite(binding: BindingName): void {
       it('400 VALIDATION_ERROR stating the bound for a page or limit that is not a decimal integer in range, or repeated', async () => {
         const { key } = await orgWith(0);
         for (const [query, message] of [
-          ['?page=0', 'page must be an integer of at least 1'],
-          ['?page=1.5', 'page must be an integer of at least 1'],
-          ['?page=abc', 'page must be an integer of at least 1'],
-          ['?page=', 'page must be an integer of at least 1'],
-          ['?page=1e2', 'page must be an integer of at least 1'],
-          ['?page=-1', 'page must be an integer of at least 1'],
-          ['?page=%201', 'page must be an integer of at least 1'],
-          ['?page=99999999999999999999', 'page must be an integer of at least 1'],
-          ['?page=1&page=2', 'page must be given once, as an integer of at least 1'],
+          ['?page=0', 'page must be an integer from 1 to 1000000000'],
+          ['?page=1.5', 'page must be an integer from 1 to 1000000000'],
+          ['?page=abc', 'page must be an integer from 1 to 1000000000'],
+          ['?page=', 'page must be an integer from 1 to 1000000000'],
+          ['?page=1e2', 'page must be an integer from 1 to 1000000000'],
+          ['?page=-1', 'page must be an integer from 1 to 1000000000'],
+          ['?page=%201', 'page must be an integer from 1 to 1000000000'],
+          ['?page=99999999999999999999', 'page must be an integer from 1 to 1000000000'],
+          ['?page=1&page=2', 'page must be given once, as an integer from 1 to 1000000000'],
           ['?limit=0', 'limit must be an integer from 1 to 100'],
           ['?limit=101', 'limit must be an integer from 1 to 100'],
           ['?limit=1.5', 'limit must be an integer from 1 to 100'],
