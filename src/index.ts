@@ -48,6 +48,8 @@ export {
   DEFAULT_ACCOUNT_PAGE_LIMIT,
 } from './core/accounts.js';
 export type { UpsertedLinkedAccount } from './core/accounts.js';
+export { reindexLinkedAccounts } from './core/account-index.js';
+export type { ReindexResult, ReindexOptions } from './core/account-index.js';
 export type { LinkedAccount, LinkedAccountPage, DefaultAppInfo, CreateLinkedAccountInput } from './core/accounts.js';
 export { createApiKey, revokeApiKey, verifyApiKey } from './core/api-keys.js';
 export { rotateKeys, countRecords } from './core/rotation.js';

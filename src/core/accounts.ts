@@ -64,7 +64,10 @@ export interface DefaultAppInfo {
 export interface LinkedAccountPage {
   /** The page's accounts, in the order of the account index (see {@link listLinkedAccounts}). */
   accounts: LinkedAccount[];
-  /** How many accounts the org and environment hold, exactly, at the moment the page was read. */
+  /**
+   * How many accounts the org and environment hold, exactly, at the moment the page was read
+   * (an account deleted by a release without account indexes still counts: see {@link listLinkedAccounts}).
+   */
   total: number;
   /** The page asked for, from 1. */
   page: number;
@@ -203,7 +206,9 @@ function defaultAppWrites(vault: Vault, ref: AccountRef, credentials: Array<[str
  * Updates a linked account, or creates it if it does not exist yet. Given `credentials`,
  * the account gets a default app (if it had none) and those credentials are added or
  * replaced; `udf` entries are merged over the existing ones. A name or `udf` change moves
- * the account's `updatedAt`; credentials move only its default app's.
+ * the account's `updatedAt`; credentials move only its default app's. Every update also
+ * lists the account, in the same atomic step, if it was not listed (an account a release
+ * without account indexes created).
  *
  * @example
  * ```ts
@@ -251,6 +256,9 @@ export async function upsertLinkedAccount(
   let profile = JSON.parse(existing.value) as AccountProfile;
   let current = existing;
   let results: Array<'added' | 'updated' | boolean> = [];
+  // An account an older release created has no index entry: every update adds it (a no-op
+  // when present), in the same step, so only a live account gets one.
+  const index = accountIndexEntry(ref);
   // Profile and credentials change in one atomic step. The profile is a compare-and-swap,
   // so that two updates of different fields both land; without a profile change the batch
   // still requires the profile, so a write racing the account's deletion leaves no orphan.
@@ -269,7 +277,7 @@ export async function upsertLinkedAccount(
       writes.push({ op: 'replace', member: PROFILE, expected: current.value, value: JSON.stringify(profile) });
     }
     writes.push(...appWrites);
-    const outcome = await vault.store.batch(group, writes, writes[0]?.op === 'replace' ? undefined : { requires: PROFILE });
+    const outcome = await vault.store.batch(group, writes, writes[0]?.op === 'replace' ? { index } : { requires: PROFILE, index });
     if (outcome.committed) {
       // The credentials' results follow the profile's (if any) and the default app's.
       results = outcome.results.slice(writes.length - appWrites.length + 1);
@@ -343,9 +351,19 @@ async function readLinkedAccount(vault: Vault, ref: AccountRef): Promise<LinkedA
 /**
  * Pages through the linked accounts of one org and environment: one read of the account
  * index, then the page's accounts, so a page costs in proportion to its size, not to the
- * store. `total` is exact. Accounts come in the index's order: by account id (UTF-16 code
- * units) for ids of `A-Z a-z 0-9 _ . -`; any other character sorts as its escape `%XXXX`,
- * so before those. An account deleted between the two reads is left out of its page.
+ * store. `total` is exact (but see the rolling upgrade below). Accounts come in the index's
+ * order: by account id (UTF-16 code units) for ids of `A-Z a-z 0-9 _ . -`; any other
+ * character sorts as its escape `%XXXX`, so before those. An account deleted between the
+ * two reads is left out of its page.
+ *
+ * While processes of a release without account indexes still run (a rolling upgrade), the
+ * index can disagree with the accounts in two ways. An account such a process creates is
+ * not listed until it is next updated through {@link upsertLinkedAccount} or until
+ * `reindexLinkedAccounts` walks the store. A listed account such a process deletes keeps
+ * its entry: it still counts in `total` but is left out of `accounts`, so a page can hold
+ * fewer than `limit` accounts with more on later pages. Nothing drops such an entry, since
+ * through the store contract that would race a new create of the same id; creating the id
+ * again lists it once, and deleting it then drops the entry.
  *
  * `page` counts from 1 (default 1); `limit` is 1 to {@link MAX_ACCOUNT_PAGE_LIMIT}
  * (default {@link DEFAULT_ACCOUNT_PAGE_LIMIT}). A page past the end has no accounts.

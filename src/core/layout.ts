@@ -109,7 +109,8 @@ export const API_KEY_EXISTS = 'apikey-exists';
 export const KEYRING_FOUNDER = 'keyring-founder';
 /**
  * Present once every account this store held before account indexes existed has been put
- * in its index (see `indexExistingAccounts`), so later opens skip the walk.
+ * in its index (see `indexExistingAccounts`), so later opens skip the walk;
+ * `reindexLinkedAccounts` walks again whatever it says.
  */
 export const ACCOUNTS_INDEXED = 'accounts-indexed';
 

@@ -72,7 +72,8 @@ export const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: '
  * deadline and checks that the keyring opens what the store already holds. On a refused
  * keyring the store is closed and the call throws `KEYRING_MISMATCH`. The first open of a
  * store written by a release without account indexes walks it once to index its accounts
- * (and says how many on `log`); every later open costs one read for that.
+ * (and says how many on `log`); every later open costs one read for that. Accounts that
+ * processes still on that release create afterwards need `reindexLinkedAccounts`.
  *
  * @example
  * ```ts

@@ -1,8 +1,9 @@
 /**
  * Core: listing linked accounts a page at a time (exact totals, order, scopes, validation,
  * under concurrent creates and deletes), the account index kept by every path that creates
- * or removes an account, and the one-time indexing of accounts an older release stored; on
- * memory and SQLite.
+ * or removes an account, the one-time indexing of accounts an older release stored, and the
+ * repair of accounts such a release creates during a rolling upgrade (by an update, or by
+ * `reindexLinkedAccounts`); on memory and SQLite.
  */
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import {
@@ -13,6 +14,8 @@ import {
   getLinkedAccount,
   linkedAccountExists,
   listLinkedAccounts,
+  reindexLinkedAccounts,
+  upsertDefaultAppCredential,
   upsertLinkedAccount,
   VaultError,
   DEFAULT_ACCOUNT_PAGE_LIMIT,
@@ -532,6 +535,195 @@ describe.each(BACKENDS)('accounts stored by the release before indexes, on %s', 
       const vault = await createVault({ store: data.open(), keys, log: (line) => lines.push(line) });
       expect(lines).toEqual(['credvault: indexed 2 existing linked accounts for listing']);
       expect(await allListed(vault)).toEqual({ ids: ['old-1', 'old-2'], totals: [2] });
+      await vault.close();
+    } finally {
+      await data.cleanup();
+    }
+  });
+});
+
+describe.each(BACKENDS)('accounts an older release creates after the first open (a rolling upgrade), on %s', (backend: Backend) => {
+  const keys = generateKey('k1').entry;
+  const other = { org: 'acme', environment: 'production' };
+
+  /** Writes an account as a process still on the release before indexes does: its records, no index entry. */
+  async function createTheOldWay(store: VaultStore, accountId: string, where = scope): Promise<void> {
+    const writes = [
+      { op: 'insert' as const, member: PROFILE, value: legacyProfile(accountId, where) },
+      { op: 'insert' as const, member: DEFAULT_APP, value: JSON.stringify({ type: 'default_app' }) },
+    ];
+    expect(await store.batch(accountGroup(ref(accountId, where)), writes)).toMatchObject({ committed: true });
+  }
+
+  /** A vault over this data, opened (and so marked) before the older release writes anything. */
+  async function markedVault(data: ReturnType<typeof reopenableStore>, store: VaultStore = data.open()): Promise<Vault> {
+    const vault = await createVault({ store, keys, log: () => undefined });
+    expect(await data.open().get(META_GROUP, ACCOUNTS_INDEXED)).toBeDefined();
+    return vault;
+  }
+
+  it.each([
+    ['without any change', {}],
+    ['with a new name', { name: 'Renamed' }],
+    ['with a udf field', { udf: { tier: 'silver' } }],
+    ['with a credential', { credentials: { api_key: 'sk_test_upgrade' } }],
+  ])('is not listed until an update %s lists it, exactly once with an exact total', async (_name, input) => {
+    const data = reopenableStore(backend);
+    try {
+      const vault = await markedVault(data);
+      await createLinkedAccount(vault, ref('new-1'));
+      await createTheOldWay(data.open(), 'old-1');
+      expect(await linkedAccountExists(vault, ref('old-1'))).toBe(true);
+      expect(await allListed(vault)).toEqual({ ids: ['new-1'], totals: [1] });
+
+      const { created } = await upsertLinkedAccount(vault, ref('old-1'), input);
+      expect(created).toBe(false);
+      expect(await allListed(vault)).toEqual({ ids: ['new-1', 'old-1'], totals: [2] });
+      expect(await allListed(vault, scope, 1)).toEqual({ ids: ['new-1', 'old-1'], totals: [2, 2, 2] });
+      // A second update adds nothing; the account reads as the update left it.
+      await upsertLinkedAccount(vault, ref('old-1'), input);
+      expect(await allListed(vault)).toEqual({ ids: ['new-1', 'old-1'], totals: [2] });
+      const listed = (await listLinkedAccounts(vault, scope)).accounts.find((a) => a.accountId === 'old-1');
+      expect(listed).toEqual(await getLinkedAccount(vault, ref('old-1')));
+      await vault.close();
+    } finally {
+      await data.cleanup();
+    }
+  });
+
+  it('a credential write alone does not list it (the hot path carries no index); an update then does', async () => {
+    const data = reopenableStore(backend);
+    try {
+      const vault = await markedVault(data);
+      await createTheOldWay(data.open(), 'old-1');
+      expect(await upsertDefaultAppCredential(vault, ref('old-1'), 'api_key', 'sk_test_hot')).toMatchObject({ action: 'added' });
+      expect(await allListed(vault)).toEqual({ ids: [], totals: [0] });
+      await upsertLinkedAccount(vault, ref('old-1'));
+      expect(await allListed(vault)).toEqual({ ids: ['old-1'], totals: [1] });
+      await vault.close();
+    } finally {
+      await data.cleanup();
+    }
+  });
+
+  it.each([
+    ['a profile change', { name: 'Renamed' }],
+    ['no profile change', {}],
+  ])('an update with %s racing an older release deleting the account lists nothing and says not found', async (_name, input) => {
+    const data = reopenableStore(backend);
+    try {
+      const inner = data.open();
+      let armed = false;
+      // Right before the update's batch, a process on the older release deletes the account (no index).
+      const racing = new Proxy(inner, {
+        get(target, prop) {
+          const original = Reflect.get(target, prop) as unknown;
+          if (prop !== 'batch' || typeof original !== 'function') return original;
+          return async (...args: unknown[]) => {
+            if (armed && args[0] === accountGroup(ref('old-1'))) {
+              armed = false;
+              expect(await inner.removeGroup(accountGroup(ref('old-1')))).toBe(2);
+            }
+            return (original as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+          };
+        },
+      });
+      const vault = await markedVault(data, racing);
+      await createTheOldWay(inner, 'old-1');
+      armed = true;
+      expect((await rejection(upsertLinkedAccount(vault, ref('old-1'), input))).code).toBe('LINKED_ACCOUNT_NOT_FOUND');
+      expect(armed).toBe(false);
+      expect(await inner.readIndex(accountIndexEntry(ref('old-1')).index, 0, 10)).toEqual({ total: 0, entries: [] });
+      await vault.close();
+    } finally {
+      await data.cleanup();
+    }
+  });
+
+  it('reindexLinkedAccounts lists them, each once, in their own org and environment, and counts the live accounts it walked', async () => {
+    const data = reopenableStore(backend);
+    try {
+      const vault = await markedVault(data);
+      await createLinkedAccount(vault, ref('new-1'));
+      const raw = data.open();
+      await createTheOldWay(raw, 'old-2');
+      await createTheOldWay(raw, 'old-1');
+      await createTheOldWay(raw, 'old-p', other);
+      // A group the older release left without a profile is no account.
+      await raw.put(accountGroup(ref('orphan')), 'cred:stray', 'not an account');
+      expect(await allListed(vault)).toEqual({ ids: ['new-1'], totals: [1] });
+      expect(await allListed(vault, other)).toEqual({ ids: [], totals: [0] });
+
+      const progress: number[] = [];
+      expect(await reindexLinkedAccounts(vault, { onProgress: (n) => progress.push(n) })).toEqual({ accounts: 4 });
+      expect(progress.at(-1)).toBe(4);
+      expect(await allListed(vault)).toEqual({ ids: ['new-1', 'old-1', 'old-2'], totals: [3] });
+      expect(await allListed(vault, scope, 1)).toEqual({ ids: ['new-1', 'old-1', 'old-2'], totals: [3, 3, 3, 3] });
+      expect(await allListed(vault, other)).toEqual({ ids: ['old-p'], totals: [1] });
+      expect((await listLinkedAccounts(vault, scope)).accounts.find((a) => a.accountId === 'old-1')).toEqual(await getLinkedAccount(vault, ref('old-1')));
+
+      // Again: the same count (it counts accounts seen, not entries added), and nothing listed twice.
+      expect(await reindexLinkedAccounts(vault)).toEqual({ accounts: 4 });
+      expect(await allListed(vault)).toEqual({ ids: ['new-1', 'old-1', 'old-2'], totals: [3] });
+      // Reindexed accounts now live like new ones: deleted, they leave the index.
+      await deleteLinkedAccount(vault, ref('old-2'));
+      expect(await allListed(vault)).toEqual({ ids: ['new-1', 'old-1'], totals: [2] });
+      await vault.close();
+    } finally {
+      await data.cleanup();
+    }
+  });
+
+  it('an account deleted while reindexLinkedAccounts walks is not put back in the index', async () => {
+    const data = reopenableStore(backend);
+    try {
+      const inner = data.open();
+      let armed = false;
+      // Right after the walk's page is read, another server deletes old-2 (as this release deletes).
+      const racing = new Proxy(inner, {
+        get(target, prop) {
+          const original = Reflect.get(target, prop) as unknown;
+          if (prop !== 'scan' || typeof original !== 'function') return original;
+          return async (...args: unknown[]) => {
+            const page = await (original as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+            if (armed) {
+              armed = false;
+              expect(await inner.removeGroup(accountGroup(ref('old-2')), { index: accountIndexEntry(ref('old-2')) })).toBe(2);
+            }
+            return page;
+          };
+        },
+      });
+      const vault = await markedVault(data, racing);
+      await createTheOldWay(inner, 'old-1');
+      await createTheOldWay(inner, 'old-2');
+      armed = true;
+      expect(await reindexLinkedAccounts(vault)).toEqual({ accounts: 1 });
+      expect(armed).toBe(false);
+      expect(await allListed(vault)).toEqual({ ids: ['old-1'], totals: [1] });
+      expect(await linkedAccountExists(vault, ref('old-2'))).toBe(false);
+      await vault.close();
+    } finally {
+      await data.cleanup();
+    }
+  });
+
+  it('a listed account an older release deletes still counts in the total but is never in a page; created again, it is listed once', async () => {
+    const data = reopenableStore(backend);
+    try {
+      const vault = await markedVault(data);
+      await Promise.all(['a-1', 'a-2', 'a-3'].map((id) => createLinkedAccount(vault, ref(id))));
+      // The older release deletes without touching the index.
+      expect(await data.open().removeGroup(accountGroup(ref('a-2')))).toBe(1);
+      const first = await listLinkedAccounts(vault, scope, { page: 1, limit: 2 });
+      expect(first.accounts.map((a) => a.accountId)).toEqual(['a-1']);
+      expect(first.total).toBe(3);
+      expect((await listLinkedAccounts(vault, scope, { page: 2, limit: 2 })).accounts.map((a) => a.accountId)).toEqual(['a-3']);
+      // A reindex cannot drop the entry either, and leaves the rest as it was.
+      expect(await reindexLinkedAccounts(vault)).toEqual({ accounts: 2 });
+      expect((await listLinkedAccounts(vault, scope)).total).toBe(3);
+      await createLinkedAccount(vault, ref('a-2'));
+      expect(await allListed(vault)).toEqual({ ids: ['a-1', 'a-2', 'a-3'], totals: [3] });
       await vault.close();
     } finally {
       await data.cleanup();
