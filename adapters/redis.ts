@@ -77,6 +77,16 @@ export interface RedisStoreOptions {
    */
   indexLeaseMs?: number;
   /**
+   * Cluster only: how long a batch or removeGroup with an index may take to get its index
+   * entry, waiting while another call holds it, before it rejects having written nothing.
+   * Once this has passed none of its steps begins, and an entry it got only afterwards (a
+   * slow reply) is let go at once. Keep it below the vault's store deadline
+   * (`storeTimeoutMs` of `createVault`, default 2000 ms): the vault does not cancel a call
+   * it gave up on, so a longer wait could still write after the vault answered 503.
+   * Default 1000 ms.
+   */
+  indexWaitMs?: number;
+  /**
    * Test hooks. When `beforeWrite` throws for write `i`, the batch script is told to fail
    * after its checks, before its first write (a Redis script cannot roll back a write).
    * `afterIndexStep` lets a Cluster test cut an indexed call off between its steps.
@@ -110,8 +120,9 @@ export interface RedisStoreOptions {
  * 1. *Intent*, in the index's slot: the entry's intent (`<seq> <op> <group>`, in
  *    `#ix{<index>}#pending`) is taken like a lock with a lease (`indexLeaseMs`, timed by
  *    that master's clock); `seq` comes from the index's counter, so later intents on an
- *    entry always carry larger numbers. A call that finds the entry held waits, at most
- *    `commandTimeoutMs`, then rejects; one that finds the lease run out resolves it first.
+ *    entry always carry larger numbers. A call that finds the entry held waits, then
+ *    rejects having written nothing once `indexWaitMs` (below the vault's deadline) has
+ *    passed; one that finds the lease run out resolves it first.
  * 2. *Group step*, in the group's slot: the batch (or removal) as without an index, plus a
  *    mark `<seq>:c` in the group's `{<group>}#ixc` hash when it commits. It is *fenced*,
  *    writing nothing, when that hash already holds this or a later seq for the entry, or
@@ -126,6 +137,12 @@ export interface RedisStoreOptions {
  * So a call cut off halfway is **completed if its group step ran and undone otherwise**,
  * no later than the first such call after the lease. A caller that errs while unsure
  * whether its group step ran resolves its own intent the same way at once, and rejects.
+ *
+ * Against the vault's deadline: a call begins its group step only if it got its entry within
+ * `indexWaitMs`, so one that waited for another call and was answered 503 by the vault
+ * never writes afterwards. What remains is a call that got its entry in time and then is
+ * slow (a reconnect, a slow master): it may still finish after the vault's deadline, like
+ * any Redis script already sent, or else be settled by its lease as above.
  *
  * What a reader can see: `total` and the entries come from the sorted set only, and an entry
  * moves at the index step. Between the two steps (one round trip; after a crash, until the
@@ -176,6 +193,8 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
   const commandTimeoutMs = options.commandTimeoutMs ?? 5000;
   const leaseMs = options.indexLeaseMs ?? connectTimeoutMs + 2 * commandTimeoutMs;
   if (!(Number.isFinite(leaseMs) && leaseMs > 0)) throw new RangeError('indexLeaseMs must be a positive number of milliseconds');
+  const waitMs = options.indexWaitMs ?? 1000;
+  if (!(Number.isFinite(waitMs) && waitMs > 0)) throw new RangeError('indexWaitMs must be a positive number of milliseconds');
   const redis = openConnection({ url: options.url, client: options.client, connectTimeoutMs, commandTimeoutMs });
   return defineStore(
     {
@@ -186,7 +205,12 @@ export function createRedisStore(options: RedisStoreOptions = {}): VaultStore {
         if (group === '' && redis.topology === 'cluster') throw new RangeError('group must not be empty on Redis Cluster');
       },
     },
-    // A call waits for a held entry, or retries a read, within one command deadline.
-    redisOperations(redis, options.namespace ?? DEFAULT_NAMESPACE, options.faults, { leaseMs: Math.ceil(leaseMs), waitMs: commandTimeoutMs }),
+    // A read that resolves others' intents writes nothing of its own, so it may retry for a
+    // whole command deadline; a call waiting for an entry must give up before the vault does.
+    redisOperations(redis, options.namespace ?? DEFAULT_NAMESPACE, options.faults, {
+      leaseMs: Math.ceil(leaseMs),
+      waitMs,
+      readRetryMs: commandTimeoutMs,
+    }),
   );
 }

@@ -38,8 +38,13 @@ export type StepOutcome<T> = { fenced: true } | { fenced: false; committed: bool
 export interface IndexOptions {
   /** How long an intent holds its entry before another call may resolve it. */
   leaseMs: number;
-  /** How long a call waits for an entry another call holds, and retries a read, before it rejects. */
+  /**
+   * How long a batch or removeGroup may try to take its entry (waiting while another call
+   * holds it) before it rejects, having written nothing: below the vault's store deadline.
+   */
   waitMs: number;
+  /** How long a read keeps resolving intents whose lease ran out before it rejects. */
+  readRetryMs: number;
   faults: IndexFaults | undefined;
 }
 
@@ -74,7 +79,7 @@ const sleep = (ms: number): Promise<void> =>
 /** The index operations over one connection and namespace. */
 export function redisIndexes(redis: RedisConnection, prefix: string, options: IndexOptions) {
   const keys = indexKeyLayout(prefix);
-  const { leaseMs, waitMs, faults } = options;
+  const { leaseMs, waitMs, readRetryMs, faults } = options;
 
   async function finish(link: IndexEntry, seq: string, apply: Apply): Promise<boolean> {
     const { index, entry } = link;
@@ -86,35 +91,55 @@ export function redisIndexes(redis: RedisConnection, prefix: string, options: In
    * its step ran (and fences it if not), then the index step applies that, if the intent is
    * still that one.
    */
-  async function resolve(link: IndexEntry, held: string): Promise<void> {
+  async function resolve(link: IndexEntry, held: string, late: () => boolean = () => false): Promise<void> {
     const [seq = '', op = '', group = ''] = held.split(' ');
     if (seq === '') {
       await finish(link, seq, 'none');
       return;
     }
     const ran = (await redis.run(SCRIPTS.indexDecide, [keys.marks(group)], [keys.field(link), seq, String(FENCE_MS)])) === 1;
+    // Stopping here is safe: the decision is recorded in the group's slot, and the next
+    // resolver of this intent reads the same decision back before it finishes.
+    if (late()) throw gaveUp();
     await finish(link, seq, ran && (op === 'add' || op === 'remove') ? op : 'none');
   }
 
-  /** Takes the entry's intent, waiting (bounded) while a live call holds it and resolving one whose lease ran out. */
+  const gaveUp = (): Error => new Error(`Redis: could not take this index entry within ${waitMs} ms; nothing was written`);
+
+  /**
+   * Takes the entry's intent, waiting while a live call holds it and resolving one whose
+   * lease ran out, for at most `waitMs`. Past that no step begins (the vault may already
+   * have answered for this call, so a late write would be a change nobody was told of), and
+   * an intent taken only after it, by a reply that came late, is handed back at once.
+   */
   async function acquire(link: IndexEntry, op: 'add' | 'remove', group: string): Promise<Intent> {
     const { index, entry } = link;
-    const started = Date.now();
+    // Node's monotonic clock: a wall-clock jump must neither stretch nor cut the wait.
+    const started = performance.now();
+    const late = (): boolean => performance.now() - started > waitMs;
     let pause = 2;
     for (;;) {
+      if (late()) throw gaveUp();
       const reply = (await redis.run(SCRIPTS.indexAcquire, [keys.intents(index), keys.leases(index), keys.sequence(index)], [
         entry, op, group, String(leaseMs),
       ])) as [number, string, number];
-      if (reply[0] === 1) return { seq: String(reply[1]), last: String(Number(reply[2]) + VALID_MS) };
+      if (reply[0] === 1) {
+        const intent = { seq: String(reply[1]), last: String(Number(reply[2]) + VALID_MS) };
+        if (late()) {
+          // Nothing of this call ran under it, so clearing it undoes nothing; if Redis fails
+          // here, the lease settles it as a call cut off before its group step.
+          await finish(link, intent.seq, 'none').catch(() => undefined);
+          throw gaveUp();
+        }
+        return intent;
+      }
       const [, held, left] = reply;
       if (left <= 0) {
-        await resolve(link, held);
+        await resolve(link, held, late);
         continue;
       }
       const wait = Math.min(left, pause);
-      if (Date.now() - started + wait > waitMs) {
-        throw new Error(`Redis: another call held this index entry for more than ${waitMs} ms`);
-      }
+      if (performance.now() - started + wait > waitMs) throw gaveUp();
       await sleep(wait + Math.floor(Math.random() * 3));
       pause = Math.min(pause * 2, 50);
     }
@@ -151,14 +176,14 @@ export function redisIndexes(redis: RedisConnection, prefix: string, options: In
     /** One page and the total, read at one instant, after resolving every intent whose lease ran out. */
     async read(index: string, offset: number, limit: number): Promise<IndexPage> {
       const last = (BigInt(offset) + BigInt(limit) - 1n).toString();
-      const started = Date.now();
+      const started = performance.now();
       for (;;) {
         const reply = (await redis.run(SCRIPTS.indexRead, [keys.entries(index), keys.leases(index), keys.intents(index)], [
           String(offset), last,
         ])) as Array<number | string>;
         if (reply[0] !== -1) return { total: reply[0] as number, entries: reply.slice(1) as string[] };
         for (let i = 1; i + 1 < reply.length; i += 2) await resolve({ index, entry: reply[i] as string }, reply[i + 1] as string);
-        if (Date.now() - started > waitMs) throw new Error(`Redis: index intents kept running out for ${waitMs} ms`);
+        if (performance.now() - started > readRetryMs) throw new Error(`Redis: index intents kept running out for ${readRetryMs} ms`);
       }
     },
   };

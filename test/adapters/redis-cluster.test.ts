@@ -1,6 +1,12 @@
+/**
+ * The Redis store on a private three-master Cluster: the store conformance suite, slot
+ * placement, client handling, and the Cluster index protocol (crashes, pauses, leases, and
+ * the bound on waiting for a held entry).
+ */
 import { createCluster, type RedisClusterType } from '@keyv/redis';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { createRedisStore, type RedisStoreFaults, type RedisStoreOptions } from '../../adapters/redis.js';
+import { DEFAULT_STORE_TIMEOUT_MS, withDeadline } from '../../src/core/deadline.js';
 import type { BatchResult, IndexEntry, VaultStore } from '../../src/core/store.js';
 import { runStoreConformance } from '../../src/testing/index.js';
 import { batchFaultHook } from '../helpers/faults.js';
@@ -183,6 +189,8 @@ suite('redis store on Cluster: an index and its groups live in different slots',
   const LEASE_MS = 300;
   /** Long enough that a test never outlives it. */
   const LONG_LEASE_MS = 120_000;
+  /** How long a test waits for leases to run out and be settled: only a hang reaches it. */
+  const SETTLE_BOUND_MS = 15_000;
 
   /** The keys this namespace holds on every master, in order. */
   async function keysOf(namespace: string): Promise<string[]> {
@@ -233,7 +241,8 @@ suite('redis store on Cluster: an index and its groups live in different slots',
     const namespace = `${prefix}:cut-intent`;
     const link: IndexEntry = { index: 'org', entry: 'acct1' };
     const crashing = await crashingAt('intent', namespace, LEASE_MS);
-    const other = await openOwn({ namespace });
+    // It must outwait the dead call's lease, however slowly this machine runs.
+    const other = await openOwn({ namespace, indexWaitMs: SETTLE_BOUND_MS });
     try {
       expect(await settle(() => crashing.batch('acct1', profile, { index: link }))).toMatchObject({ ok: false });
       expect(await inRedis(namespace, 'org')).toEqual({ entries: '', intents: '1' });
@@ -290,8 +299,8 @@ suite('redis store on Cluster: an index and its groups live in different slots',
   it('while a cut-off call holds its entry, readers do not count it, and another call on that entry waits, then rejects, writing nothing', async () => {
     const namespace = `${prefix}:held`;
     const crashing = await crashingAt('group', namespace, LONG_LEASE_MS);
-    // Waits at most its command deadline for the held entry.
-    const impatient = await openOwn({ namespace, commandTimeoutMs: 400 });
+    // Waits at most its indexWaitMs for the held entry.
+    const impatient = await openOwn({ namespace, indexWaitMs: 400 });
     try {
       expect((await impatient.batch('acct0', profile, { index: { index: 'org', entry: 'acct0' } })).committed).toBe(true);
       expect(await settle(() => crashing.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } }))).toMatchObject({ ok: false });
@@ -308,6 +317,45 @@ suite('redis store on Cluster: an index and its groups live in different slots',
     } finally {
       await crashing.close();
       await impatient.close();
+    }
+  });
+
+  it('a call that finds its entry held gives up within indexWaitMs, before the vault deadline, and never writes after the holder finishes', async () => {
+    const namespace = `${prefix}:wait-bound`;
+    const link: IndexEntry = { index: 'org', entry: 'acct1' };
+    let release: (() => void) | undefined;
+    const holder = await openOwn({
+      namespace,
+      indexLeaseMs: LONG_LEASE_MS,
+      faults: { afterIndexStep: (step) => (step === 'intent' ? new Promise<void>((resolve) => (release = resolve)) : undefined) },
+    });
+    // The default command deadline (5000 ms), above the vault's: only indexWaitMs can end the wait in time.
+    const waiter = await openOwn({ namespace, indexWaitMs: 200 });
+    // The vault races the call against its deadline and does not cancel it: keep the call itself.
+    let behind: Promise<BatchResult> | undefined;
+    const vaultSide = withDeadline(
+      { ...waiter, batch: (...args: Parameters<VaultStore['batch']>) => (behind = waiter.batch(...args)) },
+      DEFAULT_STORE_TIMEOUT_MS,
+    );
+    try {
+      const first = settle(() => holder.batch('acct1', profile, { index: link }));
+      await waitFor(() => release !== undefined, 'the first call to hold the entry');
+      const second = [{ op: 'put', member: 'second', value: 's' }] as const;
+      expect(await settle(() => vaultSide.batch('acct1', second, { index: link }))).toMatchObject({ ok: false, error: 'VaultError STORE_UNAVAILABLE' });
+      release?.();
+      expect(await first).toMatchObject({ ok: true, value: { committed: true, results: [true] } });
+      // The call behind the 503 had already given up: it does not take the freed entry and write.
+      expect(behind).toBeDefined();
+      expect(await settle(() => behind as Promise<BatchResult>)).toMatchObject({ ok: false, error: 'Error' });
+      expect((await waiter.list('acct1')).map((item) => item.member)).toEqual(['profile']);
+      expect(await waiter.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct1'] });
+      expect(await inRedis(namespace, 'org')).toEqual({ entries: 'acct1', intents: '0' });
+      // The entry is free for the next call, which the waiter may make at once.
+      expect((await waiter.batch('acct1', second, { index: link })).committed).toBe(true);
+      expect((await waiter.list('acct1')).map((item) => item.member)).toEqual(['profile', 'second']);
+    } finally {
+      release?.();
+      await Promise.all([holder.close(), waiter.close()]);
     }
   });
 

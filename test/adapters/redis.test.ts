@@ -1,3 +1,4 @@
+/** The Redis store on a standalone server: the store conformance suite, namespace isolation, slot placement, expiry, and its option checks. */
 import { createClient, type RedisClientType } from '@keyv/redis';
 import { afterAll, expect, it } from 'vitest';
 import { createRedisStore } from '../../adapters/redis.js';
@@ -125,6 +126,23 @@ suite('redis store: namespace isolation', () => {
       expect((await raw.pTTL(`${encodeURIComponent(namespace)}{acct}#idx`))).toBe(-1);
     } finally {
       raw.destroy();
+      await store.close();
+    }
+  });
+});
+
+suite('redis store: options', () => {
+  it('refuses an indexWaitMs or indexLeaseMs that is not a positive number of milliseconds, before connecting', async () => {
+    for (const bad of [0, -1, Number.NaN, Number.POSITIVE_INFINITY]) {
+      expect(() => createRedisStore({ url, namespace: `${prefix}:opts`, indexWaitMs: bad })).toThrow(/^indexWaitMs must be a positive/);
+      expect(() => createRedisStore({ url, namespace: `${prefix}:opts`, indexLeaseMs: bad })).toThrow(/^indexLeaseMs must be a positive/);
+    }
+    // A valid one opens a working store.
+    const store = createRedisStore({ url, namespace: `${prefix}:opts`, indexWaitMs: 50 });
+    try {
+      expect(await store.put('g', 'm', 'v')).toBe('added');
+      expect(await store.removeGroup('g')).toBe(1);
+    } finally {
       await store.close();
     }
   });
