@@ -246,6 +246,19 @@ function buildProgram(): Command {
       printJson(wire.linkedAccountPageToWire(listed));
     });
 
+  storeOption(
+    linkedAccount
+      .command('reindex')
+      .description('walk the store and list every linked account that is not listed yet (after a rolling upgrade from a release without account indexes)'),
+  ).action(async (flags: StoreFlags) => {
+    const { reindexLinkedAccounts } = await import('../core/account-index.js');
+    // Progress only for a person watching; the count goes to stdout as JSON.
+    const progress = process.stderr.isTTY ? (accounts: number) => process.stderr.write(`credvault: reindexing: ${accounts} accounts so far\n`) : undefined;
+    const { accounts } = await withVault(flags, (vault) => reindexLinkedAccounts(vault, progress === undefined ? {} : { onProgress: progress }));
+    process.stderr.write(`credvault: walked the store; ${accounts} linked account${accounts === 1 ? '' : 's'} found, each now listed\n`);
+    printJson({ accounts });
+  });
+
   const sessionToken = program.command('session-token').description('issue session tokens');
   accountOptions(storeOption(sessionToken.command('create').description('issue a session token for a linked account')))
     .option('--ttl <seconds>', 'lifetime in seconds (default 86400)', positiveInt('ttl'))

@@ -1,12 +1,15 @@
 /**
  * The `credvault` command, run as a real process (`node dist/src/cli/main.js ...`) against
- * real SQLite files in fresh temp dirs. DESIGN.md section 5 is the contract.
+ * real SQLite files in fresh temp dirs (which the reindex test also writes as an older
+ * release would, through the SQLite adapter). DESIGN.md section 5 is the contract.
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync, readFileSync, statSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { createSqliteStore } from '../../adapters/sqlite.js';
+import { DEFAULT_APP, PROFILE, accountGroup } from '../../src/core/layout.js';
 import {
   CREDENTIAL_PATH,
   assertBuilt,
@@ -281,6 +284,61 @@ describe('provisioning commands on a SQLite store', () => {
       1,
       /^credvault: No linked account found for account id : nobody in environment test$/,
     );
+  });
+});
+
+describe('linked-account reindex on a SQLite store', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await makeTempDir();
+  });
+  afterAll(() => removeDir(dir));
+
+  it('lists the accounts an older release created after the first open, prints {"accounts":N}, and is idempotent', async () => {
+    const file = path.join(dir, 'vault.db');
+    const store = ['--store', `sqlite:${file}`];
+    const org = 'upgrade';
+    await runJson(['linked-account', 'create', '--org', org, '--id', 'new-1', '--credential', 'k=secret-new', ...store]);
+    // A process still on the release before account indexes writes two accounts beside it: records, no index entry.
+    const raw = createSqliteStore({ path: file });
+    try {
+      for (const [id, environment] of [['old-1', 'test'], ['old-p', 'production']] as const) {
+        const profile = { _id: 'cd'.repeat(12), account_id: id, name: `Old ${id}`, environment, associated_org: org, udf: [] };
+        const result = await raw.batch(accountGroup({ org, environment, accountId: id }), [
+          { op: 'insert', member: PROFILE, value: JSON.stringify(profile) },
+          { op: 'insert', member: DEFAULT_APP, value: JSON.stringify({ type: 'default_app' }) },
+        ]);
+        expect(result).toMatchObject({ committed: true });
+      }
+    } finally {
+      await raw.close();
+    }
+    const list = (environment = 'test') => runJson<{ docs: Array<{ account_id: string }>; totalDocs: number }>(['linked-account', 'list', '--org', org, '--environment', environment, ...store]);
+    const ids = (page: { docs: Array<{ account_id: string }> }) => page.docs.map((d) => d.account_id);
+    const before = await list();
+    expect([ids(before), before.totalDocs]).toEqual([['new-1'], 1]);
+
+    const result = await run(['linked-account', 'reindex', ...store]);
+    expect(result.code, result.stderr).toBe(0);
+    expect(parseOneJsonLine(result.stdout)).toEqual({ accounts: 3 });
+    expect(linesOf(result.stderr)).toEqual(['credvault: walked the store; 3 linked accounts found, each now listed']);
+    const after = await list();
+    expect([ids(after), after.totalDocs]).toEqual([['new-1', 'old-1'], 2]);
+    expect(after.docs[1]).toMatchObject({ account_id: 'old-1', name: 'Old old-1', integrations: [{ type: 'default_app' }] });
+    const production = await list('production');
+    expect([ids(production), production.totalDocs]).toEqual([['old-p'], 1]);
+
+    expect(await runJson(['linked-account', 'reindex', ...store])).toEqual({ accounts: 3 });
+    const again = await list();
+    expect([ids(again), again.totalDocs]).toEqual([['new-1', 'old-1'], 2]);
+    expect(JSON.stringify(again)).not.toContain('secret-new');
+  });
+
+  it('an unreachable store exits 1 with one line and prints nothing on stdout', async () => {
+    const result = await run(['linked-account', 'reindex', '--store', 'postgres://postgres@127.0.0.1:1/none'], {
+      env: { CREDVAULT_KEYS: (await runJson<GeneratedKey>(['keys', 'generate'])).entry },
+    });
+    expectFailure(result, 1, /^credvault: /);
   });
 });
 
@@ -611,13 +669,15 @@ describe('usage errors exit 2 with one line on stderr and touch nothing', () => 
     ['--ttl -5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '-5', ...usage.store], /--ttl/],
     ['--ttl 0', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '0', ...usage.store], /--ttl/],
     ['--ttl 1.5', () => ['session-token', 'create', '--org', 'acme', '--id', 'c1', '--ttl', '1.5', ...usage.store], /--ttl/],
-    ['linked-account list --page 0', () => ['linked-account', 'list', '--org', 'acme', '--page', '0', ...usage.store], /^credvault: page must be an integer of at least 1$/],
-    ['linked-account list --page 1.5', () => ['linked-account', 'list', '--org', 'acme', '--page', '1.5', ...usage.store], /^credvault: page must be an integer of at least 1$/],
-    ['linked-account list --page abc', () => ['linked-account', 'list', '--org', 'acme', '--page', 'abc', ...usage.store], /^credvault: page must be an integer of at least 1$/],
+    ['linked-account list --page 0', () => ['linked-account', 'list', '--org', 'acme', '--page', '0', ...usage.store], /^credvault: page must be an integer from 1 to 1000000000$/],
+    ['linked-account list --page 1.5', () => ['linked-account', 'list', '--org', 'acme', '--page', '1.5', ...usage.store], /^credvault: page must be an integer from 1 to 1000000000$/],
+    ['linked-account list --page 1000000001', () => ['linked-account', 'list', '--org', 'acme', '--page', '1000000001', ...usage.store], /^credvault: page must be an integer from 1 to 1000000000$/],
+    ['linked-account list --page abc', () => ['linked-account', 'list', '--org', 'acme', '--page', 'abc', ...usage.store], /^credvault: page must be an integer from 1 to 1000000000$/],
     ['linked-account list --limit 101', () => ['linked-account', 'list', '--org', 'acme', '--limit', '101', ...usage.store], /^credvault: limit must be an integer from 1 to 100$/],
     ['linked-account list --limit ""', () => ['linked-account', 'list', '--org', 'acme', '--limit', '', ...usage.store], /^credvault: limit must be an integer from 1 to 100$/],
     ['linked-account list --limit 1e1', () => ['linked-account', 'list', '--org', 'acme', '--limit', '1e1', ...usage.store], /^credvault: limit must be an integer from 1 to 100$/],
     ['linked-account list without --org', () => ['linked-account', 'list', ...usage.store], /--org/],
+    ['linked-account reindex with an unknown flag', () => ['linked-account', 'reindex', '--org', 'acme', ...usage.store], /--org/],
   ];
 
   it.each(cases)('%s', async (_name, args, pattern) => {
