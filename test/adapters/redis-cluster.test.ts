@@ -12,7 +12,7 @@ import { runStoreConformance } from '../../src/testing/index.js';
 import { batchFaultHook } from '../helpers/faults.js';
 import { type ClusterTopology, cli, startCluster, topologySuite } from '../helpers/redis-topologies.js';
 import { escapeGlob, freePort, runId, tcpProxy, waitFor } from '../helpers/services.js';
-import { settle, sleep } from '../helpers/wait.js';
+import { settle } from '../helpers/wait.js';
 
 // A private three-master Redis Cluster from the installed redis-server (no docker).
 const service = topologySuite('Redis Cluster');
@@ -266,7 +266,8 @@ suite('redis store on Cluster: an index and its groups live in different slots',
       // The group is written; the index step never ran.
       expect((await other.list('acct1')).map((item) => item.member)).toEqual(['profile']);
       expect(await inRedis(namespace, 'org')).toEqual({ entries: '', intents: '1' });
-      await sleep(LEASE_MS + 100);
+      // Until the lease runs out (the master's clock) a read leaves the intent alone.
+      await waitFor(async () => (await other.readIndex('org', 0, 10)).total === 1, 'a read to complete the cut-off create', SETTLE_BOUND_MS);
       expect(await other.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct1'] });
       expect(await inRedis(namespace, 'org')).toEqual({ entries: 'acct1', intents: '0' });
     } finally {
@@ -287,7 +288,15 @@ suite('redis store on Cluster: an index and its groups live in different slots',
       expect(await inRedis(namespace, 'org')).toEqual({ entries: 'gone\nkept', intents: '2' });
       expect((await other.list('kept')).map((item) => item.member)).toEqual(['profile']);
       expect(await other.list('gone')).toEqual([]);
-      await sleep(LEASE_MS + 100);
+      // The two leases may run out one read apart: poll until reads have settled both.
+      await waitFor(
+        async () => {
+          await other.readIndex('org', 0, 10);
+          return (await inRedis(namespace, 'org')).intents === '0';
+        },
+        'reads to settle both cut-off removals',
+        SETTLE_BOUND_MS,
+      );
       expect(await other.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['kept'] });
       expect((await other.list('kept')).map((item) => item.member)).toEqual(['profile']);
       expect(await inRedis(namespace, 'org')).toEqual({ entries: 'kept', intents: '0' });
@@ -375,8 +384,16 @@ suite('redis store on Cluster: an index and its groups live in different slots',
       const earlyCall = settle(() => early.batch('acct1', profile, { index: { index: 'org', entry: 'acct1' } }));
       const lateCall = settle(() => late.batch('acct2', profile, { index: { index: 'org', entry: 'acct2' } }));
       await waitFor(() => gates.size === 2, 'both calls to pause');
-      await sleep(LEASE_MS + 100);
-      // The reader settles both: acct1's group step never ran (now fenced), acct2's did.
+      // Once their leases run out, reads settle both, while both calls are still paused.
+      await waitFor(
+        async () => {
+          await reader.readIndex('org', 0, 10);
+          return (await inRedis(namespace, 'org')).intents === '0';
+        },
+        'reads to settle both paused calls',
+        SETTLE_BOUND_MS,
+      );
+      // acct1's group step never ran (now fenced), acct2's did.
       expect(await reader.readIndex('org', 0, 10)).toEqual({ total: 1, entries: ['acct2'] });
       for (const release of gates.values()) release();
       expect(await earlyCall).toMatchObject({ ok: false, error: expect.not.stringMatching(/^RangeError$/) });
