@@ -1,13 +1,16 @@
 /**
  * The benchmark's outputs, as pure functions from results to text: the Markdown tables
- * (printed, and placed in BENCHMARKS.md between its `bench:start`/`bench:end` markers) and
- * the SVG bar chart of PUT requests/s. Measures nothing; HTTP figures are the median over
- * rounds of each mode, and each credvault figure is quoted against the bare and naive
- * baselines of the same store and binding.
+ * (printed, and placed in BENCHMARKS.md between its `bench:start`/`bench:end` markers), the
+ * issue's targets judged met or not met, and the SVG bar chart of PUT requests/s. Measures
+ * nothing; every figure is the median over rounds (or runs) of one side, and each credvault
+ * figure is quoted against the baseline measured beside it in the same run.
  */
 import { MODES, type Mode } from './matrix.js';
+import { CLI_COMMANDS, type CliResult } from './cli.js';
 import type { CoreResult } from './core.js';
+import type { HandlerResult } from './handler.js';
 import type { HttpRow, Load } from './http.js';
+import type { ReadRow } from './reads.js';
 import type { RotationRow } from './rotation.js';
 import type { ScaleRow } from './scale.js';
 
@@ -24,6 +27,12 @@ export interface BenchResults {
   core?: CoreResult | undefined;
   scale: ScaleRow[];
   rotation: RotationRow[];
+  /** Absent in runs from before reads were measured, and empty when skipped. */
+  reads?: ReadRow[] | undefined;
+  /** Absent when the handler measurement was skipped. */
+  handler?: HandlerResult | undefined;
+  /** Absent when the CLI measurement was skipped. */
+  cli?: CliResult | undefined;
 }
 
 /** The middle value (the mean of the two middle ones for an even count). */
@@ -80,17 +89,153 @@ function rotationTable(rows: readonly RotationRow[]): string[] {
   ];
 }
 
+/** The goals of issue 12, in one place for the tables and the targets summary. */
+export const TARGETS = {
+  /** credvault/naive req/s of the PUT, by store, on every binding. */
+  putVsNaive: { sqlite: 1.0, redis: 0.8, postgres: 0.8 } as Readonly<Record<string, number>>,
+  /** credvault/bare req/s of the PUT, by store, on every binding. */
+  putVsBare: { memory: 0.7 } as Readonly<Record<string, number>>,
+  /** At most this many µs per PUT through the handler in process. */
+  handlerMicros: 8,
+  /** credvault/naive reads/s, by store, one caller and many alike. */
+  readsVsNaive: { memory: 0.7, sqlite: 1.0, redis: 1.0, postgres: 1.0 } as Readonly<Record<string, number>>,
+  /** At most this multiple of `node -e 0`'s wall time. */
+  cliVsNode: 2,
+} as const;
+
+/** One target of the issue: what is compared, the goal, the figure measured and the verdict. */
+export interface TargetRow {
+  target: string;
+  goal: string;
+  measured: string;
+  met: boolean;
+}
+
+// Judged on the figure as printed, so a row never shows a figure that contradicts its verdict.
+const atLeast = (value: number, goal: number, digits = 2): Pick<TargetRow, 'goal' | 'measured' | 'met'> => ({
+  goal: `>= ${fmt(goal, 1)}`,
+  measured: fmt(value, digits),
+  met: Number(fmt(value, digits)) >= goal,
+});
+const atMost = (value: number, goal: number, digits: number, unit = ''): Pick<TargetRow, 'goal' | 'measured' | 'met'> => ({
+  goal: `<= ${goal}${unit}`,
+  measured: `${fmt(value, digits)}${unit}`,
+  met: Number(fmt(value, digits)) <= goal,
+});
+const verdict = (met: boolean) => (met ? 'met' : 'not met');
+
+/** The sides' medians of one read figure, and their ratio. */
+function readRatio(figures: ReadRow['sequential']): { credvault: number; naive: number; ratio: number } {
+  const credvault = median(figures.credvault);
+  const naive = median(figures.naive);
+  return { credvault, naive, ratio: credvault / naive };
+}
+
+/** The CLI commands' medians, and each one's ratio to `node -e 0`. */
+function cliFigures(cli: CliResult): { command: string; ms: number; ratio: number }[] {
+  const floor = median(cli.ms['node -e 0']);
+  return CLI_COMMANDS.map((command) => ({ command, ms: median(cli.ms[command]), ratio: median(cli.ms[command]) / floor }));
+}
+
+/** What a run measured, without its header facts. */
+export type Measured = Pick<BenchResults, 'http' | 'core' | 'scale' | 'rotation' | 'reads' | 'handler' | 'cli'>;
+
+/**
+ * Every target of issue 12 the run has figures for, in the order PUT against naive, PUT
+ * against bare, handler, reads, CLI; a target whose measurement was skipped is left out.
+ */
+export function targetRows(results: Measured): TargetRow[] {
+  const rows: TargetRow[] = [];
+  const httpRatio = (row: HttpRow, mode: 'bare' | 'naive') => median(row.results.credvault.map((r) => r.rps)) / median(row.results[mode].map((r) => r.rps));
+  for (const row of results.http) {
+    const goal = TARGETS.putVsNaive[row.store];
+    if (goal !== undefined) rows.push({ target: `PUT credvault/naive, ${row.store}/${row.binding}`, ...atLeast(httpRatio(row, 'naive'), goal) });
+  }
+  for (const row of results.http) {
+    const goal = TARGETS.putVsBare[row.store];
+    if (goal !== undefined) rows.push({ target: `PUT credvault/bare, ${row.store}/${row.binding}`, ...atLeast(httpRatio(row, 'bare'), goal) });
+  }
+  if (results.handler !== undefined) {
+    rows.push({ target: 'handler in process, µs per PUT (memory)', ...atMost(median(results.handler.handlerMicros), TARGETS.handlerMicros, 1, ' µs') });
+  }
+  for (const row of results.reads ?? []) {
+    const goal = TARGETS.readsVsNaive[row.store];
+    if (goal === undefined) continue;
+    rows.push({ target: `reads credvault/naive, ${row.store}, 1 caller`, ...atLeast(readRatio(row.sequential).ratio, goal) });
+    rows.push({ target: `reads credvault/naive, ${row.store}, ${row.concurrency} callers`, ...atLeast(readRatio(row.concurrent).ratio, goal) });
+  }
+  if (results.cli !== undefined) {
+    for (const { command, ratio } of cliFigures(results.cli).slice(1)) {
+      rows.push({ target: `\`${command}\` / \`node -e 0\` wall time`, ...atMost(ratio, TARGETS.cliVsNode, 2, 'x') });
+    }
+  }
+  return rows;
+}
+
+function targetsTable(rows: readonly TargetRow[]): string[] {
+  return ['| target (issue 12) | goal | measured | result |', '|---|---:|---:|---|', ...rows.map((row) => `| ${row.target} | ${row.goal} | ${row.measured} | ${verdict(row.met)} |`)];
+}
+
+function handlerTable(handler: HandlerResult): string[] {
+  const handle = median(handler.handlerMicros);
+  const core = median(handler.coreMicros);
+  const target = atMost(handle, TARGETS.handlerMicros, 1, ' µs');
+  return [
+    `| handler in process (memory store, ${handler.puts} PUTs per round) | µs per PUT |`,
+    '|---|---:|',
+    `| \`createHandler(vault).handle\` | ${fmt(handle, 1)} |`,
+    `| \`upsertDefaultAppCredential\` alone | ${fmt(core, 1)} |`,
+    `| the handler's own share | ${fmt(handle - core, 1)} |`,
+    `| target ${target.goal} per PUT | ${verdict(target.met)} |`,
+  ];
+}
+
+function readsTable(rows: readonly ReadRow[]): string[] {
+  const callers = rows[0]?.concurrency ?? 0;
+  const lines = [
+    `| reads in process | credvault reads/s, 1 caller | naive reads/s, 1 caller | credvault/naive | credvault reads/s, ${callers} callers | naive reads/s, ${callers} callers | credvault/naive | target | result (1 / ${callers} callers) |`,
+    '|---|---:|---:|---:|---:|---:|---:|---:|---|',
+  ];
+  for (const row of rows) {
+    const one = readRatio(row.sequential);
+    const many = readRatio(row.concurrent);
+    const goal = TARGETS.readsVsNaive[row.store];
+    const result = goal === undefined ? '' : `${verdict(atLeast(one.ratio, goal).met)} / ${verdict(atLeast(many.ratio, goal).met)}`;
+    lines.push(
+      `| ${row.store} | ${fmt(one.credvault)} | ${fmt(one.naive)} | ${fmt(one.ratio, 2)} | ${fmt(many.credvault)} | ${fmt(many.naive)} | ${fmt(many.ratio, 2)} | ${goal === undefined ? '' : `>= ${fmt(goal, 1)}`} | ${result} |`,
+    );
+  }
+  return lines;
+}
+
+function cliTable(cli: CliResult): string[] {
+  const runs = cli.ms['node -e 0'].length;
+  return [
+    `| CLI start-up (wall time, median of ${runs} runs) | ms | / \`node -e 0\` | target <= ${TARGETS.cliVsNode}x |`,
+    '|---|---:|---:|---|',
+    ...cliFigures(cli).map(
+      ({ command, ms, ratio }, i) => `| \`${command}\` | ${fmt(ms)} | ${fmt(ratio, 2)} | ${i === 0 ? '' : verdict(atMost(ratio, TARGETS.cliVsNode, 2).met)} |`,
+    ),
+  ];
+}
+
 /**
  * The Markdown tables of a run, one per measurement that ran, in the order http, core,
- * scale, rotation. Every table after the HTTP one is preceded by a blank line, even when
- * the HTTP table is absent (the output earlier runs published).
+ * scale, rotation, handler, reads, CLI, then the targets summary. Every table after the HTTP
+ * one is preceded by a blank line, even when the HTTP table is absent (the output earlier
+ * runs published; the tables added since come after theirs).
  */
-export function renderTables(results: Pick<BenchResults, 'http' | 'core' | 'scale' | 'rotation'>): string {
+export function renderTables(results: Measured): string {
   const lines: string[] = [];
   if (results.http.length > 0) lines.push(...httpTable(results.http));
   if (results.core !== undefined) lines.push('', ...coreTable(results.core));
   if (results.scale.length > 0) lines.push('', ...scaleTable(results.scale));
   if (results.rotation.length > 0) lines.push('', ...rotationTable(results.rotation));
+  if (results.handler !== undefined) lines.push('', ...handlerTable(results.handler));
+  if (results.reads !== undefined && results.reads.length > 0) lines.push('', ...readsTable(results.reads));
+  if (results.cli !== undefined) lines.push('', ...cliTable(results.cli));
+  const targets = targetRows(results);
+  if (targets.length > 0) lines.push('', ...targetsTable(targets));
   return lines.join('\n');
 }
 

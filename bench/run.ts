@@ -11,11 +11,19 @@
  * 3. Scale (scale.ts): upsert latency with 10^3, 10^5 and 10^6 stored credentials (SQLite,
  *    Redis), and bytes per stored credential.
  * 4. Key rotation (rotation.ts): time and peak memory of rotating 10^4 and 10^5 credentials.
+ * 5. Handler (handler.ts): µs per PUT through `createHandler` in process on the memory store,
+ *    against `upsertDefaultAppCredential` alone.
+ * 6. Reads (reads.ts): `getDefaultAppCredential` reads/s in process per store, one caller and
+ *    BENCH_READ_CALLERS at once, against a Map or Keyv `get` plus an AES-256-GCM open.
+ * 7. CLI start-up (cli.ts): wall time of `credvault --help` and `api-key create` on
+ *    `memory:` against `node -e 0`.
+ * The report ends with the issue's targets, each judged met or not met.
  *
  * Environment: BENCH_DURATION (s, 4), BENCH_CONNECTIONS (32), BENCH_ROUNDS (3),
  * BENCH_STORES (memory,sqlite,redis,postgres), BENCH_BINDINGS (express,koa,fastify,fetch),
- * BENCH_SCALE (1000,100000,1000000), BENCH_ROTATION (10000,100000),
- * BENCH_SKIP (any of http,core,scale,rotation), BENCH_REDIS_URL (redis://127.0.0.1:6379/14),
+ * BENCH_SCALE (1000,100000,1000000), BENCH_ROTATION (10000,100000), BENCH_READ_CALLERS (32),
+ * BENCH_CLI_RUNS (21, at least 15 for published figures),
+ * BENCH_SKIP (any of http,core,scale,rotation,handler,reads,cli), BENCH_REDIS_URL (redis://127.0.0.1:6379/14),
  * BENCH_POSTGRES_URL (postgres://postgres@127.0.0.1:5432/test), BENCH_REPLOT=1 (redraw the
  * chart from bench/results.json without measuring).
  */
@@ -25,9 +33,12 @@ import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { BINDINGS, type Binding } from './matrix.js';
+import { measureCli } from './cli.js';
 import { measureCore } from './core.js';
+import { measureHandler } from './handler.js';
 import { measureHttp } from './http.js';
 import { renderChart, renderTables, replaceGeneratedSection, type BenchResults } from './report.js';
+import { measureReads } from './reads.js';
 import { measureRotation } from './rotation.js';
 import { measureScale } from './scale.js';
 import { clearBackends } from './services.js';
@@ -44,6 +55,8 @@ function settingsFromEnv(env: NodeJS.ProcessEnv) {
     bindings: list('BENCH_BINDINGS', BINDINGS.join(',')) as Binding[],
     scale: list('BENCH_SCALE', '1000,100000,1000000').map(Number),
     rotation: list('BENCH_ROTATION', '10000,100000').map(Number),
+    readCallers: Number(read('BENCH_READ_CALLERS', '32')),
+    cliRuns: Number(read('BENCH_CLI_RUNS', '21')),
     skip: new Set(read('BENCH_SKIP', '').split(',').filter(Boolean)),
     redisUrl: read('BENCH_REDIS_URL', 'redis://127.0.0.1:6379/14'),
     postgresUrl: read('BENCH_POSTGRES_URL', 'postgres://postgres@127.0.0.1:5432/test'),
@@ -80,9 +93,14 @@ async function main(): Promise<void> {
     if (core !== undefined) log(`core: vault ${Math.round(core.vaultUpsertsPerSecond)} upserts/s, raw ${Math.round(core.rawSealPerSecond)} seals/s`);
     const scale = skip.has('scale') ? [] : await measureScale({ stores, sizes: settings.scale, keys, redisUrl: settings.redisUrl, dir, log });
     const rotation = skip.has('rotation') ? [] : await measureRotation({ sizes: settings.rotation, dir, log });
+    const handler = skip.has('handler') ? undefined : await measureHandler({ rounds, keys, log });
+    const reads = skip.has('reads')
+      ? []
+      : await measureReads({ stores, rounds, duration, concurrency: settings.readCallers, keys, redisUrl: settings.redisUrl, postgresUrl: settings.postgresUrl, dir, log });
+    const cli = skip.has('cli') ? undefined : await measureCli({ runs: settings.cliRuns, log });
 
     const machine = `${os.cpus().length} cores, ${cpu ?? 'unknown CPU'}, ${Math.round(os.totalmem() / 2 ** 30)} GiB, ${os.type()} ${os.release()}, Node.js ${process.version}`;
-    const results: BenchResults = { date: started.toISOString(), machine, duration, connections, rounds, http, core, scale, rotation };
+    const results: BenchResults = { date: started.toISOString(), machine, duration, connections, rounds, http, core, scale, rotation, reads, handler, cli };
     const tables = renderTables(results);
     process.stdout.write(`${tables}\n`);
     writeFileSync(output.results, `${JSON.stringify(results, null, 2)}\n`);
