@@ -6,6 +6,7 @@
  * Output is discarded unread: `api-key create` prints a fresh API key.
  */
 import { spawn } from 'node:child_process';
+import { existsSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { median } from './report.js';
@@ -55,6 +56,7 @@ function timeOnce(command: CliCommand, env: NodeJS.ProcessEnv): Promise<number> 
 
 /** Every command `runs` times, one of each per run; the first run of each is not timed (disk cache). */
 export async function measureCli(settings: CliSettings): Promise<CliResult> {
+  if (!existsSync(cli)) throw new Error(`no built CLI at ${cli}: run npm run build first`);
   const env = cleanEnv();
   const result: CliResult = { ms: { 'node -e 0': [], 'credvault --help': [], 'credvault api-key create --org bench --store memory:': [] } };
   for (const command of CLI_COMMANDS) await timeOnce(command, env);
