@@ -3,10 +3,11 @@
  * shared SQL store (`sql.ts`) over one table in Keyv's `(key, value)` layout, opened by
  * `@keyv/postgres` on a pool of this store's own, whose Keyv reads records and whose pool
  * runs every other statement. It relies on each statement being atomic, on row locks
- * (`FOR UPDATE` in key order, `FOR SHARE` on a required row) inside a batch's transaction,
- * on a transaction-scoped advisory lock per index entry for indexed batches and removals,
- * on a generated `expires_at` column with a partial index for purging, and on an index on
- * `key COLLATE "C"` so that a group is one index range.
+ * (`FOR UPDATE` in key order) inside a batch's transaction, on transaction-scoped advisory
+ * locks (one per group: shared for a write that requires a member, exclusive for removeGroup;
+ * one per index entry for indexed batches and removals) taken inside four PL/pgSQL functions
+ * made with the table, on a generated `expires_at` column with a partial index for purging,
+ * and on an index on `key COLLATE "C"` so that a group is one index range.
  */
 import KeyvPostgres from '@keyv/postgres';
 import pg from 'pg';
@@ -42,8 +43,10 @@ const KEY_SIZE = 2048;
 const RETRYABLE = new Set(['40P01', '40001']);
 /** The first key of credvault's advisory locks (two-key form), so they keep apart from other users'. */
 const ENTRY_LOCK_CLASS = 0x63766978; // 'cvix'
+/** The first key of the per-group advisory locks, a class apart from the entry locks. */
+const GROUP_LOCK_CLASS = 0x63766772; // 'cvgr'
 /** Concurrent `CREATE ... IF NOT EXISTS` (or `ADD COLUMN`) can still collide in the catalogs. */
-const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710', '42701']);
+const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710', '42701', '42723']);
 
 function assertIdentifier(what: string, name: string): void {
   if (!IDENTIFIER.test(name)) {
@@ -75,7 +78,11 @@ async function retried<T>(times: number, again: (error: unknown) => boolean, ste
  * as text: PostgreSQL's JSON types reject `\u0000` and lone surrogates, which values may hold.
  * Inside the JSON string "v" every quote is escaped, so `,"c":` first occurs right after v.
  */
-function statements(table: string): SqlStatements & { expiresColumn: string } {
+function statements(schema: string, name: string): SqlStatements & { expiresColumn: string; functions: Record<string, string> } {
+  const table = `"${schema}"."${name}"`;
+  // Named after the table (at most 48 + 7 characters, under PostgreSQL's 63), versioned:
+  // a release that changes a body gives it a new name, so old and new processes coexist.
+  const fn = (suffix: string): string => `"${schema}"."${name}_${suffix}"`;
   const expires = (column: string): string => `substring(${column} from ',"expires":([0-9]+)}$')`;
   const live = (column: string, now: string): string =>
     `(${expires(column)} IS NULL OR ${expires(column)}::bigint >= ${now}::bigint)`;
@@ -90,27 +97,64 @@ function statements(table: string): SqlStatements & { expiresColumn: string } {
   // Overwrites only an expired row; RETURNING yields a row only when this statement wrote.
   const insertIfAbsent = `ON CONFLICT (key) DO UPDATE SET value = excluded.value WHERE NOT ${live('t.value', '$3')}
     RETURNING 1 AS inserted`;
-  // FOR SHARE holds the required row until commit, so a concurrent delete cannot slip between.
-  const requires = `SELECT $1::varchar, $2::text WHERE EXISTS (
-    SELECT 1 FROM ${table} r WHERE r.key = $4 AND ${live('r.value', '$3')} FOR SHARE)`;
+  // The start of a key's group, `<namespace>{<group>}:`: neither part ever holds `}`.
+  const groupOf = (key: string): string => `left(${key}, strpos(${key}, '}') + 1)`;
+  const groupLock = (mode: 'shared' | 'exclusive', key: string): string =>
+    `PERFORM pg_advisory_xact_lock${mode === 'shared' ? '_shared' : ''}(${GROUP_LOCK_CLASS}, hashtext(${key}));`;
+  // A write that requires a member holds its group's lock shared until it commits, and reads
+  // the required row only once the lock is granted. A VOLATILE function's every statement
+  // reads from a fresh snapshot at READ COMMITTED, so that read sees a removeGroup that
+  // committed while this writer waited; a lock taken inside one plain statement would not
+  // (its snapshot dates from before the wait). The lock lives in memory: unlike FOR SHARE on
+  // the required row, many writers per group create no MultiXact on disk.
+  const requiring = (requiredKey: string, now: string, write: string): string => `
+    BEGIN
+      ${groupLock('shared', groupOf(requiredKey))}
+      PERFORM 1 FROM ${table} r WHERE r.key = ${requiredKey} AND ${live('r.value', now)};
+      IF FOUND THEN
+        RETURN QUERY ${write};
+      END IF;
+    END`;
   // Byte order (COLLATE "C") matches the index below, so group ranges are index range scans.
   const range = (from: string, to: string): string => `key COLLATE "C" >= ${from} AND key COLLATE "C" < ${to}`;
   const vStart = '{"value":{"v":'.length + 1;
+  const deleteRange = `DELETE FROM ${table} WHERE ${range('$1', '$2')} RETURNING ${live('value', '$3')}`;
+  // Made in setup when missing. Parameters are positional, so no name can shadow a column.
+  const functions: Record<string, string> = {
+    [`${name}_cvput1`]: `CREATE FUNCTION ${fn('cvput1')}(varchar, text, bigint, text, varchar) RETURNS SETOF text
+      LANGUAGE plpgsql VOLATILE AS $body$${requiring('$5', '$3', `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${upsert}`)}$body$`,
+    [`${name}_cvins1`]: `CREATE FUNCTION ${fn('cvins1')}(varchar, text, bigint, varchar) RETURNS SETOF integer
+      LANGUAGE plpgsql VOLATILE AS $body$${requiring('$4', '$3', `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${insertIfAbsent}`)}$body$`,
+    [`${name}_cvreq1`]: `CREATE FUNCTION ${fn('cvreq1')}(varchar, bigint) RETURNS SETOF integer
+      LANGUAGE plpgsql VOLATILE AS $body$${requiring('$1', '$2', 'SELECT 1')}$body$`,
+    // The group's lock exclusive: it waits for every writer holding the group to commit, and
+    // the DELETE after it (a fresh snapshot) sees what they wrote; writers that come later wait
+    // for this transaction and then find the required member gone.
+    [`${name}_cvdel1`]: `CREATE FUNCTION ${fn('cvdel1')}(varchar, varchar, bigint) RETURNS SETOF boolean
+      LANGUAGE plpgsql VOLATILE AS $body$
+      BEGIN
+        ${groupLock('exclusive', '$1')}
+        RETURN QUERY ${deleteRange};
+      END$body$`,
+  };
   return {
+    functions,
     put: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${upsert}`,
-    putRequires: `INSERT INTO ${table} AS t (key, value) ${requires.replace('$4', '$5')} ${upsert}`,
+    putRequires: `SELECT w FROM ${fn('cvput1')}($1::varchar, $2::text, $3::bigint, $4::text, $5::varchar) AS w`,
     insert: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${insertIfAbsent}`,
-    insertRequires: `INSERT INTO ${table} AS t (key, value) ${requires} ${insertIfAbsent}`,
+    insertRequires: `SELECT inserted FROM ${fn('cvins1')}($1::varchar, $2::text, $3::bigint, $4::varchar) AS inserted`,
     replace: `UPDATE ${table} SET value = '{"value":{"v":' || $2::text || substring(value from position(',"c":' in value))
       WHERE key = $1 AND substring(value from ${vStart} for position(',"c":' in value) - ${vStart}) = $3::text
         AND ${live('value', '$4')}
       RETURNING 1 AS replaced`,
     remove: `DELETE FROM ${table} WHERE key = $1 RETURNING ${live('value', '$2')} AS live`,
     range: `SELECT key, value FROM ${table} WHERE ${range('$1', '$2')} ORDER BY key COLLATE "C"`,
-    removeRange: `DELETE FROM ${table} WHERE ${range('$1', '$2')} RETURNING ${live('value', '$3')} AS live`,
+    // (from, to, now) where from is a group's start: every removeRange is a removeGroup.
+    removeRange: `SELECT live FROM ${fn('cvdel1')}($1::varchar, $2::varchar, $3::bigint) AS live`,
     scan: `SELECT key, value FROM ${table} WHERE ${range('$1', '$2')} AND key COLLATE "C" > $3
       ORDER BY key COLLATE "C" LIMIT $4`,
-    requireLive: `SELECT 1 FROM ${table} r WHERE r.key = $1 AND ${live('r.value', '$2')} FOR SHARE`,
+    // Holds the group's lock shared until the batch's transaction ends.
+    requireLive: `SELECT live FROM ${fn('cvreq1')}($1::varchar, $2::bigint) AS live`,
     // Starts at 1 with the caller's expiry when absent or expired, else adds one and keeps it.
     increment: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = CASE
       WHEN ${live('t.value', '$3')}
@@ -210,7 +254,7 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
   const keyv = createKeyv(new PooledPostgres({ uri: url, schema, table, keySize: KEY_SIZE }));
 
   const qualified = `"${schema}"."${table}"`;
-  const SQL = statements(qualified);
+  const SQL = statements(schema, table);
 
   async function setup(): Promise<void> {
     const ddl = [
@@ -232,7 +276,19 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       async () => (await hasColumn() ? undefined : pool.query(`ALTER TABLE ${qualified} ADD COLUMN IF NOT EXISTS ${SQL.expiresColumn}`)),
       () => pool.query(`CREATE INDEX IF NOT EXISTS "${table}_expires_at" ON ${qualified} (expires_at) WHERE expires_at IS NOT NULL`),
     ];
-    for (const step of [...ddl.map((text) => () => pool.query(text)), ...expiry]) {
+    // The functions the conditional writes and removeGroup call, made only when missing:
+    // CREATE OR REPLACE would race other processes opening the same table.
+    const functions = async (): Promise<unknown> => {
+      const names = Object.keys(SQL.functions);
+      const { rows } = await pool.query<{ proname: string }>(
+        `SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = ANY($2)`,
+        [schema, names],
+      );
+      const present = new Set(rows.map((row) => row.proname));
+      for (const name of names) if (!present.has(name)) await pool.query(SQL.functions[name] as string);
+      return undefined;
+    };
+    for (const step of [...ddl.map((text) => () => pool.query(text)), ...expiry, functions]) {
       await retried(5, (error) => DDL_RACE.has(sqlState(error) ?? ''), step);
     }
   }
@@ -251,7 +307,8 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
     kind: 'postgres',
     sql: SQL,
     putTakesValue: true,
-    // Transactions run at READ COMMITTED.
+    // Transactions run at READ COMMITTED. An indexed removeGroup's second pass is kept for
+    // writers of an older release, which hold the required row FOR SHARE instead of the lock.
     snapshotPerStatement: true,
     keyList: (keys) => keys,
     async query<T>(s: Statement): Promise<T[]> {

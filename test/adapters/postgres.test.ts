@@ -10,7 +10,7 @@ import { runStoreConformance } from '../../src/testing/index.js';
 import { batchFaultHook, openThenCut } from '../helpers/faults.js';
 import { dropSchema } from '../helpers/postgres.js';
 import { POSTGRES_URL, runId, serviceSuite } from '../helpers/services.js';
-import { waitFor } from '../helpers/wait.js';
+import { mark, settle, waitFor, type Settled } from '../helpers/wait.js';
 
 const service = await serviceSuite('PostgreSQL', POSTGRES_URL);
 const suite = service.describe;
@@ -249,6 +249,176 @@ suite('postgres store: index rows', () => {
       await store.close();
     }
   });
+});
+
+suite('postgres store: conditional writes against removeGroup (group advisory lock)', () => {
+  const table = `"${schema}"."keyv"`;
+  const blockedBy = async (observer: pg.Client, pid: number | undefined): Promise<boolean> =>
+    (await observer.query('SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [pid])).rowCount === 1;
+
+  it('a put with requires that waited for a removal of its group finds the profile gone and writes nothing', async () => {
+    // The removal's own function, held open by a client: the put must wait for it, then read
+    // the group afresh. A lock taken inside the put's one statement would read from the
+    // snapshot it took before waiting, still see the profile, and leave an orphan.
+    const namespace = runId('lockwait');
+    const base = encodeURIComponent(namespace);
+    const store = open({ namespace });
+    const remover = new pg.Client({ connectionString: POSTGRES_URL });
+    const observer = new pg.Client({ connectionString: POSTGRES_URL });
+    await Promise.all([remover.connect(), observer.connect()]);
+    try {
+      await store.batch('acct:a', [{ op: 'insert', member: 'profile', value: 'p' }]);
+      await remover.query('BEGIN');
+      const start = `${base}{acct:a}:`;
+      const gone = await remover.query(`SELECT live FROM "${schema}"."keyv_cvdel1"($1, $2, $3) AS live`, [start, `${base}{acct:a};`, Date.now()]);
+      expect(gone.rowCount).toBe(1);
+      const removerPid = (await remover.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      const putting = store.put('acct:a', 'cred:x', 'v', { requires: 'profile' });
+      const inserting = store.insert('acct:a', 'token', 't', { requires: 'profile' });
+      const batching = store.batch('acct:a', [{ op: 'put', member: 'cred:y', value: 'v' }], { requires: 'profile' });
+      await waitFor(
+        async () => (await observer.query('SELECT count(*)::int AS n FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))', [removerPid])).rows[0]?.n === 3,
+        'the three writers to wait for the removal',
+      );
+      await remover.query('COMMIT');
+      expect(await putting).toBe('missing');
+      expect(await inserting).toBe(false);
+      expect(await batching).toEqual({ committed: false, failed: -1 });
+      expect(await store.list('acct:a')).toEqual([]);
+    } finally {
+      await remover.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([remover.end(), observer.end()]);
+      await store.close();
+    }
+  });
+
+  it('a writer holding its group leaves the profile row unlocked, and a removeGroup waits for it and removes what it wrote', async () => {
+    const namespace = runId('lockhold');
+    const base = encodeURIComponent(namespace);
+    const store = open({ namespace });
+    const writer = new pg.Client({ connectionString: POSTGRES_URL });
+    const observer = new pg.Client({ connectionString: POSTGRES_URL });
+    await Promise.all([writer.connect(), observer.connect()]);
+    const link = { index: 'accounts', entry: 'a' };
+    try {
+      await store.batch('acct:a', [{ op: 'insert', member: 'profile', value: 'p' }], { index: link });
+      // What a put with requires runs, held open before its commit.
+      await writer.query('BEGIN');
+      const record = JSON.stringify({ value: { v: '"c"', c: Date.now(), u: Date.now(), w: 'held' } });
+      const wrote = await writer.query(`SELECT w FROM "${schema}"."keyv_cvput1"($1, $2, $3, $4, $5) AS w`, [
+        `${base}{acct:a}:cred:x`, record, Date.now(), '"c"', `${base}{acct:a}:profile`,
+      ]);
+      expect(wrote.rows).toEqual([{ w: 'held' }]);
+      // No row lock on the profile (FOR SHARE, whose many holders made MultiXacts): another
+      // session can lock it outright without waiting.
+      await observer.query('BEGIN');
+      expect((await observer.query(`SELECT 1 FROM ${table} WHERE key = $1 FOR UPDATE NOWAIT`, [`${base}{acct:a}:profile`])).rowCount).toBe(1);
+      await observer.query('ROLLBACK');
+      const writerPid = (await writer.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
+      for (const removal of [() => store.removeGroup('acct:a', { index: link }), () => store.removeGroup('acct:a')]) {
+        const removing = removal();
+        await waitFor(() => blockedBy(observer, writerPid), 'removeGroup to wait for the writer');
+        await writer.query('COMMIT');
+        expect(await removing).toBe(2);
+        expect(await store.list('acct:a')).toEqual([]);
+        // Again without an index: the same lock, taken by the one-statement removal.
+        await store.batch('acct:a', [{ op: 'insert', member: 'profile', value: 'p' }]);
+        await writer.query('BEGIN');
+        await writer.query(`SELECT w FROM "${schema}"."keyv_cvput1"($1, $2, $3, $4, $5) AS w`, [
+          `${base}{acct:a}:cred:x`, record, Date.now(), '"c"', `${base}{acct:a}:profile`,
+        ]);
+      }
+      await writer.query('ROLLBACK');
+      expect(await store.readIndex('accounts', 0, 10)).toEqual({ total: 0, entries: [] });
+    } finally {
+      await writer.query('ROLLBACK').catch(() => undefined);
+      await Promise.all([writer.end(), observer.end()]);
+      await store.close();
+    }
+  });
+
+  it('many writers with requires racing removeGroup and a recreate of one group, round after round, leave no member of a removed account', async () => {
+    const namespace = runId('lockrace');
+    const stores = Array.from({ length: 4 }, () => createPostgresStore({ url: POSTGRES_URL, schema, namespace, poolSize: 6 }));
+    const [first] = stores as [ReturnType<typeof open>];
+    const group = 'acct:race';
+    const link = { index: 'accounts', entry: 'race' };
+    const create = () => first.batch(group, [{ op: 'insert', member: 'profile', value: 'p' }], { index: link });
+    interface Write { members: string[]; startedAt: number; outcome: Settled<boolean> }
+    const WRITERS = 24;
+    try {
+      expect((await create()).committed).toBe(true);
+      let racedRounds = 0;
+      for (let round = 0; round < 12; round += 1) {
+        const writes: Write[] = [];
+        const calls = new Array<number>(WRITERS).fill(0);
+        let stop = false;
+        // Puts, inserts and batches (with and without the index, as the vault's updates
+        // send them), each on members of their own, through four pools.
+        const writer = async (w: number) => {
+          const store = stores[w % stores.length] as typeof first;
+          for (let i = 0; !stop; i += 1) {
+            const member = `cred:r${round}w${w}n${i}`;
+            const startedAt = mark();
+            const kind = (w + i) % 4;
+            const outcome = await settle(async () => {
+              if (kind === 0) return (await store.put(group, member, 'v', { requires: 'profile' })) === 'added';
+              if (kind === 1) return store.insert(group, member, 'v', { requires: 'profile' });
+              const batch = [{ op: 'put' as const, member, value: 'v' }, { op: 'put' as const, member: `${member}b`, value: 'v' }];
+              return (await store.batch(group, batch, kind === 2 ? { requires: 'profile' } : { requires: 'profile', index: link })).committed;
+            });
+            writes.push({ members: kind >= 2 ? [member, `${member}b`] : [member], startedAt, outcome });
+            calls[w] = (calls[w] ?? 0) + 1;
+          }
+        };
+        const callsAtLeast = (n: number) => () => calls.every((count) => count >= n);
+        const running = Promise.all(Array.from({ length: WRITERS }, (_, w) => writer(w)));
+        await waitFor(callsAtLeast(2 + (round % 3)), 'every writer writing');
+        // Indexed removal (the vault's) in most rounds, the one-statement removal in some.
+        const removal = await settle(() => (round % 3 === 2 ? stores[round % 4]?.removeGroup(group) : stores[round % 4]?.removeGroup(group, { index: link })) as Promise<number>);
+        expect(removal.ok).toBe(true);
+        const removedAt = removal.seq;
+        const beforeGap = [...calls];
+        await waitFor(() => calls.every((count, w) => count >= (beforeGap[w] ?? 0) + 2), 'every writer calling twice after the removal');
+        const recreating = mark();
+        expect((await create()).committed).toBe(true);
+        const recreated = mark();
+        const afterRecreate = [...calls];
+        await waitFor(() => calls.every((count, w) => count >= (afterRecreate[w] ?? 0) + 2), 'every writer calling twice after the recreate');
+        stop = true;
+        await running;
+
+        const present = new Set((await first.list(group)).map((item) => item.member));
+        expect(present.has('profile')).toBe(true);
+        const failures = writes.filter((write) => !write.outcome.ok);
+        expect(failures.map((write) => (write.outcome.ok ? '' : write.outcome.error))).toEqual([]);
+        const wrote = (write: Write) => write.outcome.ok && write.outcome.value;
+        for (const write of writes) {
+          const shown = `${write.members[0]} (started ${write.startedAt}, settled ${write.outcome.seq}; removal ${removedAt}, recreate ${recreating}..${recreated})`;
+          // Settled before the recreate began: written before the removal (so removed with
+          // the group) or refused; never left behind.
+          if (write.outcome.seq < recreating) for (const member of write.members) expect(present.has(member), `orphan ${shown}`).toBe(false);
+          // Started after the removal returned and settled before the recreate: refused.
+          if (write.startedAt > removedAt && write.outcome.seq < recreating) expect(wrote(write), `wrote after the removal: ${shown}`).toBe(false);
+          // Sent after the recreate returned, with nothing removing the group since: written and kept.
+          if (write.startedAt > recreated) {
+            expect(wrote(write), `refused with the profile there: ${shown}`).toBe(true);
+            for (const member of write.members) expect(present.has(member), `lost ${shown}`).toBe(true);
+          }
+        }
+        // Present members were all written by calls that said so.
+        const acknowledged = new Set(writes.filter(wrote).flatMap((write) => write.members));
+        for (const member of present) if (member !== 'profile') expect(acknowledged.has(member), member).toBe(true);
+        // The removal overlapped writes that committed and writes that were refused.
+        const overlapped = writes.filter((write) => write.startedAt < removedAt && write.outcome.seq > removedAt);
+        if (overlapped.some(wrote) || overlapped.some((write) => !wrote(write))) racedRounds += 1;
+        expect(await first.readIndex('accounts', 0, 10)).toEqual({ total: 1, entries: ['race'] });
+      }
+      expect(racedRounds).toBeGreaterThan(0);
+    } finally {
+      await Promise.all(stores.map((store) => store.close()));
+    }
+  }, 60_000);
 });
 
 const root = fileURLToPath(new URL('../../', import.meta.url));
