@@ -1,7 +1,7 @@
 /**
  * Optional peers and what the CLI loads: a framework or store client that is not installed
  * is one clear line naming the package (exit 2), any other failure passes through, and
- * `--help` / `--version` load no framework and no store client.
+ * `--help` / `--version` load no framework, no store client and not even commander.
  */
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -40,15 +40,18 @@ describe('--version', () => {
 });
 
 describe('what the CLI loads', () => {
-  it('--help and --version run with no framework, store client, zod or cli-progress installed', async () => {
-    const help = await runWithout(PEERS_AND_CLIENTS, ['--help']);
+  it('--help and --version run with no framework, store client, zod, cli-progress or even commander installed', async () => {
+    const hidden = [...PEERS_AND_CLIENTS, 'commander'];
+    const help = await runWithout(hidden, ['--help']);
     expect(help.code, help.stderr).toBe(0);
     expect(help.stdout).toMatch(/^Usage: credvault /);
-    expect((await runWithout(PEERS_AND_CLIENTS, ['--version'])).stdout).toBe(`${VERSION}\n`);
+    expect((await runWithout(hidden, ['--version'])).stdout).toBe(`${VERSION}\n`);
   });
 
-  it('the hiding itself bites: without commander, --help fails', async () => {
-    expect((await runWithout(['commander'], ['--help'])).code).not.toBe(0);
+  it('the hiding itself bites: without commander, every other command line fails', async () => {
+    for (const args of [['keys', 'generate'], ['api-key', '--help'], ['--help', 'serve']]) {
+      expect((await runWithout(['commander'], args)).code, args.join(' ')).not.toBe(0);
+    }
   });
 
   it('keys generate needs no store client either', async () => {
