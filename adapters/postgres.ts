@@ -43,7 +43,12 @@ const KEY_SIZE = 2048;
 const RETRYABLE = new Set(['40P01', '40001']);
 /** The first key of credvault's advisory locks (two-key form), so they keep apart from other users'. */
 const ENTRY_LOCK_CLASS = 0x63766978; // 'cvix'
-/** The first key of the per-group advisory locks, a class apart from the entry locks. */
+/**
+ * The first key of the per-group advisory locks, a class apart from the entry locks. Every
+ * transaction takes at most one entry lock, then at most one group lock, then rows (index rows
+ * last), never the other way round, so these locks add no deadlock; a hash collision between
+ * two groups only makes them wait for each other.
+ */
 const GROUP_LOCK_CLASS = 0x63766772; // 'cvgr'
 /** Concurrent `CREATE ... IF NOT EXISTS` (or `ADD COLUMN`) can still collide in the catalogs. */
 const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710', '42701', '42723']);
@@ -308,7 +313,9 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
     sql: SQL,
     putTakesValue: true,
     // Transactions run at READ COMMITTED. An indexed removeGroup's second pass is kept for
-    // writers of an older release, which hold the required row FOR SHARE instead of the lock.
+    // writers of an earlier release, which hold the required row FOR SHARE instead of the
+    // lock. (The reverse does not hold: an earlier release's removeGroup takes no group lock,
+    // so it can miss a member this release's writer adds. Upgrade every process together.)
     snapshotPerStatement: true,
     keyList: (keys) => keys,
     async query<T>(s: Statement): Promise<T[]> {

@@ -205,7 +205,7 @@ suite('postgres store: index rows', () => {
     const link = { index: 'accounts', entry: 'a' };
     try {
       await store.batch('acct:a', [{ op: 'insert', member: 'profile', value: 'p' }], { index: link });
-      // What a credential put with requires does: hold the profile, add a member; not yet committed.
+      // What a credential put of an earlier release does: hold the profile FOR SHARE, add a member; not yet committed.
       await writer.query('BEGIN');
       await writer.query(`SELECT 1 FROM ${table} WHERE key = $1 FOR SHARE`, [`${base}{acct:a}:profile`]);
       const record = JSON.stringify({ value: { v: 'c', c: Date.now(), u: Date.now(), w: 'x' } });
