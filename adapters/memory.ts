@@ -1,12 +1,30 @@
 /**
- * The in-memory adapter: a Keyv over a `Map` of serialized records, for tests, demos and
- * single-process servers that can afford to lose everything on restart. It relies on the
- * kernel for argument checks and the key layout, and on JavaScript's single thread for
- * atomicity: every write runs synchronously on the Map, between two awaits of nobody else.
+ * The in-memory adapter: a `Map` of records, for tests, demos and single-process servers
+ * that can afford to lose everything on restart. It relies on the kernel for argument
+ * checks and the key layout, and on JavaScript's single thread for atomicity: every write
+ * runs synchronously on the Map, between two awaits of nobody else.
  */
 import type { BatchWrite, IndexEntry, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
-import { createKeyv, defineStore, DEFAULT_NAMESPACE, keyLayout, type StoreFaults } from './kernel.js';
-import { entryOf, isLive, newRecord, type Stored } from './record.js';
+import { defineStore, DEFAULT_NAMESPACE, keyLayout, type StoreFaults } from './kernel.js';
+import { isLive, newRecord, type Stored } from './record.js';
+
+/**
+ * Values are strings, which nobody can change. Anything else a caller slips past the types
+ * is stored and returned as a JSON copy, as the text form of records did, so no caller ever
+ * holds an object the store holds.
+ */
+function copyValue(value: unknown): string {
+  if (typeof value === 'string') return value;
+  const text = JSON.stringify(value) as string | undefined;
+  return (text === undefined ? undefined : JSON.parse(text)) as string;
+}
+
+/** A fresh entry for a stored record: the caller gets its own object. */
+function entryOf(stored: Stored): StoreEntry {
+  const entry: StoreEntry = { value: copyValue(stored.value.v), createdAt: stored.value.c, updatedAt: stored.value.u };
+  if (typeof stored.expires === 'number') entry.expiresAt = stored.expires;
+  return entry;
+}
 
 const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -43,9 +61,9 @@ export function createMemoryStore(options: {
   faults?: StoreFaults;
 } = {}): VaultStore {
   const keyOf = keyLayout(options.namespace ?? DEFAULT_NAMESPACE).key;
-  // Stored as text, so a caller can never alias a record; the Keyv reads the same Map.
-  const map = new Map<string, string>();
-  const keyv = createKeyv(map);
+  // Records as objects: every one is built here from strings and never handed out (entryOf
+  // copies), so no caller can alias one, and no read or write pays for JSON.
+  const map = new Map<string, Stored>();
   const groups = new Map<string, Set<string>>();
   // The groups in order, for scan; rebuilt only after a group appears or goes, so a walk
   // over a large, steady store (a key rotation) stays linear.
@@ -67,9 +85,8 @@ export function createMemoryStore(options: {
 
   // The synchronous read every write decides on; an expired entry is dropped in the same step.
   function read(group: string, member: string, now: number): Stored | undefined {
-    const raw = map.get(keyOf(group, member));
-    if (raw === undefined) return undefined;
-    const stored = JSON.parse(raw) as Stored;
+    const stored = map.get(keyOf(group, member));
+    if (stored === undefined) return undefined;
     if (isLive(stored, now)) return stored;
     drop(group, member);
     return undefined;
@@ -77,7 +94,7 @@ export function createMemoryStore(options: {
 
   function write(group: string, member: string, stored: Stored): void {
     const key = keyOf(group, member);
-    map.set(key, JSON.stringify(stored));
+    map.set(key, stored);
     if (stored.expires === undefined) expiring.delete(key);
     else expiring.set(key, [group, member]);
     let members = groups.get(group);
@@ -92,13 +109,13 @@ export function createMemoryStore(options: {
   /** A put over what is there: createdAt survives, any expiry is cleared. */
   function putOver(group: string, member: string, value: string, current: Stored | undefined, now: number): 'added' | 'updated' {
     // No write id: nothing here needs one to tell added from updated.
-    write(group, member, { value: { v: value, c: current?.value.c ?? now, u: now } });
+    write(group, member, { value: { v: copyValue(value), c: current?.value.c ?? now, u: now } });
     return current === undefined ? 'added' : 'updated';
   }
 
   /** A replace keeps every field but the value, the expiry included. */
   function replaceIn(group: string, member: string, current: Stored, value: string): void {
-    write(group, member, { ...current, value: { ...current.value, v: value } });
+    write(group, member, { ...current, value: { ...current.value, v: copyValue(value) } });
   }
 
   // Indexes (rule 10): each a sorted array, changed in the same synchronous step as its group.
@@ -122,8 +139,8 @@ export function createMemoryStore(options: {
 
   return defineStore({ kind: 'memory' }, {
     async get(group, member): Promise<StoreEntry | undefined> {
-      // Keyv reads the Map; it sees no expiry of its own, so the clock check is ours.
-      const stored = await keyv.get(keyOf(group, member));
+      // A read never drops an expired record: that is left to writes and purgeExpired.
+      const stored = map.get(keyOf(group, member));
       return stored !== undefined && isLive(stored, Date.now()) ? entryOf(stored) : undefined;
     },
 
@@ -136,7 +153,7 @@ export function createMemoryStore(options: {
     async insert(group, member, value, ttlMs, requires) {
       const now = Date.now();
       if (isMissing(group, requires, now) || read(group, member, now) !== undefined) return false;
-      write(group, member, newRecord(value, now, ttlMs));
+      write(group, member, newRecord(copyValue(value), now, ttlMs));
       return true;
     },
 
@@ -196,7 +213,7 @@ export function createMemoryStore(options: {
           case 'put':
             return putOver(group, w.member, w.value, current, now);
           case 'insert':
-            write(group, w.member, newRecord(w.value, now, w.ttlMs));
+            write(group, w.member, newRecord(copyValue(w.value), now, w.ttlMs));
             return true;
           case 'replace':
             replaceIn(group, w.member, current as Stored, w.value);
@@ -233,8 +250,8 @@ export function createMemoryStore(options: {
       let purged = 0;
       for (const [group, member] of [...expiring.values()]) {
         if (purged === limit) break;
-        const raw = map.get(keyOf(group, member));
-        if (raw !== undefined && !isLive(JSON.parse(raw) as Stored, now)) {
+        const stored = map.get(keyOf(group, member));
+        if (stored !== undefined && !isLive(stored, now)) {
           drop(group, member);
           purged += 1;
         }
@@ -274,7 +291,6 @@ export function createMemoryStore(options: {
       expiring.clear();
       groups.clear();
       indexes.clear();
-      await keyv.disconnect();
     },
   });
 }
