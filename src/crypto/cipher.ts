@@ -22,8 +22,6 @@ const ALGORITHM = 'aes-256-gcm';
 const NONCE_BYTES = 12;
 const TAG_BYTES = 16;
 const BASE64URL = /^[A-Za-z0-9_-]*$/;
-// With the u flag, surrogate pairs are one code point, so this matches lone surrogates only.
-const LONE_SURROGATE = /\p{Surrogate}/u;
 
 const OPAQUE_MESSAGE = 'Stored credential could not be decrypted';
 
@@ -34,7 +32,7 @@ function decryptionFailed(): VaultError {
 
 /** Strings with lone surrogates become U+FFFD in UTF-8, which would break round trips and injectivity. */
 function isWellFormed(value: unknown): value is string {
-  return typeof value === 'string' && !LONE_SURROGATE.test(value);
+  return typeof value === 'string' && value.isWellFormed();
 }
 
 function contextIsWellFormed(context: SealContext): boolean {
@@ -52,22 +50,45 @@ function contextIsWellFormed(context: SealContext): boolean {
  * injective whatever characters the fields hold.
  */
 function additionalData(keyId: string, context: SealContext): Buffer {
-  const fields = [SEALED_FORMAT_VERSION, keyId, context.org, context.environment, context.accountId, context.name];
-  const parts: Buffer[] = [];
-  for (const field of fields) {
-    const bytes = Buffer.from(field, 'utf8');
-    const length = Buffer.alloc(4);
-    length.writeUInt32BE(bytes.length);
-    parts.push(length, bytes);
+  const { org, environment, accountId, name } = context;
+  // One buffer, written in place: this runs on every seal and every open.
+  const size =
+    24 +
+    SEALED_FORMAT_VERSION.length +
+    Buffer.byteLength(keyId, 'utf8') +
+    Buffer.byteLength(org, 'utf8') +
+    Buffer.byteLength(environment, 'utf8') +
+    Buffer.byteLength(accountId, 'utf8') +
+    Buffer.byteLength(name, 'utf8');
+  const aad = Buffer.allocUnsafe(size);
+  let at = 0;
+  for (const field of [SEALED_FORMAT_VERSION, keyId, org, environment, accountId, name]) {
+    const written = aad.write(field, at + 4, 'utf8');
+    aad.writeUInt32BE(written, at);
+    at += 4 + written;
   }
-  return Buffer.concat(parts);
+  return aad;
 }
 
-/** Strict base64url: Buffer.from ignores bad characters and stray bits, which would make sealed strings malleable. */
+/** The value of each base64url character, by char code (-1 for the others). */
+const BASE64URL_VALUE = new Int8Array(128).fill(-1);
+'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'.split('').forEach((c, i) => (BASE64URL_VALUE[c.charCodeAt(0)] = i));
+
+/**
+ * Strict base64url: Buffer.from ignores bad characters and stray bits, which would make sealed
+ * strings malleable. Only the canonical unpadded form of some bytes is accepted: a length that
+ * is not 1 modulo 4, and a last character whose bits past the final byte are zero (what
+ * re-encoding the decoded bytes would check, without encoding them again).
+ */
 function decodeBase64url(text: string): Buffer | undefined {
   if (!BASE64URL.test(text)) return undefined;
-  const bytes = Buffer.from(text, 'base64url');
-  return bytes.toString('base64url') === text ? bytes : undefined;
+  const rest = text.length % 4;
+  if (rest === 1) return undefined;
+  if (rest !== 0) {
+    const last = BASE64URL_VALUE[text.charCodeAt(text.length - 1)] as number;
+    if ((last & (rest === 2 ? 0x0f : 0x03)) !== 0) return undefined;
+  }
+  return Buffer.from(text, 'base64url');
 }
 
 interface SealedParts {

@@ -1,5 +1,5 @@
 /** Secrets handed out (API keys, opaque tokens): random generation, stored hashes, constant-time comparison. */
-import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { VaultError } from '../errors.js';
 
 /** Fewest random bytes {@link randomToken} hands out: 128 bits, what makes a fast hash safe. */
@@ -16,7 +16,8 @@ export const MIN_TOKEN_BYTES = 16;
  */
 export function hashSecret(secret: string): string {
   // These secrets are 128+ random bits, not passwords: guessing is hopeless, so a slow KDF buys nothing.
-  return createHash('sha256').update(secret, 'utf8').digest('hex');
+  // One-shot: no Hash object per call (this runs on every API-key request).
+  return hash('sha256', secret, 'hex');
 }
 
 /**
