@@ -48,10 +48,11 @@ export async function upsertDefaultAppCredential(
   const ref = checkAccountRef(principal);
   const name = parseInput(credentialKeySchema, key, 'key');
   const plaintext = parseInput(credentialValueSchema(vault.maxValueBytes), value, 'value');
-  const sealed = sealCredential(vault.keyring, plaintext, { ...ref, name });
+  // Fields named one by one: object spread showed in the profile of every write.
+  const sealed = sealCredential(vault.keyring, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
   const group = accountGroup(ref);
   const member = credentialMember(name);
-  const event = { ...ref, key: name, actor: actorOf(principal) };
+  const event = { org: ref.org, environment: ref.environment, accountId: ref.accountId, key: name, actor: actorOf(principal) };
   // A fail-closed audit reports an update before making it: taking one back afterwards
   // could restore the value but not its timestamps. (An add is simply removed again.)
   const announced = vault.failClosedEvents && (await vault.store.get(group, member)) !== undefined;
@@ -61,7 +62,8 @@ export async function upsertDefaultAppCredential(
   const result = await vault.store.put(group, member, sealed, { requires: DEFAULT_APP });
   if (result === 'missing') throw await whyNoDefaultApp(vault, ref);
   if (!announced) {
-    await vault.emit({ type: `credential.${result}`, ...event }, result === 'added' ? () => vault.store.remove(group, member) : undefined);
+    const type = result === 'added' ? 'credential.added' : 'credential.updated';
+    await vault.emit({ type, ...event }, result === 'added' ? () => vault.store.remove(group, member) : undefined);
   }
   return { action: result };
 }
@@ -80,7 +82,7 @@ export async function getDefaultAppCredential(vault: Vault, ref: AccountRef, key
   const name = parseInput(credentialKeySchema, key, 'key');
   const entry = await vault.store.get(accountGroup(account), credentialMember(name));
   if (entry === undefined) return undefined;
-  return openCredential(vault.keyring, entry.value, { ...account, name });
+  return openCredential(vault.keyring, entry.value, { org: account.org, environment: account.environment, accountId: account.accountId, name });
 }
 
 /**

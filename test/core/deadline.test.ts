@@ -111,6 +111,60 @@ describe('the store deadline', () => {
   });
 });
 
+describe('the store deadline over many calls at once', () => {
+  it('each waiting call gets its own deadline, in the order the calls began, while calls that answer are untouched', async () => {
+    const { vault, faults } = await readyVault();
+    try {
+      faults.hang.add('get');
+      const settled: string[] = [];
+      const first = failure(getDefaultAppCredential(vault, acct, 'api_key')).then((e) => (settled.push('first'), e));
+      // Begun later, so due later: it must outlive the first call's deadline.
+      await new Promise((resolve) => setTimeout(resolve, TIMEOUT_MS / 2));
+      const second = failure(getDefaultAppCredential(vault, acct, 'api_key')).then((e) => (settled.push('second'), e));
+      faults.hang.clear();
+      // Calls answering meanwhile resolve with their answer, whatever waits beside them.
+      expect(await upsertDefaultAppCredential(vault, acct, 'api_key', 'next')).toEqual({ action: 'updated' });
+      expect(await getDefaultAppCredential(vault, acct, 'api_key')).toBe('next');
+      const [a, b] = await Promise.all([first, second]);
+      expect(settled).toEqual(['first', 'second']);
+      for (const error of [a, b]) {
+        expect(error.code).toBe('STORE_UNAVAILABLE');
+        expect(error.message).toBe(`The credential store did not answer within ${TIMEOUT_MS} ms`);
+      }
+      // And once nothing waits, a later hang still gets its deadline.
+      faults.hang.add('get');
+      expect((await failure(getDefaultAppCredential(vault, acct, 'api_key'))).code).toBe('STORE_UNAVAILABLE');
+    } finally {
+      faults.hang.clear();
+      await vault.close();
+    }
+  });
+
+  it('a store that throws instead of rejecting is STORE_UNAVAILABLE too', async () => {
+    const inner = createMemoryStore();
+    let throwing = false;
+    const store = new Proxy(inner, {
+      get(target, prop, receiver) {
+        const original = Reflect.get(target, prop, receiver) as unknown;
+        if (prop !== 'get' || typeof original !== 'function') return original;
+        return (...args: unknown[]) => {
+          if (throwing) throw new Error('sync failure');
+          return (original as (...a: unknown[]) => unknown).apply(target, args);
+        };
+      },
+    });
+    const vault = await createVault({ store, keys: generateKey('k').entry, storeTimeoutMs: TIMEOUT_MS });
+    try {
+      throwing = true;
+      const error = await failure(getDefaultAppCredential(vault, acct, 'api_key'));
+      expect(error.code).toBe('STORE_UNAVAILABLE');
+      expect(error.message).toBe('The credential store is unavailable');
+    } finally {
+      await vault.close();
+    }
+  });
+});
+
 describe('a failing store', () => {
   it('a backend error is STORE_UNAVAILABLE with a generic message, keeping the backend error as its cause', async () => {
     const { vault, faults } = await readyVault();
