@@ -203,9 +203,9 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
     checkRequestTarget(request);
     checkStrictHeaders(request);
     const params: Record<string, string> = {};
-    compiled.paramNames.forEach((name, i) => {
-      params[name] = decodeParam(match[i + 1] as string);
-    });
+    for (let i = 0; i < compiled.paramNames.length; i++) {
+      params[compiled.paramNames[i] as string] = decodeParam(match[i + 1] as string);
+    }
     const auth: AuthRequest = { headers: lowerCaseHeaders(request.headers), query: toSearchParams(request.query) };
     const body = await route.run({
       vault,
@@ -292,20 +292,30 @@ function clientAddress(request: HandlerRequest, auth: AuthRequest, trustProxyHop
   return forwarded[forwarded.length - trustProxyHops] ?? forwarded[0] ?? request.clientAddress;
 }
 
+// Stateless between calls (never asked to stream), so one serves every request.
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
+
 async function parseBody(request: HandlerRequest, limit: number): Promise<unknown> {
   if (request.parsedBody !== undefined) return request.parsedBody;
   const raw = typeof request.body === 'function' ? await request.body() : request.body;
   if (raw === undefined) throw new VaultError('VALIDATION_ERROR', 'Request body is required');
-  const bytes = typeof raw === 'string' ? Buffer.from(raw, 'utf8') : raw;
-  if (bytes.byteLength > limit) {
+  const size = typeof raw === 'string' ? Buffer.byteLength(raw, 'utf8') : raw.byteLength;
+  if (size > limit) {
     throw tooLarge(limit);
   }
-  if (bytes.byteLength === 0) throw new VaultError('VALIDATION_ERROR', 'Request body is required');
+  if (size === 0) throw new VaultError('VALIDATION_ERROR', 'Request body is required');
   let text: string;
-  try {
-    text = new TextDecoder('utf-8', { fatal: true }).decode(bytes);
-  } catch {
-    throw new VaultError('VALIDATION_ERROR', 'Request body is not valid UTF-8');
+  if (typeof raw === 'string') {
+    // What encoding it as UTF-8 and decoding it again gives, without the two copies: lone
+    // surrogates become U+FFFD, and a leading byte order mark goes.
+    text = raw.isWellFormed() ? raw : raw.toWellFormed();
+    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1);
+  } else {
+    try {
+      text = UTF8.decode(raw);
+    } catch {
+      throw new VaultError('VALIDATION_ERROR', 'Request body is not valid UTF-8');
+    }
   }
   try {
     return JSON.parse(text) as unknown;
@@ -384,6 +394,7 @@ function strictHeaderIsClean(request: HandlerRequest, name: StrictHeader): boole
 }
 
 function decodeParam(raw: string): string {
+  if (!raw.includes('%')) return raw;
   try {
     return decodeURIComponent(raw);
   } catch {
@@ -393,7 +404,8 @@ function decodeParam(raw: string): string {
 
 function lowerCaseHeaders(headers: HandlerRequest['headers']): Record<string, string | undefined> {
   const out: Record<string, string | undefined> = Object.create(null) as Record<string, string | undefined>;
-  for (const [name, value] of Object.entries(headers)) {
+  for (const name of Object.keys(headers)) {
+    const value = headers[name];
     if (value === undefined) continue;
     out[name.toLowerCase()] = typeof value === 'string' ? value : value.join(', ');
   }
