@@ -108,6 +108,27 @@ describe('sealCredential / openCredential', () => {
     }
   });
 
+  it('opens values of every length around the decoding paths, and refuses each one whose last character carries stray bits or non-ASCII', () => {
+    // Ciphertexts from 0 to past 256 base64url characters, so both ways of decoding are crossed.
+    for (const length of [1, 2, 3, 4, 5, 100, 187, 188, 189, 190, 191, 192, 193, 250, 1000]) {
+      const plaintext = 'z'.repeat(length);
+      const sealed = sealCredential(keyring, plaintext, context);
+      expect(openCredential(keyring, sealed, context)).toBe(plaintext);
+      const [v, id, n, c, t] = sealed.split('.') as [string, string, string, string, string];
+      const last = c.at(-1) as string;
+      // The same bytes named by another last character: only a changed bit past the data.
+      const strayBits = c.length % 4 === 0 ? [] : ['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'.indexOf(last) + 1];
+      for (const bad of [
+        ...strayBits.map((i) => `${v}.${id}.${n}.${c.slice(0, -1)}${'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_'[i % 64]}.${t}`),
+        `${v}.${id}.${n}.${c.slice(0, -1)}\u00e9.${t}`,
+        `${v}.${id}.${n}.${c.slice(0, -1)}\u0141.${t}`,
+        `${v}.${id}.${n}.${c}A.${t}`,
+      ]) {
+        expectOpaqueFailure(() => openCredential(keyring, bad, context), plaintext);
+      }
+    }
+  });
+
   it('fails opaquely on truncated, extended or re-shaped ciphertext', () => {
     const sealed = sealCredential(keyring, 'value', context);
     const [v, id, n, c, t] = sealed.split('.') as [string, string, string, string, string];
