@@ -105,6 +105,11 @@ export interface SqlDialect {
   keyList(keys: string[]): unknown;
   /** One statement outside any transaction (waits for the connection to be ready). */
   query: Run;
+  /**
+   * One statement that only reads (`range`, `scan`, `readIndex`), where the dialect has a
+   * way to run reads that writes do not hold up (SQLite's read connection); else `query`.
+   */
+  readQuery?: Run;
   /** The stored record of one key, read through the dialect's Keyv. */
   read(key: string): Promise<Stored | undefined>;
   /**
@@ -180,6 +185,7 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
       statement(sql.readIndex, count, from, upperBound(from), offset, limit),
   };
   const indexOf = (index: string): IndexKeys => indexKeys(options.namespace, index);
+  const readQuery: Run = dialect.readQuery ?? dialect.query;
 
   /** Runs index statements (lock, add or drop) for one link, inside the caller's transaction. */
   async function runIndexSteps(run: Run, steps: readonly IndexStatement[], link: IndexEntry): Promise<void> {
@@ -279,7 +285,7 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
     async list(group, prefix) {
       const start = keys.group(group);
       const from = start + prefix;
-      const rows = await dialect.query<KeyValueRow>(S.range(from, upperBound(from)));
+      const rows = await readQuery<KeyValueRow>(S.range(from, upperBound(from)));
       const now = Date.now();
       const items: StoreListItem[] = [];
       for (const row of rows) {
@@ -319,7 +325,7 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
 
     async readIndex(index, offset, limit) {
       const { count, entries: from } = indexOf(index);
-      const rows = await dialect.query<{ entry: string | null; total: unknown }>(S.readIndex(count, from, offset, limit));
+      const rows = await readQuery<{ entry: string | null; total: unknown }>(S.readIndex(count, from, offset, limit));
       let total = 0;
       const entries: string[] = [];
       for (const row of rows) {
@@ -346,7 +352,7 @@ export function createSqlStore(dialect: SqlDialect, options: { namespace: string
     async scan(cursor, batchSize) {
       // The cursor is the last storage key a page read, so it starts with this namespace.
       if (cursor !== undefined && !cursor.startsWith(base)) throw new RangeError('invalid scan cursor');
-      const rows = await dialect.query<KeyValueRow>(S.scan(base, upperBound(base), cursor ?? '', batchSize));
+      const rows = await readQuery<KeyValueRow>(S.scan(base, upperBound(base), cursor ?? '', batchSize));
       return scanPage(rows, base, batchSize, Date.now());
     },
 

@@ -1,16 +1,18 @@
 /**
  * The SQLite adapter, the embedded default: the shared SQL store (`sql.ts`) over one SQLite
- * file opened by `@keyv/sqlite`, whose Keyv reads records and whose database handle runs
- * every other statement. It relies on WAL with `synchronous=FULL` (an acknowledged write
- * survives `kill -9` and power loss), on each statement being atomic, on `BEGIN IMMEDIATE`
- * for batches (also against other processes on the file), and on a gate that gives a
- * transaction the one connection to itself.
+ * file in Keyv's `(key, value)` layout, through `sqlite3` (the driver `@keyv/sqlite` uses).
+ * It relies on WAL with `synchronous=FULL` (an acknowledged write survives `kill -9` and
+ * power loss), on each statement being atomic, on `BEGIN IMMEDIATE` (also against other
+ * processes on the file), and on two connections: a writer that commits the writes waiting
+ * for it together (group commit: one transaction, one fsync, each call in its own
+ * savepoint), and a reader with prepared statements that WAL lets run beside the writer.
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import KeyvSqlite from '@keyv/sqlite';
+import sqlite3 from 'sqlite3';
 import type { VaultStore } from '../src/core/store.js';
-import { createKeyv, DEFAULT_NAMESPACE, type StoreFaults } from './kernel.js';
+import { DEFAULT_NAMESPACE, type StoreFaults } from './kernel.js';
+import type { KeyValueRow, Stored } from './record.js';
 import { createSqlStore, type Run, type SqlDialect, type SqlStatements, type Statement } from './sql.js';
 
 export interface SqliteStoreOptions {
@@ -100,8 +102,79 @@ const SQL: SqlStatements & { expiryIndex: string } = {
     UNION ALL SELECT entry, NULL FROM (SELECT key AS entry FROM ${TABLE} WHERE key >= ?2 AND key < ?3 ORDER BY key LIMIT ?5 OFFSET ?4)`,
 };
 
+/** The most calls one group commit holds, so a steady stream of writes still commits often. */
+const MAX_GROUP = 128;
+
+// The DDL @keyv/sqlite runs, so files made by either open alike.
+const CREATE_TABLE = `CREATE TABLE IF NOT EXISTS ${TABLE}(key VARCHAR(2048) PRIMARY KEY, value TEXT )`;
+const GET = `SELECT value FROM ${TABLE} WHERE key = ?1`;
+
+/** One `sqlite3` connection whose statements are prepared once and kept. */
+interface Connection {
+  all<T>(text: string, params?: readonly unknown[]): Promise<T[]>;
+  /** Runs SQL without preparing it for later (transaction control, pragmas, DDL). */
+  exec(text: string): Promise<void>;
+  close(): Promise<void>;
+}
+
+function openConnection(path: string, busyTimeoutMs: number): Promise<Connection> {
+  return new Promise((resolve, reject) => {
+    const db = new sqlite3.Database(path, sqlite3.OPEN_READWRITE | sqlite3.OPEN_CREATE, (error) => {
+      if (error !== null) return reject(error);
+      db.configure('busyTimeout', busyTimeoutMs);
+      const prepared = new Map<string, Promise<sqlite3.Statement>>();
+      const prepare = (text: string): Promise<sqlite3.Statement> => {
+        let statement = prepared.get(text);
+        if (statement === undefined) {
+          statement = new Promise<sqlite3.Statement>((done, fail) => {
+            const made: sqlite3.Statement = db.prepare(text, (failure: Error | null) => (failure === null ? done(made) : fail(failure)));
+          });
+          prepared.set(text, statement);
+          // A statement that did not prepare (the table not there yet) is prepared afresh next time.
+          statement.catch(() => prepared.delete(text));
+        }
+        return statement;
+      };
+      resolve({
+        async all<T>(text: string, params: readonly unknown[] = []) {
+          const statement = await prepare(text);
+          return new Promise<T[]>((done, fail) =>
+            statement.all<T>([...params], (failure: Error | null, rows: T[]) => (failure === null ? done(rows) : fail(failure))),
+          );
+        },
+        exec: (text) => new Promise<void>((done, fail) => db.exec(text, (failure) => (failure === null ? done() : fail(failure)))),
+        async close() {
+          const statements = await Promise.allSettled(prepared.values());
+          prepared.clear();
+          for (const settled of statements) {
+            if (settled.status === 'fulfilled') await new Promise<void>((done) => settled.value.finalize(() => done()));
+          }
+          await new Promise<void>((done, fail) => db.close((failure) => (failure === null ? done() : fail(failure))));
+        },
+      });
+    });
+  });
+}
+
+/** One call waiting for the writer: its statements, and how to answer it once its group ends. */
+interface Job {
+  /** `statement`: one statement, atomic by itself; `body`: a transaction body, run in a savepoint; `read`: a read (in-memory files only). */
+  kind: 'statement' | 'body' | 'read';
+  statement?: Statement;
+  body?: (run: Run) => Promise<{ commit: boolean; result: unknown }>;
+  resolve(value: unknown): void;
+  reject(error: unknown): void;
+}
+
+type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** What a call learns when its group's transaction was lost: nothing of it was committed. */
+function groupRolledBack(cause: unknown): Error {
+  return new Error('SQLite rolled back the transaction this call was part of; nothing of it was written', { cause });
+}
+
 /**
- * A {@link VaultStore} in one SQLite file (the embedded default), over `@keyv/sqlite`.
+ * A {@link VaultStore} in one SQLite file (the embedded default).
  *
  * Rows keep Keyv's `{"value":...,"expires":...}` format under keys
  * `<namespace>{<group>}:<member>`; a group is one contiguous key range. An index (rule 10)
@@ -109,6 +182,12 @@ const SQL: SqlStatements & { expiryIndex: string } = {
  * `<namespace>#ix{<index>}:`, in the same table and written in the same transaction as the
  * batch or removal that changes it; files made before indexes existed open unchanged.
  * Several processes may share the file.
+ *
+ * Writes that arrive while a commit is under way share the next transaction and its one
+ * fsync (group commit), each in its own savepoint: a call that fails is undone alone, and
+ * every call resolves only once the COMMIT that holds it has returned. Reads run on a
+ * second connection, so they never wait for writes, and see every write acknowledged before
+ * they began.
  *
  * @example
  * ```ts
@@ -121,71 +200,148 @@ const SQL: SqlStatements & { expiryIndex: string } = {
  */
 export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   const { path, busyTimeoutMs = 5000 } = options;
-  if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true });
+  // A private in-memory database exists on one connection only, so there reads queue with the writes.
+  const inMemory = path === ':memory:' || path === '';
+  if (!inMemory) mkdirSync(dirname(path), { recursive: true });
 
-  const sqlite = new KeyvSqlite({ uri: `sqlite://${path}`, table: TABLE, keySize: 2048, busyTimeout: busyTimeoutMs });
-  const keyv = createKeyv(sqlite);
-
-  const ready = (async () => {
-    // Switching a fresh file to WAL needs a lock that SQLite does not wait for (the busy
-    // timeout does not apply): when another connection opens the same fresh file at that
-    // instant, retry for up to the busy timeout rather than fail.
-    const until = Date.now() + busyTimeoutMs;
-    for (;;) {
-      try {
-        await sqlite.query('PRAGMA journal_mode=WAL');
-        break;
-      } catch (error) {
-        const code = (error as { code?: unknown }).code;
-        if (code !== 'SQLITE_BUSY' || Date.now() > until) throw error;
-        await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+  const writer = (async () => {
+    const connection = await openConnection(path, busyTimeoutMs);
+    try {
+      // Switching a fresh file to WAL needs a lock that SQLite does not wait for (the busy
+      // timeout does not apply): when another connection opens the same fresh file at that
+      // instant, retry for up to the busy timeout rather than fail.
+      const until = Date.now() + busyTimeoutMs;
+      for (;;) {
+        try {
+          await connection.exec('PRAGMA journal_mode=WAL');
+          break;
+        } catch (error) {
+          const code = (error as { code?: unknown }).code;
+          if (code !== 'SQLITE_BUSY' || Date.now() > until) throw error;
+          await new Promise((resolve) => setTimeout(resolve, 5 + Math.random() * 20));
+        }
       }
+      await connection.exec('PRAGMA synchronous=FULL');
+      await connection.exec(CREATE_TABLE);
+      await connection.exec(SQL.expiryIndex);
+      return connection;
+    } catch (error) {
+      await connection.close().catch(() => undefined);
+      throw error;
     }
-    await sqlite.query('PRAGMA synchronous=FULL');
-    await sqlite.query(SQL.expiryIndex);
   })();
-  // Surfaced by the first call that awaits it; not an unhandled rejection meanwhile.
-  ready.catch(() => undefined);
+  // Opened once the writer made the file WAL and the table exists. query_only: it never writes.
+  const reader = inMemory
+    ? writer
+    : writer.then(async () => {
+        const connection = await openConnection(path, busyTimeoutMs);
+        await connection.exec('PRAGMA query_only=1');
+        return connection;
+      });
+  // Surfaced by the first call that awaits them; not unhandled rejections meanwhile.
+  writer.catch(() => undefined);
+  reader.catch(() => undefined);
 
-  // One connection serves every call of this store, so a transaction must have it alone:
-  // single statements share it freely, and a batch waits for them to finish and holds
-  // back new ones until its COMMIT or ROLLBACK. Otherwise another caller's statement could
-  // run inside the transaction and be rolled back with it after being acknowledged.
-  let running = 0;
-  let idle: Array<() => void> = [];
-  let exclusive: Promise<void> | undefined;
+  const queue: Job[] = [];
+  let draining: Promise<void> | undefined;
 
-  async function shared<T>(call: () => Promise<T>): Promise<T> {
-    await ready;
-    while (exclusive !== undefined) await exclusive;
-    running += 1;
+  function enqueue<T>(job: Omit<Job, 'resolve' | 'reject'>): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      queue.push({ ...job, resolve: resolve as (value: unknown) => void, reject });
+      // A microtask, not a timer: calls made in the same tick join the group, an idle store waits for nothing.
+      draining ??= Promise.resolve().then(drain);
+    });
+  }
+
+  async function drain(): Promise<void> {
     try {
-      return await call();
+      const connection = await writer;
+      while (queue.length > 0) await commitGroup(connection);
+    } catch (error) {
+      for (const job of queue.splice(0)) job.reject(error);
     } finally {
-      running -= 1;
-      if (running === 0) {
-        const waiters = idle;
-        idle = [];
-        for (const wake of waiters) wake();
+      // In the same step as the last look at the queue, so a call queued later starts a new drain.
+      draining = undefined;
+    }
+  }
+
+  /**
+   * One transaction for the calls queued now and those that arrive while it runs, up to
+   * MAX_GROUP: each runs in arrival order (so it sees the earlier ones' writes), and all are
+   * answered after COMMIT returned, or all rejected when the transaction is lost.
+   */
+  async function commitGroup(connection: Connection): Promise<void> {
+    try {
+      // IMMEDIATE takes the write lock now, so every check of the group holds until COMMIT,
+      // also against other processes on the same file (they wait up to the busy timeout).
+      await connection.exec('BEGIN IMMEDIATE');
+    } catch (error) {
+      for (const job of queue.splice(0, MAX_GROUP)) job.reject(error);
+      return;
+    }
+    const group: Array<{ job: Job; outcome: Outcome }> = [];
+    let lost: unknown;
+    while (queue.length > 0 && group.length < MAX_GROUP && lost === undefined) {
+      const job = queue.shift() as Job;
+      const outcome = await runJob(connection, job);
+      group.push({ job, outcome });
+      if (!outcome.ok) lost = await transactionLost(connection, job);
+    }
+    let failure: unknown = lost === undefined ? undefined : groupRolledBack(lost);
+    if (failure === undefined) {
+      try {
+        await connection.exec('COMMIT');
+      } catch (error) {
+        failure = error;
       }
     }
-  }
-
-  async function alone<T>(call: () => Promise<T>): Promise<T> {
-    await ready;
-    while (exclusive !== undefined) await exclusive;
-    let release!: () => void;
-    exclusive = new Promise<void>((resolve) => (release = resolve));
-    try {
-      while (running > 0) await new Promise<void>((resolve) => idle.push(resolve));
-      return await call();
-    } finally {
-      exclusive = undefined;
-      release();
+    if (failure !== undefined) await connection.exec('ROLLBACK').catch(() => undefined);
+    for (const { job, outcome } of group) {
+      if (!outcome.ok) job.reject(outcome.error);
+      else if (failure !== undefined) job.reject(failure);
+      else job.resolve(outcome.value);
     }
   }
 
-  const run: Run = async <T>(s: Statement) => (await sqlite.query(s.text, ...s.params)) as T[];
+  async function runJob(connection: Connection, job: Job): Promise<Outcome> {
+    try {
+      if (job.kind !== 'body') return { ok: true, value: await connection.all(job.statement!.text, job.statement!.params) };
+      await connection.exec('SAVEPOINT call');
+      const { commit, result } = await job.body!((s) => connection.all(s.text, s.params));
+      await connection.exec(commit ? 'RELEASE call' : 'ROLLBACK TO call; RELEASE call');
+      return { ok: true, value: result };
+    } catch (error) {
+      return { ok: false, error };
+    }
+  }
+
+  /**
+   * After a call failed: undoes it, and says why the whole transaction is gone if it is.
+   * A single statement that fails is undone by SQLite itself (each statement is atomic
+   * within its transaction); a body is rolled back to its savepoint. Some errors (disk
+   * full, I/O) make SQLite roll back the whole transaction instead: then `BEGIN` succeeds.
+   */
+  async function transactionLost(connection: Connection, job: Job): Promise<unknown> {
+    try {
+      if (job.kind === 'body') await connection.exec('ROLLBACK TO call; RELEASE call');
+      else {
+        try {
+          await connection.exec('BEGIN');
+        } catch {
+          return undefined; // "cannot start a transaction within a transaction": still open.
+        }
+        return new Error('SQLite ended the transaction after a failed statement');
+      }
+      return undefined;
+    } catch (error) {
+      return error;
+    }
+  }
+
+  const readRun: Run = async <T>(s: Statement): Promise<T[]> => {
+    if (inMemory) return enqueue<T[]>({ kind: 'read', statement: s });
+    return (await reader).all<T>(s.text, s.params);
+  };
 
   const dialect: SqlDialect = {
     kind: 'sqlite',
@@ -194,29 +350,17 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
     // One writer at a time (BEGIN IMMEDIATE), reading what it wrote: no snapshot per statement.
     snapshotPerStatement: false,
     keyList: (keys) => JSON.stringify(keys),
-    query: (s) => shared(() => run(s)),
-    // Keyv's own read (a plain SELECT by key), through the gate like every other statement.
-    read: (key) => shared(() => keyv.get(key)),
-    transaction: (body) =>
-      alone(async () => {
-        // IMMEDIATE takes the write lock now, so the checks of the body hold until COMMIT,
-        // also against other processes on the same file.
-        await sqlite.query('BEGIN IMMEDIATE');
-        try {
-          const { commit, result } = await body(run);
-          await sqlite.query(commit ? 'COMMIT' : 'ROLLBACK');
-          return result;
-        } catch (error) {
-          await sqlite.query('ROLLBACK').catch(() => undefined);
-          throw error;
-        }
-      }),
+    query: <T>(s: Statement) => enqueue<T[]>({ kind: 'statement', statement: s }),
+    readQuery: readRun,
+    async read(key) {
+      const [row] = await readRun<Pick<KeyValueRow, 'value'>>({ text: GET, params: [key] });
+      return row === undefined ? undefined : (JSON.parse(row.value) as Stored);
+    },
+    transaction: <T>(body: (run: Run) => Promise<{ commit: boolean; result: T }>) => enqueue<T>({ kind: 'body', body }),
     async close() {
-      await keyv.disconnect().catch(async (error: unknown) => {
-        // A store whose connection never opened has nothing to release.
-        if (await ready.then(() => false, () => true)) return;
-        throw error;
-      });
+      while (draining !== undefined) await draining;
+      const opened = await Promise.allSettled(inMemory ? [writer] : [writer, reader]);
+      for (const settled of opened) if (settled.status === 'fulfilled') await settled.value.close();
     },
   };
   return createSqlStore(dialect, { namespace: options.namespace ?? DEFAULT_NAMESPACE, faults: options.faults });
