@@ -138,6 +138,30 @@ describe('sqlite durability', () => {
     }
   }, 30_000);
 
+  it('keeps every acknowledged write of group-committed batches and puts when the writer is killed with SIGKILL', async () => {
+    const path = freshPath();
+    const writer = startWriter(['batches', path, 'groups', 'burst']);
+    await waitFor(() => writer.lines.length >= 600, '600 acknowledged writes', 20_000);
+    writer.child.kill('SIGKILL');
+    expect(await writer.exited).toBe(null);
+    const acknowledged = [...writer.lines];
+
+    const store = createSqliteStore({ path, namespace: 'groups' });
+    try {
+      const stored = new Map((await store.list('burst')).map((item) => [item.member, item.entry.value]));
+      const lost = acknowledged.filter((member) => stored.get(member) !== `value:${member}`);
+      expect(lost).toEqual([]);
+      // A batch is whole or absent: both members of each, or neither.
+      for (const member of stored.keys()) {
+        if (member.endsWith('-a')) expect(stored.has(member.replace(/-a$/, '-b')), member).toBe(true);
+        if (member.endsWith('-b')) expect(stored.has(member.replace(/-b$/, '-a')), member).toBe(true);
+      }
+      expect(await store.put('burst', 'after-crash', 'v')).toBe('added');
+    } finally {
+      await store.close();
+    }
+  }, 30_000);
+
   it('gives exactly one added per new member when two processes race on one file', async () => {
     const path = freshPath();
     const members = 20;
@@ -149,14 +173,21 @@ describe('sqlite durability', () => {
     for (const writer of writers) writer.child.stdin.write('go\n');
     expect(await Promise.all(writers.map((writer) => writer.exited))).toEqual([0, 0]);
 
-    const reports = writers.map((writer) => JSON.parse(writer.lines[1] ?? '{}') as { added: string[]; total: number });
-    for (const report of reports) expect(report.total).toBe(members * putsPerMember);
+    const reports = writers.map(
+      (writer) => JSON.parse(writer.lines[1] ?? '{}') as { added: string[]; total: number; own: Record<string, string> },
+    );
+    for (const report of reports) expect(report.total).toBe(members * putsPerMember + members);
+    const own = reports.flatMap((report) => Object.keys(report.own));
+    expect(own).toHaveLength(2 * members);
     const added = reports.flatMap((report) => report.added).sort();
-    expect(added).toEqual(Array.from({ length: members }, (_, m) => `m${m}`).sort());
+    expect(added).toEqual([...Array.from({ length: members }, (_, m) => `m${m}`), ...own].sort());
 
     const store = createSqliteStore({ path, namespace: 'race' });
     try {
-      expect(await store.list('group')).toHaveLength(members);
+      const stored = new Map((await store.list('group')).map((item) => [item.member, item.entry.value]));
+      expect(stored.size).toBe(3 * members);
+      // Every acknowledged value of a member one process wrote once is the stored one.
+      for (const report of reports) for (const [member, value] of Object.entries(report.own)) expect(stored.get(member)).toBe(value);
     } finally {
       await store.close();
     }
