@@ -6,7 +6,11 @@ import { VaultError } from '../errors.js';
 import { MAX_NAME_LENGTH, type IndexEntry } from './store.js';
 
 /** Escapes every UTF-16 unit outside `A-Z a-z 0-9 _ . -` as `%XXXX`: injective, and the output never holds `:`, `{` or `}`. */
+const SAFE_COMPONENT = /^[A-Za-z0-9_.-]*$/;
+
 export function escapeComponent(value: string): string {
+  // Most ids and key names need no escaping: hand them back as they are.
+  if (SAFE_COMPONENT.test(value)) return value;
   let out = '';
   for (let i = 0; i < value.length; i++) {
     const c = value.charCodeAt(i);
