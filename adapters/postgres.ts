@@ -240,6 +240,9 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
     query_timeout: queryTimeoutMs,
     idleTimeoutMillis: 30_000,
     keepAlive: true,
+    // The advisory-lock checks rely on each statement of their functions taking a fresh
+    // snapshot after the lock is granted: READ COMMITTED, whatever the server's default.
+    options: '-c default_transaction_isolation=read\\ committed',
   });
   // An idle connection that dies emits 'error' on the pool; unheard, it would crash the
   // process. The pool drops that connection and opens a fresh one when next needed.
