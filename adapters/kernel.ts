@@ -87,6 +87,18 @@ export function keyLayout(namespace: string): KeyLayout {
   };
 }
 
+/** The first position of a sorted array whose element is not below `value`. */
+export function lowerBound(sorted: readonly string[], value: string): number {
+  let low = 0;
+  let high = sorted.length;
+  while (low < high) {
+    const mid = (low + high) >>> 1;
+    if ((sorted[mid] as string) < value) low = mid + 1;
+    else high = mid;
+  }
+  return low;
+}
+
 /** The smallest string greater than every string that starts with `prefix` (which must not be empty). */
 export function upperBound(prefix: string): string {
   return prefix.slice(0, -1) + String.fromCharCode(prefix.charCodeAt(prefix.length - 1) + 1);

@@ -19,7 +19,7 @@ import type {
   StoreListItem,
   VaultStore,
 } from '../src/core/store.js';
-import { assertName, DEFAULT_NAMESPACE, defineStore, namespacePrefix, storageKey, type StoreFaults } from './kernel.js';
+import { assertName, DEFAULT_NAMESPACE, defineStore, lowerBound, namespacePrefix, storageKey, type StoreFaults } from './kernel.js';
 import { entryOf, isLive, newRecord, type Stored } from './record.js';
 
 /** Options of {@link createKeyvStore}. */
@@ -75,18 +75,6 @@ const INDEX_CHUNK = 500;
  * but an entry, so that a journal restores it without an expiry.
  */
 type IndexHead = [total: number, nextId: number, chunks: Array<[id: number, first: string, count: number]>];
-
-/** The first position of a sorted array whose element is not below `value`. */
-function lowerBound(sorted: readonly string[], value: string): number {
-  let low = 0;
-  let high = sorted.length;
-  while (low < high) {
-    const mid = (low + high) >>> 1;
-    if ((sorted[mid] as string) < value) low = mid + 1;
-    else high = mid;
-  }
-  return low;
-}
 
 /** The chunk an entry belongs in: the last whose first entry is not above it, or the first chunk. */
 function chunkFor(chunks: IndexHead[2], entry: string): number {

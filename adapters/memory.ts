@@ -5,7 +5,7 @@
  * runs synchronously on the Map, between two awaits of nobody else.
  */
 import type { BatchWrite, IndexEntry, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
-import { defineStore, DEFAULT_NAMESPACE, keyLayout, type StoreFaults } from './kernel.js';
+import { defineStore, DEFAULT_NAMESPACE, keyLayout, lowerBound, type StoreFaults } from './kernel.js';
 import { isLive, newRecord, type Stored } from './record.js';
 
 /**
@@ -27,18 +27,6 @@ function entryOf(stored: Stored): StoreEntry {
 }
 
 const byCodeUnit = (a: string, b: string): number => (a < b ? -1 : a > b ? 1 : 0);
-
-/** The first index of a sorted array whose element is not below `value`. */
-function lowerBound(sorted: readonly string[], value: string): number {
-  let low = 0;
-  let high = sorted.length;
-  while (low < high) {
-    const mid = (low + high) >>> 1;
-    if ((sorted[mid] as string) < value) low = mid + 1;
-    else high = mid;
-  }
-  return low;
-}
 
 /**
  * An in-process {@link VaultStore}. A per-group index keeps `list` and `removeGroup` in
