@@ -188,6 +188,8 @@ export interface StoreDefinition {
   kind: string;
   /** A backend's own extra rule on group names (e.g. Redis Cluster refuses an empty one); throws `RangeError`. */
   checkGroup?: (group: string) => void;
+  /** `VaultStore.inProcess`: answers from memory, without I/O. */
+  inProcess?: boolean;
 }
 
 /**
@@ -201,7 +203,7 @@ export interface StoreDefinition {
  * ```
  */
 export function defineStore(definition: StoreDefinition, driver: StoreDriver): VaultStore {
-  const { kind, checkGroup } = definition;
+  const { kind, checkGroup, inProcess } = definition;
   let closing: Promise<void> | undefined;
 
   function open(group?: string, member?: string): void {
@@ -220,6 +222,7 @@ export function defineStore(definition: StoreDefinition, driver: StoreDriver): V
 
   return {
     kind,
+    ...(inProcess === true ? { inProcess } : {}),
 
     async get(group: string, member: string): Promise<StoreEntry | undefined> {
       open(group, member);

@@ -125,7 +125,7 @@ export function createMemoryStore(options: {
   const isMissing = (group: string, requires: string | undefined, now: number): boolean =>
     requires !== undefined && read(group, requires, now) === undefined;
 
-  return defineStore({ kind: 'memory' }, {
+  return defineStore({ kind: 'memory', inProcess: true }, {
     async get(group, member): Promise<StoreEntry | undefined> {
       // A read never drops an expired record: that is left to writes and purgeExpired.
       const stored = map.get(keyOf(group, member));

@@ -23,6 +23,9 @@ interface Pending {
  * Wraps a store so that every call settles within `timeoutMs`, and every failure the
  * backend reports becomes one `STORE_UNAVAILABLE` error that names no internals.
  *
+ * A store that declares itself `inProcess` (it answers from memory, without I/O) gets no
+ * deadline, only the failure mapping.
+ *
  * Every call of one store has the same timeout, so calls wait in the order of their
  * deadlines: one list, and one timer armed for its head, serve all of them (a timer per
  * call cost more than the memory store's whole write).
@@ -88,12 +91,24 @@ export function withDeadline(store: VaultStore, timeoutMs: number): VaultStore {
   };
 
   const wrapped: Record<string, unknown> = { kind: store.kind, close: () => store.close() };
+  if (store.inProcess === true) wrapped['inProcess'] = true;
   for (const method of METHODS) {
     const original = store[method] as (...args: unknown[]) => Promise<unknown>;
-    wrapped[method] = (...args: unknown[]) => guard(() => original.apply(store, args));
+    wrapped[method] =
+      store.inProcess === true
+        ? (...args: unknown[]) => {
+            try {
+              return original.apply(store, args).catch(rejectAsFailure);
+            } catch (error) {
+              return rejectAsFailure(error);
+            }
+          }
+        : (...args: unknown[]) => guard(() => original.apply(store, args));
   }
   return wrapped as unknown as VaultStore;
 }
+
+const rejectAsFailure = (error: unknown): Promise<never> => Promise.reject(storeFailure(error));
 
 function storeFailure(error: unknown): VaultError {
   if (isVaultError(error)) return error;

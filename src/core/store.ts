@@ -62,6 +62,14 @@ export interface VaultStore {
   /** A short name for messages, e.g. `sqlite` or `redis`. */
   readonly kind: string;
 
+  /**
+   * The store answers from this process's memory, without I/O, so no call can stall (the
+   * memory store). The vault then runs its calls without a deadline (one would never fire,
+   * and its bookkeeping cost more than the memory store's whole write); failures are still
+   * reported as `STORE_UNAVAILABLE`. Leave it unset for any store that waits on a backend.
+   */
+  readonly inProcess?: boolean;
+
   /** The live entry, or `undefined` if absent or expired. */
   get(group: string, member: string): Promise<StoreEntry | undefined>;
 

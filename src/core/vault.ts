@@ -82,6 +82,12 @@ export const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: '
  * ```
  */
 export async function openVault(rawStore: VaultStore, keyring: Keyring, options: VaultSettings = {}): Promise<Vault> {
+  try {
+    checkSettings(options);
+  } catch (error) {
+    await rawStore.close().catch(() => undefined);
+    throw error;
+  }
   const store = withDeadline(rawStore, options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
   try {
     await checkKeyring(store, keyring);
@@ -130,6 +136,24 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
     },
     close: () => rawStore.close(),
   };
+}
+
+/** Largest delay a Node timer takes (2^31 - 1 ms); beyond it Node fires at once. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
+/** Numeric settings must be whole and in range: `Infinity` or `0` would not mean "no limit". */
+function checkSettings(options: VaultSettings): void {
+  const whole = (name: keyof VaultSettings, value: number | undefined, max: number): void => {
+    if (value === undefined) return;
+    if (!Number.isSafeInteger(value) || value < 1 || value > max) {
+      throw new VaultError('INVALID_CONFIGURATION', `${name} must be a whole number from 1 to ${max}`);
+    }
+  };
+  whole('storeTimeoutMs', options.storeTimeoutMs, MAX_TIMER_MS);
+  // A token's lifetime in ms is a store TTL; a century is far past any sensible session.
+  whole('sessionTokenTtlSeconds', options.sessionTokenTtlSeconds, 100 * 365 * 86_400);
+  // A value travels in one request body and one record.
+  whole('maxValueBytes', options.maxValueBytes, 2 ** 30);
 }
 
 /** At most one sweep of expired records per this interval, per process. */

@@ -19,14 +19,18 @@ import {
 } from '../../src/index.js';
 import { createMemoryStore } from '../../adapters/memory.js';
 
-type Method = Exclude<keyof VaultStore, 'kind'>;
+type Method = Exclude<keyof VaultStore, 'kind' | 'inProcess'>;
 
-/** A memory store whose chosen methods hang forever (or reject with `failWith`) once told to. */
-function faultyStore() {
+/**
+ * A memory store whose chosen methods hang forever (or reject with `failWith`) once told to.
+ * It does not claim `inProcess` (a store that can hang waits on something): unless `inProcess` is set.
+ */
+function faultyStore(options: { inProcess?: boolean } = {}) {
   const inner = createMemoryStore();
   const faults = { hang: new Set<Method>(), failWith: undefined as Error | undefined, closed: 0 };
   const store = new Proxy(inner, {
     get(target, prop, receiver) {
+      if (prop === 'inProcess') return options.inProcess;
       const original = Reflect.get(target, prop, receiver) as unknown;
       if (typeof original !== 'function') return original;
       return (...args: unknown[]) => {
@@ -145,6 +149,7 @@ describe('the store deadline over many calls at once', () => {
     let throwing = false;
     const store = new Proxy(inner, {
       get(target, prop, receiver) {
+        if (prop === 'inProcess') return undefined;
         const original = Reflect.get(target, prop, receiver) as unknown;
         if (prop !== 'get' || typeof original !== 'function') return original;
         return (...args: unknown[]) => {
@@ -207,5 +212,67 @@ describe('a failing store', () => {
       faults.hang.clear();
       await vault.close();
     }
+  });
+});
+
+describe('an in-process store', () => {
+  it('the memory store says it answers in process, and the vault keeps saying so', async () => {
+    const store = createMemoryStore();
+    expect(store.inProcess).toBe(true);
+    const vault = await createVault({ store, keys: generateKey('k').entry });
+    try {
+      expect(vault.store.inProcess).toBe(true);
+    } finally {
+      await vault.close();
+    }
+  });
+
+  it('runs without a deadline, and its failures are still one STORE_UNAVAILABLE', async () => {
+    const { store, faults } = faultyStore({ inProcess: true });
+    const vault = await createVault({ store, keys: generateKey('k').entry, storeTimeoutMs: TIMEOUT_MS });
+    try {
+      await createLinkedAccount(vault, acct, { credentials: { api_key: 'v' } });
+      faults.hang.add('get');
+      const read = getDefaultAppCredential(vault, acct, 'api_key');
+      // Past several deadlines the call is still waiting: no timer was armed for it.
+      const outcome = await Promise.race([read.then(() => 'settled', () => 'settled'), new Promise((r) => setTimeout(() => r('waiting'), TIMEOUT_MS * 4))]);
+      expect(outcome).toBe('waiting');
+      faults.hang.delete('get');
+      faults.failWith = new Error('connect ECONNREFUSED password=hunter2');
+      faults.hang.add('list');
+      const error = await failure(listDefaultAppCredentials(vault, acct));
+      expect(error.code).toBe('STORE_UNAVAILABLE');
+      expect(error.message).toBe('The credential store is unavailable');
+      expect(error.message).not.toContain('hunter2');
+    } finally {
+      faults.hang.clear();
+      await vault.close();
+    }
+  });
+});
+
+describe('vault settings', () => {
+  it.each([
+    ['storeTimeoutMs', 0],
+    ['storeTimeoutMs', -5],
+    ['storeTimeoutMs', 1.5],
+    ['storeTimeoutMs', Number.POSITIVE_INFINITY],
+    ['storeTimeoutMs', Number.NaN],
+    ['storeTimeoutMs', 2 ** 31],
+    ['sessionTokenTtlSeconds', 0],
+    ['sessionTokenTtlSeconds', Number.POSITIVE_INFINITY],
+    ['maxValueBytes', 0],
+    ['maxValueBytes', 0.5],
+  ] as const)('%s = %s is refused with INVALID_CONFIGURATION, and the store is closed', async (name, value) => {
+    const { store, faults } = faultyStore();
+    const error = await failure(createVault({ store, keys: generateKey('k').entry, [name]: value }));
+    expect(error.code).toBe('INVALID_CONFIGURATION');
+    expect(error.message).toContain(name);
+    expect(faults.closed).toBe(1);
+  });
+
+  it('the largest timer delay Node takes is accepted', async () => {
+    const opened = createVault({ store: createMemoryStore(), keys: generateKey('k').entry, storeTimeoutMs: 2 ** 31 - 1 });
+    await expect(opened.then((vault) => vault.close())).resolves.toBeUndefined();
   });
 });
