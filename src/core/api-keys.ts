@@ -2,13 +2,13 @@
  * Org API keys: creating, revoking and checking them. This module owns the key format
  * (`tk_`/`pk_`, a public id, a secret) and the stored record (a hash, never the key).
  */
-import { randomBytes } from 'node:crypto';
+import { hash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { VaultError } from '../errors.js';
 import { API_KEY_EXISTS, META_GROUP, RECORD, apiKeyGroup } from './layout.js';
 import { environmentSchema, orgIdSchema, parseInput, type Environment } from './validation.js';
 import type { Vault } from './vault.js';
 import { auditedRemoval, type Actor } from './events.js';
-import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
+import { hashSecret, randomToken } from '../crypto/secrets.js';
 
 /** A freshly created API key. `apiKey` is shown once and never stored. */
 export interface CreatedApiKey {
@@ -94,15 +94,46 @@ export async function verifyApiKey(vault: Vault, apiKey: string): Promise<ApiKey
   const match = API_KEY_FORMAT.exec(apiKey);
   if (match === null) throw invalidApiKey();
   const [, prefix, keyId, secret] = match as unknown as [string, string, string, string];
+  // Read on every call: a revocation on any process takes effect at once.
   const entry = await vault.store.get(apiKeyGroup(keyId), RECORD);
   if (entry === undefined) throw invalidApiKey();
-  const record = JSON.parse(entry.value) as ApiKeyRecord;
-  if (!secretsEqual(hashSecret(secret), record.hash) || `${prefix}_` !== PREFIX[record.environment]) {
+  const record = parsedRecord(vault, keyId, entry.value);
+  const presented = hash('sha256', secret, 'buffer');
+  if (presented.length !== record.hash.length || !timingSafeEqual(presented, record.hash) || `${prefix}_` !== PREFIX[record.environment]) {
     // The id names a real key: the failed-auth limit counts against it (unknown ids are not
     // counted, so random ids cannot fill the store with counters).
     throw invalidApiKey({ keyId });
   }
   return { org: record.org, environment: record.environment, keyId };
+}
+
+/** A stored API-key record, parsed, with its hash as bytes. */
+interface ParsedRecord {
+  readonly raw: string;
+  readonly hash: Buffer;
+  readonly org: string;
+  readonly environment: Environment;
+}
+
+/** Most parsed records kept per vault; past it the map starts over. */
+const PARSED_RECORDS_MAX = 1024;
+const parsedRecords = new WeakMap<Vault, Map<string, ParsedRecord>>();
+
+/**
+ * The record `raw` parsed, reused while the stored string is the same one: the store is
+ * still read on every call, so this only saves decoding what was just read (it decides
+ * nothing, and holds hashes, never a key).
+ */
+function parsedRecord(vault: Vault, keyId: string, raw: string): ParsedRecord {
+  let byId = parsedRecords.get(vault);
+  const known = byId?.get(keyId);
+  if (known !== undefined && known.raw === raw) return known;
+  const record = JSON.parse(raw) as ApiKeyRecord;
+  const parsed: ParsedRecord = { raw, hash: Buffer.from(record.hash, 'hex'), org: record.org, environment: record.environment };
+  if (byId === undefined) parsedRecords.set(vault, (byId = new Map()));
+  if (byId.size >= PARSED_RECORDS_MAX) byId.clear();
+  byId.set(keyId, parsed);
+  return parsed;
 }
 
 /** Whether any API key was ever created in this store (for the `serve` hint). */
