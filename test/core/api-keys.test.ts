@@ -2,6 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it } from 'vitest';
 import { createApiKey, revokeApiKey, verifyApiKey, VaultError } from '../../src/index.js';
 import { presentedApiKeyId } from '../../src/core/api-keys.js';
+import { apiKeyGroup, RECORD } from '../../src/core/layout.js';
 import { BACKENDS, openTestVault, type TestVault } from './vaults.js';
 
 /** The VaultError a verification failed with. */
@@ -63,10 +64,40 @@ describe.each(BACKENDS)('API keys on %s', (backend) => {
   it('revokes a key at once; a second revoke says it was not there', async () => {
     const a = await createApiKey(t.vault, { org: 'acme' });
     const b = await createApiKey(t.vault, { org: 'acme' });
+    // Verified first, so whatever this process kept of the record is warm when it is revoked.
+    expect((await verifyApiKey(t.vault, a.apiKey)).keyId).toBe(a.keyId);
     expect(await revokeApiKey(t.vault, a.keyId)).toBe(true);
     await refusal(t.vault, a.apiKey);
     expect(await revokeApiKey(t.vault, a.keyId)).toBe(false);
     expect((await verifyApiKey(t.vault, b.apiKey)).keyId).toBe(b.keyId);
+  });
+});
+
+describe('API key records changed behind a process', () => {
+  let t: TestVault;
+  beforeEach(async () => {
+    t = await openTestVault('memory');
+  });
+  afterEach(() => t.done());
+
+  it('a record rewritten in the store after a verification is what the next verification sees', async () => {
+    const a = await createApiKey(t.vault, { org: 'acme' });
+    const b = await createApiKey(t.vault, { org: 'globex', environment: 'production' });
+    expect(await verifyApiKey(t.vault, a.apiKey)).toMatchObject({ org: 'acme', environment: 'test' });
+    // Another process moves key a's id to b's hash (as a restore or an operator could): a's secret stops working.
+    const recordOf = async (keyId: string) => (await t.vault.store.get(apiKeyGroup(keyId), RECORD))?.value as string;
+    const bRecord = JSON.parse(await recordOf(b.keyId)) as { hash: string };
+    await t.vault.store.put(apiKeyGroup(a.keyId), RECORD, JSON.stringify({ hash: bRecord.hash, org: 'acme', environment: 'test' }));
+    await refusal(t.vault, a.apiKey);
+    expect((await verifyApiKey(t.vault, b.apiKey)).org).toBe('globex');
+  });
+
+  it('the org and environment come from the record as stored now', async () => {
+    const a = await createApiKey(t.vault, { org: 'acme' });
+    expect((await verifyApiKey(t.vault, a.apiKey)).org).toBe('acme');
+    const stored = JSON.parse((await t.vault.store.get(apiKeyGroup(a.keyId), RECORD))?.value as string) as Record<string, string>;
+    await t.vault.store.put(apiKeyGroup(a.keyId), RECORD, JSON.stringify({ ...stored, org: 'acme-renamed' }));
+    expect((await verifyApiKey(t.vault, a.apiKey)).org).toBe('acme-renamed');
   });
 });
 
