@@ -114,6 +114,7 @@ interface Connection {
   all<T>(text: string, params?: readonly unknown[]): Promise<T[]>;
   /** Runs SQL without preparing it for later (transaction control, pragmas, DDL). */
   exec(text: string): Promise<void>;
+  /** Lets every call already made finish, then closes; later calls reject. */
   close(): Promise<void>;
 }
 
@@ -135,21 +136,40 @@ function openConnection(path: string, busyTimeoutMs: number): Promise<Connection
         }
         return statement;
       };
+      // Close waits for these rather than relying on the order callbacks were registered in,
+      // so no statement is prepared or stepped on a handle being finalized or closed.
+      const inFlight = new Set<Promise<unknown>>();
+      let closing: Promise<void> | undefined;
+      const tracked = <T>(work: () => Promise<T>): Promise<T> => {
+        if (closing !== undefined) return Promise.reject(new Error('SQLite: the connection is closed'));
+        const running = work();
+        inFlight.add(running);
+        const forget = (): void => void inFlight.delete(running);
+        running.then(forget, forget);
+        return running;
+      };
+      const rowsOf =
+        <T>(done: (rows: T[]) => void, fail: (error: Error) => void) =>
+        (failure: Error | null, rows: T[]) =>
+          failure === null ? done(rows) : fail(failure);
       resolve({
-        async all<T>(text: string, params: readonly unknown[] = []) {
-          const statement = await prepare(text);
-          return new Promise<T[]>((done, fail) =>
-            statement.all<T>([...params], (failure: Error | null, rows: T[]) => (failure === null ? done(rows) : fail(failure))),
-          );
-        },
-        exec: (text) => new Promise<void>((done, fail) => db.exec(text, (failure) => (failure === null ? done() : fail(failure)))),
-        async close() {
-          const statements = await Promise.allSettled(prepared.values());
-          prepared.clear();
-          for (const settled of statements) {
-            if (settled.status === 'fulfilled') await new Promise<void>((done) => settled.value.finalize(() => done()));
-          }
-          await new Promise<void>((done, fail) => db.close((failure) => (failure === null ? done() : fail(failure))));
+        all: <T>(text: string, params: readonly unknown[] = []) =>
+          tracked(async () => {
+            const statement = await prepare(text);
+            return new Promise<T[]>((done, fail) => statement.all<T>([...params], rowsOf(done, fail)));
+          }),
+        exec: (text) => tracked(() => new Promise<void>((done, fail) => db.exec(text, (failure) => (failure === null ? done() : fail(failure))))),
+        close() {
+          closing ??= (async () => {
+            await Promise.allSettled(inFlight);
+            const statements = await Promise.allSettled(prepared.values());
+            prepared.clear();
+            for (const settled of statements) {
+              if (settled.status === 'fulfilled') await new Promise<void>((done) => settled.value.finalize(() => done()));
+            }
+            await new Promise<void>((done, fail) => db.close((failure) => (failure === null ? done() : fail(failure))));
+          })();
+          return closing;
         },
       });
     });
