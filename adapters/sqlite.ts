@@ -112,6 +112,8 @@ const GET = `SELECT value FROM ${TABLE} WHERE key = ?1`;
 /** One `sqlite3` connection whose statements are prepared once and kept. */
 interface Connection {
   all<T>(text: string, params?: readonly unknown[]): Promise<T[]>;
+  /** Runs one statement and returns its rows without keeping it prepared (pragmas). */
+  once<T>(text: string): Promise<T[]>;
   /** Runs SQL without preparing it for later (transaction control, pragmas, DDL). */
   exec(text: string): Promise<void>;
   /** Lets every call already made finish, then closes; later calls reject. */
@@ -158,6 +160,7 @@ function openConnection(path: string, busyTimeoutMs: number): Promise<Connection
             const statement = await prepare(text);
             return new Promise<T[]>((done, fail) => statement.all<T>([...params], rowsOf(done, fail)));
           }),
+        once: <T>(text: string) => tracked(() => new Promise<T[]>((done, fail) => db.all<T>(text, rowsOf(done, fail)))),
         exec: (text) => tracked(() => new Promise<void>((done, fail) => db.exec(text, (failure) => (failure === null ? done() : fail(failure))))),
         close() {
           closing ??= (async () => {
@@ -178,7 +181,7 @@ function openConnection(path: string, busyTimeoutMs: number): Promise<Connection
 
 /** One call waiting for the writer: its statements, and how to answer it once its group ends. */
 interface Job {
-  /** `statement`: one statement, atomic by itself; `body`: a transaction body, run in a savepoint; `read`: a read (in-memory files only). */
+  /** `statement`: one statement, atomic by itself; `body`: a transaction body, run in a savepoint; `read`: a read (databases not in WAL mode only). */
   kind: 'statement' | 'body' | 'read';
   statement?: Statement;
   body?: (run: Run) => Promise<{ commit: boolean; result: unknown }>;
@@ -206,8 +209,10 @@ function groupRolledBack(cause: unknown): Error {
  * Writes that arrive while a commit is under way share the next transaction and its one
  * fsync (group commit), each in its own savepoint: a call that fails is undone alone, and
  * every call resolves only once the COMMIT that holds it has returned. Reads run on a
- * second connection, so they never wait for writes, and see every write acknowledged before
- * they began.
+ * second connection, so they never wait for writes, and see every write acknowledged
+ * before they began. That takes WAL mode: where SQLite keeps the database in another
+ * journal mode (an in-memory or temporary database, an SQLite built without WAL), reads
+ * queue with the writes on the one connection instead.
  *
  * @example
  * ```ts
@@ -220,20 +225,21 @@ function groupRolledBack(cause: unknown): Error {
  */
 export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   const { path, busyTimeoutMs = 5000 } = options;
-  // A private in-memory database exists on one connection only, so there reads queue with the writes.
-  const inMemory = path === ':memory:' || path === '';
-  if (!inMemory) mkdirSync(dirname(path), { recursive: true });
+  // A private in-memory or temporary database has no file of its own to create a directory for.
+  if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true });
 
-  const writer = (async () => {
+  const opened = (async () => {
     const connection = await openConnection(path, busyTimeoutMs);
     try {
       // Switching a fresh file to WAL needs a lock that SQLite does not wait for (the busy
       // timeout does not apply): when another connection opens the same fresh file at that
       // instant, retry for up to the busy timeout rather than fail.
       const until = Date.now() + busyTimeoutMs;
+      let mode: unknown;
       for (;;) {
         try {
-          await connection.exec('PRAGMA journal_mode=WAL');
+          const [row] = await connection.once<{ journal_mode?: unknown }>('PRAGMA journal_mode=WAL');
+          mode = row?.journal_mode;
           break;
         } catch (error) {
           const code = (error as { code?: unknown }).code;
@@ -244,20 +250,28 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
       await connection.exec('PRAGMA synchronous=FULL');
       await connection.exec(CREATE_TABLE);
       await connection.exec(SQL.expiryIndex);
-      return connection;
+      // SQLite answers with the mode it is in; anything but WAL refused the switch.
+      return { connection, wal: typeof mode === 'string' && mode.toLowerCase() === 'wal' };
     } catch (error) {
       await connection.close().catch(() => undefined);
       throw error;
     }
   })();
-  // Opened once the writer made the file WAL and the table exists. query_only: it never writes.
-  const reader = inMemory
-    ? writer
-    : writer.then(async () => {
-        const connection = await openConnection(path, busyTimeoutMs);
-        await connection.exec('PRAGMA query_only=1');
-        return connection;
-      });
+  const writer = opened.then(({ connection }) => connection);
+  // Opened once the writer made the file WAL and the table exists. query_only: it never
+  // writes. Without WAL there is none (undefined): an in-memory or temporary database lives
+  // on the writer's connection only, and a rollback journal would make it wait for commits.
+  const reader: Promise<Connection | undefined> = opened.then(async ({ wal }) => {
+    if (!wal) return undefined;
+    const connection = await openConnection(path, busyTimeoutMs);
+    try {
+      await connection.exec('PRAGMA query_only=1');
+    } catch (error) {
+      await connection.close().catch(() => undefined);
+      throw error;
+    }
+    return connection;
+  });
   // Surfaced by the first call that awaits them; not unhandled rejections meanwhile.
   writer.catch(() => undefined);
   reader.catch(() => undefined);
@@ -359,8 +373,9 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
   }
 
   const readRun: Run = async <T>(s: Statement): Promise<T[]> => {
-    if (inMemory) return enqueue<T[]>({ kind: 'read', statement: s });
-    return (await reader).all<T>(s.text, s.params);
+    const connection = await reader;
+    if (connection === undefined) return enqueue<T[]>({ kind: 'read', statement: s });
+    return connection.all<T>(s.text, s.params);
   };
 
   const dialect: SqlDialect = {
@@ -378,9 +393,10 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
     },
     transaction: <T>(body: (run: Run) => Promise<{ commit: boolean; result: T }>) => enqueue<T>({ kind: 'body', body }),
     async close() {
+      // First the connections: a read made before close that waited for them joins the queue meanwhile.
+      const connections = await Promise.allSettled([writer, reader]);
       while (draining !== undefined) await draining;
-      const opened = await Promise.allSettled(inMemory ? [writer] : [writer, reader]);
-      for (const settled of opened) if (settled.status === 'fulfilled') await settled.value.close();
+      for (const settled of connections) if (settled.status === 'fulfilled') await settled.value?.close();
     },
   };
   return createSqlStore(dialect, { namespace: options.namespace ?? DEFAULT_NAMESPACE, faults: options.faults });

@@ -1,6 +1,7 @@
 /**
- * SQLite hardening: close() racing reads that are still preparing their statements leaves
- * no unhandled rejection. Runs against real SQLite files.
+ * SQLite hardening: a database SQLite does not put in WAL mode reads through the writer,
+ * and close() racing reads that are still preparing their statements leaves no unhandled
+ * rejection. Runs against real SQLite files.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -23,6 +24,43 @@ async function settle<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | 
     return { ok: false, error };
   }
 }
+
+describe('sqlite: databases SQLite does not put in WAL mode', () => {
+  // A file on disk always takes WAL here (a read-only file, an unwritable directory and a
+  // held lock all fail the switch with an error instead), so these are the two databases
+  // SQLite answers `PRAGMA journal_mode=WAL` for with another mode: `memory` and, for the
+  // temporary database of an empty path, `delete`. Each exists on one connection only, so
+  // a separate read connection would find no table at all.
+  for (const path of [':memory:', '']) {
+    it(`reads through the writer for ${JSON.stringify(path)}: every read sees the writes acknowledged before it`, async () => {
+      const store = createSqliteStore({ path, namespace: 'nowal' });
+      try {
+        expect(await store.put('g', 'a', 'v1')).toBe('added');
+        expect((await store.batch('g', [{ op: 'insert', member: 'b', value: 'v2' }], { index: { index: 'ix', entry: 'g' } })).committed).toBe(true);
+        const [get, list, index, scan] = await Promise.all([
+          store.get('g', 'a'),
+          store.list('g'),
+          store.readIndex('ix', 0, 10),
+          store.scan(undefined, 10),
+        ]);
+        expect(get?.value).toBe('v1');
+        expect(list.map((item) => [item.member, item.entry.value])).toEqual([
+          ['a', 'v1'],
+          ['b', 'v2'],
+        ]);
+        expect(index).toEqual({ total: 1, entries: ['g'] });
+        expect(scan.items.map((item) => [item.group, item.member])).toEqual([
+          ['g', 'a'],
+          ['g', 'b'],
+        ]);
+        expect(await store.removeGroup('g', { index: { index: 'ix', entry: 'g' } })).toBe(2);
+        expect(await Promise.all([store.readIndex('ix', 0, 10), store.get('g', 'a')])).toEqual([{ total: 0, entries: [] }, undefined]);
+      } finally {
+        await store.close();
+      }
+    });
+  }
+});
 
 describe('sqlite: close while reads are in flight', () => {
   /** Every kind of read, many at once; each resolves to whether it answered what is stored. */
