@@ -9,6 +9,7 @@
  */
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { performance } from 'node:perf_hooks';
 import sqlite3 from 'sqlite3';
 import type { VaultStore } from '../src/core/store.js';
 import { DEFAULT_NAMESPACE, type StoreFaults } from './kernel.js';
@@ -22,6 +23,17 @@ export interface SqliteStoreOptions {
   namespace?: string;
   /** How long a write waits for another connection's lock before failing. Default 5000 ms. */
   busyTimeoutMs?: number;
+  /**
+   * How long a call may wait for the writer (behind other calls' commits, another
+   * connection's lock, the file being opened) before it rejects, having written nothing:
+   * a call is started only within this time after it was made, and one still waiting then
+   * is failed at once. Keep it below the vault's store deadline (`storeTimeoutMs` of
+   * `createVault`, default 2000 ms): the vault does not cancel a call it gave up on, so a
+   * longer wait could still write after the vault answered 503. A call started in time may
+   * still commit a little after it (its group's COMMIT). An integer number of milliseconds
+   * from 1 to 2147483647. Default 1000 ms.
+   */
+  queueWaitMs?: number;
   /** Test hook: called between the statements of a batch; a throw there aborts it. */
   faults?: StoreFaults;
 }
@@ -185,11 +197,16 @@ interface Job {
   kind: 'statement' | 'body' | 'read';
   statement?: Statement;
   body?: (run: Run) => Promise<{ commit: boolean; result: unknown }>;
+  /** `performance.now()` from which the call is no longer started (`queueWaitMs` after it was made). */
+  due: number;
   resolve(value: unknown): void;
   reject(error: unknown): void;
 }
 
 type Outcome = { ok: true; value: unknown } | { ok: false; error: unknown };
+
+/** The largest delay a Node timer takes. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** What a call learns when its group's transaction was lost: nothing of it was committed. */
 function groupRolledBack(cause: unknown): Error {
@@ -208,11 +225,13 @@ function groupRolledBack(cause: unknown): Error {
  *
  * Writes that arrive while a commit is under way share the next transaction and its one
  * fsync (group commit), each in its own savepoint: a call that fails is undone alone, and
- * every call resolves only once the COMMIT that holds it has returned. Reads run on a
- * second connection, so they never wait for writes, and see every write acknowledged
- * before they began. That takes WAL mode: where SQLite keeps the database in another
- * journal mode (an in-memory or temporary database, an SQLite built without WAL), reads
- * queue with the writes on the one connection instead.
+ * every call resolves only once the COMMIT that holds it has returned. A call that waited
+ * for the writer longer than `queueWaitMs` (default 1000 ms, below the vault's store
+ * deadline) rejects without being started, so a call the vault already answered 503 never
+ * writes afterwards. Reads run on a second connection, so they never wait for writes, and
+ * see every write acknowledged before they began. That takes WAL mode: where SQLite keeps
+ * the database in another journal mode (an in-memory or temporary database, an SQLite
+ * built without WAL), reads queue with the writes on the one connection instead.
  *
  * @example
  * ```ts
@@ -224,7 +243,10 @@ function groupRolledBack(cause: unknown): Error {
  * ```
  */
 export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
-  const { path, busyTimeoutMs = 5000 } = options;
+  const { path, busyTimeoutMs = 5000, queueWaitMs = 1000 } = options;
+  if (!Number.isInteger(queueWaitMs) || queueWaitMs < 1 || queueWaitMs > MAX_TIMER_MS) {
+    throw new RangeError(`queueWaitMs must be an integer number of milliseconds from 1 to ${MAX_TIMER_MS}`);
+  }
   // A private in-memory or temporary database has no file of its own to create a directory for.
   if (path !== ':memory:' && path !== '') mkdirSync(dirname(path), { recursive: true });
 
@@ -278,10 +300,32 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
 
   const queue: Job[] = [];
   let draining: Promise<void> | undefined;
+  /** Armed for the head of the queue, whose deadline is the earliest: calls are queued in order and all wait alike. */
+  let expiry: NodeJS.Timeout | undefined;
 
-  function enqueue<T>(job: Omit<Job, 'resolve' | 'reject'>): Promise<T> {
+  const waitedTooLong = (): Error =>
+    new Error(`SQLite: this call waited more than ${queueWaitMs} ms for the writer and was not started; nothing was written`);
+
+  function watchQueue(): void {
+    const head = queue[0];
+    if (head === undefined || expiry !== undefined) return;
+    // Never early (a timer may fire up to a millisecond before its delay); an early one re-arms.
+    expiry = setTimeout(expireWaiting, Math.max(1, Math.ceil(head.due - performance.now())));
+    expiry.unref();
+  }
+
+  /** Fails the calls that are still waiting past their deadline, so their callers hear at once, not after the lock. */
+  function expireWaiting(): void {
+    expiry = undefined;
+    const now = performance.now();
+    while (queue.length > 0 && (queue[0] as Job).due <= now) (queue.shift() as Job).reject(waitedTooLong());
+    watchQueue();
+  }
+
+  function enqueue<T>(job: Omit<Job, 'resolve' | 'reject' | 'due'>): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      queue.push({ ...job, resolve: resolve as (value: unknown) => void, reject });
+      queue.push({ ...job, due: performance.now() + queueWaitMs, resolve: resolve as (value: unknown) => void, reject });
+      watchQueue();
       // A microtask, not a timer: calls made in the same tick join the group, an idle store waits for nothing.
       draining ??= Promise.resolve().then(drain);
     });
@@ -317,6 +361,11 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
     let lost: unknown;
     while (queue.length > 0 && group.length < MAX_GROUP && lost === undefined) {
       const job = queue.shift() as Job;
+      // Only a call still within its deadline starts: past it, its caller may have been answered already.
+      if (performance.now() >= job.due) {
+        job.reject(waitedTooLong());
+        continue;
+      }
       const outcome = await runJob(connection, job);
       group.push({ job, outcome });
       if (!outcome.ok) lost = await transactionLost(connection, job);
@@ -396,6 +445,7 @@ export function createSqliteStore(options: SqliteStoreOptions): VaultStore {
       // First the connections: a read made before close that waited for them joins the queue meanwhile.
       const connections = await Promise.allSettled([writer, reader]);
       while (draining !== undefined) await draining;
+      if (expiry !== undefined) clearTimeout(expiry);
       for (const settled of connections) if (settled.status === 'fulfilled') await settled.value?.close();
     },
   };

@@ -47,24 +47,38 @@ function startProcess(args: string[]): { child: Child; lines: string[]; exited: 
 /**
  * A child that creates indexed groups in three lanes for ever (each a batch of two writes
  * with an index entry) and removes every third one with its entry, printing `+group` or
- * `-group` once the call resolved.
+ * `-group` once the call resolved. The two writers take the file's lock in turns, so a call
+ * may wait for the other process past `queueWaitMs`: it is then refused unstarted, `!group`
+ * for a creation (that group must never appear), and the lane goes on.
  */
 const INDEXED_WRITER = `
 import { createSqliteStore } from ${JSON.stringify(pathToFileURL(compiled).href)};
 const [path, name] = process.argv.slice(1);
 const store = createSqliteStore({ path, namespace: 'ix' });
 const groupOf = (lane, i) => name + '-' + lane + '-' + String(i).padStart(6, '0');
+const refusedUnstarted = (error) => {
+  if (!/was not started; nothing was written/.test(String(error?.message))) throw error;
+};
 const lane = async (id) => {
   for (let i = 0; ; i += 1) {
     const group = groupOf(id, i);
     const writes = [{ op: 'insert', member: 'profile', value: 'p' }, { op: 'put', member: 'cred:a', value: 'v' }];
-    const result = await store.batch(group, writes, { index: { index: 'accounts', entry: group } });
-    if (!result.committed) throw new Error('batch of a fresh group did not commit');
-    process.stdout.write('+' + group + '\\n');
+    try {
+      const result = await store.batch(group, writes, { index: { index: 'accounts', entry: group } });
+      if (!result.committed) throw new Error('batch of a fresh group did not commit');
+      process.stdout.write('+' + group + '\\n');
+    } catch (error) {
+      refusedUnstarted(error);
+      process.stdout.write('!' + group + '\\n');
+    }
     if (i % 3 === 2) {
       const old = groupOf(id, i - 1);
-      await store.removeGroup(old, { index: { index: 'accounts', entry: old } });
-      process.stdout.write('-' + old + '\\n');
+      try {
+        await store.removeGroup(old, { index: { index: 'accounts', entry: old } });
+        process.stdout.write('-' + old + '\\n');
+      } catch (error) {
+        refusedUnstarted(error);
+      }
     }
   }
 };
@@ -198,16 +212,19 @@ describe('sqlite durability', () => {
     // What was acknowledged: created and not removed afterwards, or removed.
     const created = new Set<string>();
     const removed = new Set<string>();
+    const refused = new Set<string>();
     // Each round kills two writers wherever they are; several rounds make a kill between
     // the statements of a batch (or between a batch and a separate index write) likely.
     for (const round of [1, 2, 3, 4]) {
       const writers = ['a', 'b'].map((name) => startIndexedWriter(path, `${name}${round}`));
-      await waitFor(() => writers.every((writer) => writer.lines.length >= 100), 'each writer acknowledging 100 calls', 20_000);
+      const acknowledged = (lines: string[]) => lines.filter((line) => !line.startsWith('!')).length;
+      await waitFor(() => writers.every((writer) => acknowledged(writer.lines) >= 100), 'each writer acknowledging 100 calls', 20_000);
       for (const writer of writers) writer.child.kill('SIGKILL');
       expect(await Promise.all(writers.map((writer) => writer.exited))).toEqual([null, null]);
       for (const line of writers.flatMap((writer) => writer.lines)) {
         if (line.startsWith('+')) created.add(line.slice(1));
         else if (line.startsWith('-')) removed.add(line.slice(1));
+        else if (line.startsWith('!')) refused.add(line.slice(1));
       }
     }
     for (const group of removed) created.delete(group);
@@ -240,6 +257,7 @@ describe('sqlite durability', () => {
       expect(total).toBe(groups.length);
       for (const group of kept) expect(members.has(group), `acknowledged ${group} is there`).toBe(true);
       for (const group of removed) expect(members.has(group), `acknowledged removal of ${group} held`).toBe(false);
+      for (const group of refused) expect(members.has(group), `refused creation of ${group} wrote nothing`).toBe(false);
 
       // The file goes on: one more indexed group counts once.
       const next = await store.batch('after-crash', [{ op: 'put', member: 'profile', value: 'p' }], {

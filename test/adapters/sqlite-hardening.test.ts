@@ -1,13 +1,16 @@
 /**
- * SQLite hardening: a database SQLite does not put in WAL mode reads through the writer,
- * and close() racing reads that are still preparing their statements leaves no unhandled
- * rejection. Runs against real SQLite files.
+ * SQLite hardening: a call that waited for the writer past `queueWaitMs` is refused without
+ * being started (so it never writes after the vault gave up on it), a database SQLite does
+ * not put in WAL mode reads through the writer, and close() racing reads that are still
+ * preparing their statements leaves no unhandled rejection. Runs against real SQLite files.
  */
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import sqlite3 from 'sqlite3';
 import { afterAll, describe, expect, it } from 'vitest';
 import { createSqliteStore } from '../../adapters/sqlite.js';
+import { withDeadline } from '../../src/core/deadline.js';
 import type { VaultStore } from '../../src/core/store.js';
 import { isVaultError } from '../../src/errors.js';
 
@@ -17,6 +20,17 @@ const freshPath = (): string => join(dir, `vault-${(counter += 1)}.db`);
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** A second handle on the file, outside the adapter. */
+function openRaw(path: string) {
+  const db = new sqlite3.Database(path);
+  db.configure('busyTimeout', 5000);
+  const exec = (sql: string) => new Promise<void>((resolve, reject) => db.exec(sql, (error) => (error ? reject(error) : resolve())));
+  const all = <T>(sql: string, ...params: unknown[]) =>
+    new Promise<T[]>((resolve, reject) => db.all(sql, params, (error: Error | null, rows: T[]) => (error ? reject(error) : resolve(rows))));
+  const close = () => new Promise<void>((resolve, reject) => db.close((error) => (error ? reject(error) : resolve())));
+  return { exec, all, close };
+}
+
 async function settle<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | { ok: false; error: unknown }> {
   try {
     return { ok: true, value: await promise };
@@ -24,6 +38,101 @@ async function settle<T>(promise: Promise<T>): Promise<{ ok: true; value: T } | 
     return { ok: false, error };
   }
 }
+
+const message = (outcome: { ok: boolean; error?: unknown }): string => (outcome.ok ? '' : String((outcome.error as Error).message));
+
+/** Blocks the thread, as a slow call would: nothing else of this process runs meanwhile. */
+const block = (ms: number): void => void Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
+
+describe('sqlite: queueWaitMs', () => {
+  it('refuses a call that waited past it for another connection’s lock; the vault answers STORE_UNAVAILABLE and nothing is written once the lock is released', async () => {
+    const path = freshPath();
+    const seeder = createSqliteStore({ path, namespace: 'wait' });
+    await seeder.put('g', 'seed', 'old');
+    await seeder.close();
+    // The busy timeout (5000 ms) is far above queueWaitMs: only the new deadline can end the wait.
+    const store = createSqliteStore({ path, namespace: 'wait', queueWaitMs: 100 });
+    // The vault's wrapping, with a deadline above queueWaitMs so the store answers first.
+    const vaultSide = withDeadline(store, 10_000);
+    const raw = openRaw(path);
+    let holding = false;
+    try {
+      // The read connection opens after the writer: once it answers, the writer is open and idle.
+      expect((await store.get('g', 'seed'))?.value).toBe('old');
+      await raw.exec('BEGIN IMMEDIATE');
+      holding = true;
+      // Still held while both calls are answered: they can only have been refused unstarted.
+      const [put, batch] = await Promise.all([
+        settle(vaultSide.put('g', 'late', 'v')),
+        settle(store.batch('g', [{ op: 'put', member: 'seed', value: 'new' }, { op: 'insert', member: 'late2', value: 'v' }])),
+      ]);
+      expect(put.ok).toBe(false);
+      expect(!put.ok && isVaultError(put.error) && put.error.code).toBe('STORE_UNAVAILABLE');
+      expect(batch.ok).toBe(false);
+      expect(message(batch)).toMatch(/waited more than 100 ms for the writer and was not started; nothing was written/);
+
+      await raw.exec('COMMIT');
+      holding = false;
+      // The writer goes on, and neither refused call ever reached the file.
+      expect(await store.put('g', 'after', 'v')).toBe('added');
+      expect(await store.get('g', 'late')).toBeUndefined();
+      expect((await store.list('g')).map((item) => [item.member, item.entry.value])).toEqual([
+        ['after', 'v'],
+        ['seed', 'old'],
+      ]);
+      const rows = await raw.all<{ key: string }>("SELECT key FROM keyv WHERE key LIKE 'wait{g}:%' ORDER BY key");
+      expect(rows.map((row) => row.key)).toEqual(['wait{g}:after', 'wait{g}:seed']);
+    } finally {
+      if (holding) await raw.exec('ROLLBACK').catch(() => undefined);
+      await store.close();
+      await raw.close();
+    }
+  });
+
+  it('does not start a call queued behind a slow call of the same group once its deadline has passed', async () => {
+    const path = freshPath();
+    let slow = false;
+    const store = createSqliteStore({
+      path,
+      namespace: 'behind',
+      queueWaitMs: 500,
+      // A batch that holds the writer (and this thread) well past the deadline of the calls behind it.
+      faults: { beforeWrite: () => (slow ? block(1000) : undefined) },
+    });
+    try {
+      await store.put('g', 'seed', 'v');
+      slow = true;
+      // One tick: the batch and the put behind it are queued for the same group commit.
+      const [first, behind] = await Promise.all([
+        settle(store.batch('g', [{ op: 'put', member: 'first', value: 'v' }])),
+        settle(store.put('g', 'behind', 'v')),
+      ]);
+      slow = false;
+      expect(first).toEqual({ ok: true, value: { committed: true, results: ['added'] } });
+      expect(behind.ok).toBe(false);
+      expect(message(behind)).toMatch(/was not started; nothing was written/);
+      expect((await store.list('g')).map((item) => item.member)).toEqual(['first', 'seed']);
+      // Calls made afterwards have a fresh deadline.
+      expect(await store.put('g', 'behind', 'v')).toBe('added');
+    } finally {
+      await store.close();
+    }
+  });
+
+  it('takes an integer number of milliseconds from 1 to 2^31 - 1, refused before anything is opened', async () => {
+    for (const bad of [0, -1, 1.5, Number.NaN, Number.POSITIVE_INFINITY, 2 ** 31, '100' as unknown as number]) {
+      const path = join(dir, `never-${counter++}`, 'vault.db');
+      expect(() => createSqliteStore({ path, queueWaitMs: bad })).toThrow(RangeError);
+      expect(() => createSqliteStore({ path, queueWaitMs: bad })).toThrow(/^queueWaitMs must be an integer number of milliseconds from 1 to 2147483647$/);
+    }
+    for (const good of [1, 2 ** 31 - 1]) {
+      const store = createSqliteStore({ path: freshPath(), queueWaitMs: good });
+      // A read, on the read connection: a write could be refused while the file opens, with 1 ms.
+      expect(await store.get('g', 'm')).toBeUndefined();
+      await store.close();
+    }
+  });
+});
 
 describe('sqlite: databases SQLite does not put in WAL mode', () => {
   // A file on disk always takes WAL here (a read-only file, an unwritable directory and a
