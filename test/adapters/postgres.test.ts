@@ -477,7 +477,8 @@ function startIndexedWriter(args: string[]): { child: Child; lines: string[]; ex
 suite('postgres store: index and groups after a crash', () => {
   it('writer processes killed with SIGKILL amid indexed batches and removals leave the index holding exactly the groups that exist', async () => {
     // The children run the compiled adapter; a stale build would test old code.
-    if (!existsSync(compiled) || statSync(compiled).mtimeMs < statSync(join(root, 'adapters/sql.ts')).mtimeMs) {
+    const sources = ['adapters/sql.ts', 'adapters/postgres.ts'].map((source) => statSync(join(root, source)).mtimeMs);
+    if (!existsSync(compiled) || statSync(compiled).mtimeMs < Math.max(...sources)) {
       throw new Error('dist/adapters/postgres.js is missing or stale: run `npx tsc -p tsconfig.build.json` first');
     }
     const namespace = runId('ixcrash');
