@@ -6,7 +6,7 @@
  * (`FOR UPDATE` in key order) inside a batch's transaction, on transaction-scoped advisory
  * locks (one per group: shared for a write that requires a member, exclusive for removeGroup;
  * one per index entry for indexed batches and removals) taken inside four PL/pgSQL functions
- * made with the table, on a generated `expires_at` column with a partial index for purging,
+ * made with the table (their search_path pinned, their definitions checked at start), on a generated `expires_at` column with a partial index for purging,
  * and on an index on `key COLLATE "C"` so that a group is one index range.
  */
 import KeyvPostgres from '@keyv/postgres';
@@ -50,6 +50,12 @@ const ENTRY_LOCK_CLASS = 0x63766978; // 'cvix'
  * two groups only makes them wait for each other.
  */
 const GROUP_LOCK_CLASS = 0x63766772; // 'cvgr'
+/**
+ * The search_path every store function runs with, whatever the caller's: the catalog first,
+ * the session's temporary schema last (so no temporary object shadows anything); the table
+ * is named with its schema.
+ */
+const PINNED_SEARCH_PATH = 'pg_catalog, pg_temp';
 /** Concurrent `CREATE ... IF NOT EXISTS` (or `ADD COLUMN`) can still collide in the catalogs. */
 const DDL_RACE = new Set(['23505', '42P07', '42P06', '42710', '42701', '42723']);
 
@@ -78,15 +84,27 @@ async function retried<T>(times: number, again: (error: unknown) => boolean, ste
   }
 }
 
+/** One PL/pgSQL function the store makes beside its table, and what it must look like in the catalog. */
+interface StoreFunction {
+  /** `"schema"."name"(types)`, with every type schema-qualified: what `to_regprocedure` finds it by. */
+  signature: string;
+  /** The exact text between the `$body$` quotes, as `pg_proc.prosrc` keeps it. */
+  body: string;
+  /** The element type of its `SETOF` result, schema-qualified. */
+  returns: string;
+  create: string;
+}
+
 /**
  * The SQL, for a table. Records are JSON.stringify output with a fixed key order, handled
  * as text: PostgreSQL's JSON types reject `\u0000` and lone surrogates, which values may hold.
  * Inside the JSON string "v" every quote is escaped, so `,"c":` first occurs right after v.
  */
-function statements(schema: string, name: string): SqlStatements & { expiresColumn: string; functions: Record<string, string> } {
+function statements(schema: string, name: string): SqlStatements & { expiresColumn: string; functions: StoreFunction[] } {
   const table = `"${schema}"."${name}"`;
   // Named after the table (at most 48 + 7 characters, under PostgreSQL's 63), versioned:
-  // a release that changes a body gives it a new name, so old and new processes coexist.
+  // a release that changes a definition gives it a new name, so old and new processes
+  // coexist (version 2 pins its search_path; version 1, unpinned, is left to old processes).
   const fn = (suffix: string): string => `"${schema}"."${name}_${suffix}"`;
   const expires = (column: string): string => `substring(${column} from ',"expires":([0-9]+)}$')`;
   const live = (column: string, now: string): string =>
@@ -124,30 +142,39 @@ function statements(schema: string, name: string): SqlStatements & { expiresColu
   const range = (from: string, to: string): string => `key COLLATE "C" >= ${from} AND key COLLATE "C" < ${to}`;
   const vStart = '{"value":{"v":'.length + 1;
   const deleteRange = `DELETE FROM ${table} WHERE ${range('$1', '$2')} RETURNING ${live('value', '$3')}`;
-  // Made in setup when missing. Parameters are positional, so no name can shadow a column.
-  const functions: Record<string, string> = {
-    [`${name}_cvput1`]: `CREATE FUNCTION ${fn('cvput1')}(varchar, text, bigint, text, varchar) RETURNS SETOF text
-      LANGUAGE plpgsql VOLATILE AS $body$${requiring('$5', '$3', `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${upsert}`)}$body$`,
-    [`${name}_cvins1`]: `CREATE FUNCTION ${fn('cvins1')}(varchar, text, bigint, varchar) RETURNS SETOF integer
-      LANGUAGE plpgsql VOLATILE AS $body$${requiring('$4', '$3', `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${insertIfAbsent}`)}$body$`,
-    [`${name}_cvreq1`]: `CREATE FUNCTION ${fn('cvreq1')}(varchar, bigint) RETURNS SETOF integer
-      LANGUAGE plpgsql VOLATILE AS $body$${requiring('$1', '$2', 'SELECT 1')}$body$`,
+  // Made in setup when missing. Parameters are positional, so no name can shadow a column;
+  // types are schema-qualified and the search_path pinned, so no object of another schema
+  // (one listed first in the caller's search_path, a temporary one) stands in for the catalog's.
+  const define = (suffix: string, args: readonly string[], returns: string, body: string): StoreFunction => {
+    const signature = `${fn(suffix)}(${args.join(', ')})`;
+    return {
+      signature,
+      body,
+      returns,
+      create: `CREATE FUNCTION ${signature} RETURNS SETOF ${returns}
+      LANGUAGE plpgsql VOLATILE SET search_path = ${PINNED_SEARCH_PATH} AS $body$${body}$body$`,
+    };
+  };
+  const [VARCHAR, TEXT, BIGINT] = ['pg_catalog.varchar', 'pg_catalog.text', 'pg_catalog.int8'];
+  const functions: StoreFunction[] = [
+    define('cvput2', [VARCHAR, TEXT, BIGINT, TEXT, VARCHAR], TEXT, requiring('$5', '$3', `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${upsert}`)),
+    define('cvins2', [VARCHAR, TEXT, BIGINT, VARCHAR], 'pg_catalog.int4', requiring('$4', '$3', `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${insertIfAbsent}`)),
+    define('cvreq2', [VARCHAR, BIGINT], 'pg_catalog.int4', requiring('$1', '$2', 'SELECT 1')),
     // The group's lock exclusive: it waits for every writer holding the group to commit, and
     // the DELETE after it (a fresh snapshot) sees what they wrote; writers that come later wait
     // for this transaction and then find the required member gone.
-    [`${name}_cvdel1`]: `CREATE FUNCTION ${fn('cvdel1')}(varchar, varchar, bigint) RETURNS SETOF boolean
-      LANGUAGE plpgsql VOLATILE AS $body$
+    define('cvdel2', [VARCHAR, VARCHAR, BIGINT], 'pg_catalog.bool', `
       BEGIN
         ${groupLock('exclusive', '$1')}
         RETURN QUERY ${deleteRange};
-      END$body$`,
-  };
+      END`),
+  ];
   return {
     functions,
     put: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${upsert}`,
-    putRequires: `SELECT w FROM ${fn('cvput1')}($1::varchar, $2::text, $3::bigint, $4::text, $5::varchar) AS w`,
+    putRequires: `SELECT w FROM ${fn('cvput2')}($1::varchar, $2::text, $3::bigint, $4::text, $5::varchar) AS w`,
     insert: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ${insertIfAbsent}`,
-    insertRequires: `SELECT inserted FROM ${fn('cvins1')}($1::varchar, $2::text, $3::bigint, $4::varchar) AS inserted`,
+    insertRequires: `SELECT inserted FROM ${fn('cvins2')}($1::varchar, $2::text, $3::bigint, $4::varchar) AS inserted`,
     replace: `UPDATE ${table} SET value = '{"value":{"v":' || $2::text || substring(value from position(',"c":' in value))
       WHERE key = $1 AND substring(value from ${vStart} for position(',"c":' in value) - ${vStart}) = $3::text
         AND ${live('value', '$4')}
@@ -155,11 +182,11 @@ function statements(schema: string, name: string): SqlStatements & { expiresColu
     remove: `DELETE FROM ${table} WHERE key = $1 RETURNING ${live('value', '$2')} AS live`,
     range: `SELECT key, value FROM ${table} WHERE ${range('$1', '$2')} ORDER BY key COLLATE "C"`,
     // (from, to, now) where from is a group's start: every removeRange is a removeGroup.
-    removeRange: `SELECT live FROM ${fn('cvdel1')}($1::varchar, $2::varchar, $3::bigint) AS live`,
+    removeRange: `SELECT live FROM ${fn('cvdel2')}($1::varchar, $2::varchar, $3::bigint) AS live`,
     scan: `SELECT key, value FROM ${table} WHERE ${range('$1', '$2')} AND key COLLATE "C" > $3
       ORDER BY key COLLATE "C" LIMIT $4`,
     // Holds the group's lock shared until the batch's transaction ends.
-    requireLive: `SELECT live FROM ${fn('cvreq1')}($1::varchar, $2::bigint) AS live`,
+    requireLive: `SELECT live FROM ${fn('cvreq2')}($1::varchar, $2::bigint) AS live`,
     // Starts at 1 with the caller's expiry when absent or expired, else adds one and keeps it.
     increment: `INSERT INTO ${table} AS t (key, value) VALUES ($1, $2) ON CONFLICT (key) DO UPDATE SET value = CASE
       WHEN ${live('t.value', '$3')}
@@ -197,13 +224,47 @@ function statements(schema: string, name: string): SqlStatements & { expiresColu
     // A transaction-scoped advisory lock per entry key (in a class of credvault's own): an
     // indexed batch and an indexed removeGroup of one entry never interleave, so a removal
     // cannot miss a group whose entry it then deletes, nor the reverse. Unindexed calls skip it.
-    lockEntry: { text: `SELECT pg_advisory_xact_lock(${ENTRY_LOCK_CLASS}, hashtext($1))`, keys: ['entry'] },
+    lockEntry: { text: `SELECT pg_catalog.pg_advisory_xact_lock(${ENTRY_LOCK_CLASS}, pg_catalog.hashtext($1))`, keys: ['entry'] },
     // One statement, so one snapshot for the count and the page, even at READ COMMITTED.
     readIndex: `SELECT NULL::text AS entry, (SELECT value FROM ${table} WHERE key = $1) AS total
       UNION ALL (SELECT key, NULL FROM ${table} WHERE ${range('$2', '$3')} ORDER BY key COLLATE "C" OFFSET $4 LIMIT $5)`,
     /** The record's expiry as a column PostgreSQL keeps itself, so no statement writes it. */
     expiresColumn: `expires_at bigint GENERATED ALWAYS AS ((${expires('value')})::bigint) STORED`,
   };
+}
+
+/** What the catalog says of one store function, for {@link changesOf}. */
+interface FunctionRow {
+  /** Its position in the list asked about, from 1. */
+  i: number;
+  prosrc: string;
+  proconfig: string[] | null;
+  returns: boolean;
+  lanname: string;
+  prokind: string;
+  provolatile: string;
+  prosecdef: boolean;
+  proisstrict: boolean;
+}
+
+/** One row per store function present, found by its exact signature; every name qualified, so no schema on the caller's search_path takes part. */
+const INSPECT_FUNCTIONS = `SELECT s.i::pg_catalog.int4 AS i, p.prosrc, p.proconfig, p.proretset AND p.prorettype = pg_catalog.to_regtype(s.returns) AS returns,
+    l.lanname, p.prokind, p.provolatile, p.prosecdef, p.proisstrict
+  FROM ROWS FROM (pg_catalog.unnest($1::pg_catalog.text[]), pg_catalog.unnest($2::pg_catalog.text[])) WITH ORDINALITY AS s(signature, returns, i)
+  JOIN pg_catalog.pg_proc p ON p.oid = pg_catalog.to_regprocedure(s.signature)
+  JOIN pg_catalog.pg_language l ON l.oid = p.prolang`;
+
+/** What differs between a function in the catalog and the one this version creates; empty when they are the same. */
+function changesOf(row: FunctionRow, made: StoreFunction): string[] {
+  const changed: string[] = [];
+  // Compared here, not in SQL: text equality in JavaScript involves no operator or collation of the server's.
+  if (row.prosrc !== made.body) changed.push('body');
+  if (row.proconfig?.length !== 1 || row.proconfig[0] !== `search_path=${PINNED_SEARCH_PATH}`) changed.push('settings');
+  if (row.returns !== true) changed.push('return type');
+  if (row.lanname !== 'plpgsql' || row.prokind !== 'f' || row.provolatile !== 'v' || row.prosecdef || row.proisstrict) {
+    changed.push('attributes');
+  }
+  return changed;
 }
 
 /**
@@ -215,6 +276,14 @@ function statements(schema: string, name: string): SqlStatements & { expiresColu
  * the same transaction as the batch or removal that changes it, so the count stays exact with
  * many processes sharing the table; tables made before indexes existed open unchanged. A server that is down or unreachable rejects each call
  * within `connectTimeoutMs`; the pool reconnects by itself.
+ *
+ * Beside the table the store makes four PL/pgSQL functions (`<table>_cvput2`, `_cvins2`,
+ * `_cvreq2`, `_cvdel2`) that run with `search_path` pinned to `pg_catalog, pg_temp` and name
+ * the table with its schema, so a role's search_path cannot redirect them. When it opens,
+ * it checks that those already there are exactly what it would create (body, settings,
+ * return type, attributes) and refuses one that is not: every call then fails (the vault
+ * answers STORE_UNAVAILABLE; the cause names the function) until it is dropped, when the
+ * store makes it afresh. The `_cv*1` functions of earlier releases are left to their processes.
  *
  * @example
  * ```ts
@@ -284,17 +353,40 @@ export function createPostgresStore(options: PostgresStoreOptions): VaultStore {
       async () => (await hasColumn() ? undefined : pool.query(`ALTER TABLE ${qualified} ADD COLUMN IF NOT EXISTS ${SQL.expiresColumn}`)),
       () => pool.query(`CREATE INDEX IF NOT EXISTS "${table}_expires_at" ON ${qualified} (expires_at) WHERE expires_at IS NOT NULL`),
     ];
-    // The functions the conditional writes and removeGroup call, made only when missing:
-    // CREATE OR REPLACE would race other processes opening the same table.
+    // The functions the conditional writes and removeGroup call, made only when missing
+    // (CREATE OR REPLACE would race other processes opening the same table), and used only
+    // when the catalog holds exactly what this version makes: one changed by anyone else
+    // (another body, search_path or return type, SECURITY DEFINER, STRICT) is refused.
     const functions = async (): Promise<unknown> => {
-      const names = Object.keys(SQL.functions);
-      const { rows } = await pool.query<{ proname: string }>(
-        `SELECT p.proname FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace WHERE n.nspname = $1 AND p.proname = ANY($2)`,
-        [schema, names],
-      );
-      const present = new Set(rows.map((row) => row.proname));
-      for (const name of names) if (!present.has(name)) await pool.query(SQL.functions[name] as string);
+      let missing = await missingFunctions();
+      if (missing.length > 0) {
+        for (const made of missing) await pool.query(made.create);
+        missing = await missingFunctions();
+        if (missing.length > 0) throw new Error(`PostgreSQL: function ${missing[0]?.signature} could not be created`);
+      }
       return undefined;
+    };
+    /** The functions not in the catalog; throws if one is there but is not what this version creates. */
+    const missingFunctions = async (): Promise<StoreFunction[]> => {
+      const { rows } = await pool.query<FunctionRow>(INSPECT_FUNCTIONS, [
+        SQL.functions.map((made) => made.signature),
+        SQL.functions.map((made) => made.returns),
+      ]);
+      const missing: StoreFunction[] = [];
+      for (const [i, made] of SQL.functions.entries()) {
+        const row = rows.find((candidate) => candidate.i === i + 1);
+        if (row === undefined) missing.push(made);
+        else {
+          const changed = changesOf(row, made);
+          if (changed.length > 0) {
+            throw new Error(
+              `PostgreSQL: function ${made.signature} is not the one this version of credvault creates (${changed.join(', ')} differ); ` +
+                'the store will not call it. Drop it, and the store creates it again.',
+            );
+          }
+        }
+      }
+      return missing;
     };
     for (const step of [...ddl.map((text) => () => pool.query(text)), ...expiry, functions]) {
       await retried(5, (error) => DDL_RACE.has(sqlState(error) ?? ''), step);

@@ -270,7 +270,7 @@ suite('postgres store: conditional writes against removeGroup (group advisory lo
       await store.batch('acct:a', [{ op: 'insert', member: 'profile', value: 'p' }]);
       await remover.query('BEGIN');
       const start = `${base}{acct:a}:`;
-      const gone = await remover.query(`SELECT live FROM "${schema}"."keyv_cvdel1"($1, $2, $3) AS live`, [start, `${base}{acct:a};`, Date.now()]);
+      const gone = await remover.query(`SELECT live FROM "${schema}"."keyv_cvdel2"($1, $2, $3) AS live`, [start, `${base}{acct:a};`, Date.now()]);
       expect(gone.rowCount).toBe(1);
       const removerPid = (await remover.query<{ pid: number }>('SELECT pg_backend_pid() AS pid')).rows[0]?.pid;
       const putting = store.put('acct:a', 'cred:x', 'v', { requires: 'profile' });
@@ -305,7 +305,7 @@ suite('postgres store: conditional writes against removeGroup (group advisory lo
       // What a put with requires runs, held open before its commit.
       await writer.query('BEGIN');
       const record = JSON.stringify({ value: { v: '"c"', c: Date.now(), u: Date.now(), w: 'held' } });
-      const wrote = await writer.query(`SELECT w FROM "${schema}"."keyv_cvput1"($1, $2, $3, $4, $5) AS w`, [
+      const wrote = await writer.query(`SELECT w FROM "${schema}"."keyv_cvput2"($1, $2, $3, $4, $5) AS w`, [
         `${base}{acct:a}:cred:x`, record, Date.now(), '"c"', `${base}{acct:a}:profile`,
       ]);
       expect(wrote.rows).toEqual([{ w: 'held' }]);
@@ -324,7 +324,7 @@ suite('postgres store: conditional writes against removeGroup (group advisory lo
         // Again without an index: the same lock, taken by the one-statement removal.
         await store.batch('acct:a', [{ op: 'insert', member: 'profile', value: 'p' }]);
         await writer.query('BEGIN');
-        await writer.query(`SELECT w FROM "${schema}"."keyv_cvput1"($1, $2, $3, $4, $5) AS w`, [
+        await writer.query(`SELECT w FROM "${schema}"."keyv_cvput2"($1, $2, $3, $4, $5) AS w`, [
           `${base}{acct:a}:cred:x`, record, Date.now(), '"c"', `${base}{acct:a}:profile`,
         ]);
       }
