@@ -15,8 +15,29 @@ export interface SealContext {
   readonly name: string;
 }
 
-/** The format version this module writes; the first dot-separated part of every sealed string. */
+/** The format version sealed under a keyring key; the first dot-separated part of the string. */
 export const SEALED_FORMAT_VERSION = 'cv1';
+
+/**
+ * The format version sealed under a linked account's data key (envelope encryption):
+ * `cv2.<data key id>.<nonce>.<ciphertext>.<tag>`. The data key's own record names the KEK
+ * that wraps it, so re-wrapping a data key under a new KEK leaves its values as they are.
+ */
+export const DATA_KEY_FORMAT_VERSION = 'cv2';
+
+/** Every format version this module opens. */
+export type SealedVersion = typeof SEALED_FORMAT_VERSION | typeof DATA_KEY_FORMAT_VERSION;
+
+/**
+ * A linked account's data key: a random id (written into every value it seals, never
+ * reused: a recreated account gets a new one) and 32 secret bytes.
+ */
+export interface DataKey {
+  /** 1 to 32 of `A-Z a-z 0-9 _ -`. */
+  readonly id: string;
+  /** Exactly 32 bytes (AES-256). */
+  readonly key: Buffer;
+}
 
 const ALGORITHM = 'aes-256-gcm';
 const NONCE_BYTES = 12;
@@ -49,12 +70,12 @@ function contextIsWellFormed(context: SealContext): boolean {
  * length as a 4-byte big-endian integer, then those bytes. Length prefixes make it
  * injective whatever characters the fields hold.
  */
-function additionalData(keyId: string, context: SealContext): Buffer {
+function additionalData(keyId: string, context: SealContext, version: SealedVersion = SEALED_FORMAT_VERSION): Buffer {
   const { org, environment, accountId, name } = context;
   // One buffer, written in place: this runs on every seal and every open.
   const size =
     24 +
-    SEALED_FORMAT_VERSION.length +
+    version.length +
     Buffer.byteLength(keyId, 'utf8') +
     Buffer.byteLength(org, 'utf8') +
     Buffer.byteLength(environment, 'utf8') +
@@ -62,7 +83,7 @@ function additionalData(keyId: string, context: SealContext): Buffer {
     Buffer.byteLength(name, 'utf8');
   const aad = Buffer.allocUnsafe(size);
   let at = 0;
-  for (const field of [SEALED_FORMAT_VERSION, keyId, org, environment, accountId, name]) {
+  for (const field of [version, keyId, org, environment, accountId, name]) {
     const written = aad.write(field, at + 4, 'utf8');
     aad.writeUInt32BE(written, at);
     at += 4 + written;
@@ -112,6 +133,8 @@ function decodeBase64url(text: string): Buffer | undefined {
 }
 
 interface SealedParts {
+  readonly version: SealedVersion;
+  /** The keyring key id (cv1) or the data key id (cv2). */
   readonly keyId: string;
   readonly nonce: Buffer;
   readonly ciphertext: Buffer;
@@ -123,13 +146,13 @@ function parseSealed(sealed: unknown): SealedParts | undefined {
   const parts = sealed.split('.');
   if (parts.length !== 5) return undefined;
   const [version, keyId, nonceText, ciphertextText, tagText] = parts;
-  if (version !== SEALED_FORMAT_VERSION || keyId === undefined || !isValidKeyId(keyId)) return undefined;
+  if ((version !== SEALED_FORMAT_VERSION && version !== DATA_KEY_FORMAT_VERSION) || keyId === undefined || !isValidKeyId(keyId)) return undefined;
   if (nonceText === undefined || ciphertextText === undefined || tagText === undefined) return undefined;
   const nonce = decodeBase64url(nonceText);
   const ciphertext = decodeBase64url(ciphertextText);
   const tag = decodeBase64url(tagText);
   if (nonce?.length !== NONCE_BYTES || ciphertext === undefined || tag?.length !== TAG_BYTES) return undefined;
-  return { keyId, nonce, ciphertext, tag };
+  return { version, keyId, nonce, ciphertext, tag };
 }
 
 /**
@@ -146,25 +169,38 @@ function parseSealed(sealed: unknown): SealedParts | undefined {
  * ```
  */
 export function sealCredential(keyring: Keyring, plaintext: string, context: SealContext): string {
+  return sealUnder(SEALED_FORMAT_VERSION, keyring.primary, plaintext, context);
+}
+
+/**
+ * Encrypt `plaintext` under a linked account's data key (AES-256-GCM, a fresh random 96-bit
+ * nonce each call), bound to `context` and to the data key's id. Returns
+ * `cv2.<dataKeyId>.<nonce>.<ciphertext>.<tag>`. Same refusals as {@link sealCredential}.
+ *
+ * @example
+ * ```ts
+ * const sealed = sealWithDataKey(dataKey, 'sk_live_…', { org: 'acme', environment: 'test', accountId: 'u1', name: 'api_key' });
+ * // 'cv2.3f9a…'
+ * ```
+ */
+export function sealWithDataKey(dataKey: DataKey, plaintext: string, context: SealContext): string {
+  return sealUnder(DATA_KEY_FORMAT_VERSION, dataKey, plaintext, context);
+}
+
+function sealUnder(version: SealedVersion, sealingKey: KeyringKey | DataKey, plaintext: string, context: SealContext): string {
   if (!isWellFormed(plaintext)) {
     throw new VaultError('VALIDATION_ERROR', 'Value to encrypt is not a well-formed Unicode string');
   }
   if (!contextIsWellFormed(context)) {
     throw new VaultError('VALIDATION_ERROR', 'Encryption context is not made of well-formed Unicode strings');
   }
-  const { id, key } = keyring.primary;
+  const { id, key } = sealingKey;
   const nonce = freshNonce();
   const cipher = createCipheriv(ALGORITHM, key, nonce, { authTagLength: TAG_BYTES });
-  cipher.setAAD(additionalData(id, context));
+  cipher.setAAD(additionalData(id, context, version));
   const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
   const tag = cipher.getAuthTag();
-  return [
-    SEALED_FORMAT_VERSION,
-    id,
-    nonce.toString('base64url'),
-    ciphertext.toString('base64url'),
-    tag.toString('base64url'),
-  ].join('.');
+  return [version, id, nonce.toString('base64url'), ciphertext.toString('base64url'), tag.toString('base64url')].join('.');
 }
 
 // Nonces come from a pool of CSPRNG output, each byte used once: one system call per 341
@@ -196,12 +232,31 @@ function freshNonce(): Buffer {
  */
 export function openCredential(keyring: Keyring, sealed: string, context: SealContext): string {
   const parts = parseSealed(sealed);
-  if (parts === undefined || !contextIsWellFormed(context)) throw decryptionFailed();
-  const entry: KeyringKey | undefined = keyring.keys.get(parts.keyId);
-  if (entry === undefined) throw decryptionFailed();
+  if (parts === undefined || parts.version !== SEALED_FORMAT_VERSION) throw decryptionFailed();
+  return openParts(parts, keyring.keys.get(parts.keyId), context);
+}
+
+/**
+ * Decrypt a `cv2` string made by {@link sealWithDataKey} with that data key. Any failure
+ * (another format, another data key id, tampering, another `context`) throws the same
+ * opaque `DECRYPTION_FAILED` as {@link openCredential}.
+ *
+ * @example
+ * ```ts
+ * const value = openWithDataKey(dataKey, sealed, { org: 'acme', environment: 'test', accountId: 'u1', name: 'api_key' });
+ * ```
+ */
+export function openWithDataKey(dataKey: DataKey, sealed: string, context: SealContext): string {
+  const parts = parseSealed(sealed);
+  if (parts === undefined || parts.version !== DATA_KEY_FORMAT_VERSION || parts.keyId !== dataKey.id) throw decryptionFailed();
+  return openParts(parts, dataKey, context);
+}
+
+function openParts(parts: SealedParts, entry: KeyringKey | DataKey | undefined, context: SealContext): string {
+  if (entry === undefined || !contextIsWellFormed(context)) throw decryptionFailed();
   try {
     const decipher = createDecipheriv(ALGORITHM, entry.key, parts.nonce, { authTagLength: TAG_BYTES });
-    decipher.setAAD(additionalData(parts.keyId, context));
+    decipher.setAAD(additionalData(parts.keyId, context, parts.version));
     decipher.setAuthTag(parts.tag);
     const plaintext = Buffer.concat([decipher.update(parts.ciphertext), decipher.final()]);
     return plaintext.toString('utf8');
@@ -209,6 +264,21 @@ export function openCredential(keyring: Keyring, sealed: string, context: SealCo
     // Node's error says nothing secret, but dropping it keeps every failure identical.
     throw decryptionFailed();
   }
+}
+
+/**
+ * The format of a sealed string and the id of the key it names (a keyring key for `cv1`, a
+ * data key for `cv2`), read from its header without decrypting; `undefined` when the string
+ * is not a well-formed sealed value.
+ *
+ * @example
+ * ```ts
+ * sealedHeader(sealed); // { version: 'cv2', keyId: '3f9a…' }
+ * ```
+ */
+export function sealedHeader(sealed: string): { version: SealedVersion; keyId: string } | undefined {
+  const parts = parseSealed(sealed);
+  return parts === undefined ? undefined : { version: parts.version, keyId: parts.keyId };
 }
 
 /**
@@ -224,7 +294,8 @@ export function openCredential(keyring: Keyring, sealed: string, context: SealCo
  * ```
  */
 export function sealedKeyId(sealed: string): string | undefined {
-  return parseSealed(sealed)?.keyId;
+  const parts = parseSealed(sealed);
+  return parts?.version === SEALED_FORMAT_VERSION ? parts.keyId : undefined;
 }
 
 /** A stored sealed value and the context it was sealed under, for {@link assertKeyringOpens}. */
