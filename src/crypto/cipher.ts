@@ -195,12 +195,19 @@ function sealUnder(version: SealedVersion, sealingKey: KeyringKey | DataKey, pla
     throw new VaultError('VALIDATION_ERROR', 'Encryption context is not made of well-formed Unicode strings');
   }
   const { id, key } = sealingKey;
+  // A data key released by its cache is zeroed: never seal under known bytes.
+  if (version === DATA_KEY_FORMAT_VERSION && isAllZero(key)) throw new VaultError('INTERNAL', 'A released data key cannot seal');
   const nonce = freshNonce();
   const cipher = createCipheriv(ALGORITHM, key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(additionalData(id, context, version));
   const ciphertext = Buffer.concat([cipher.update(plaintext, 'utf8'), cipher.final()]);
   const tag = cipher.getAuthTag();
   return [version, id, nonce.toString('base64url'), ciphertext.toString('base64url'), tag.toString('base64url')].join('.');
+}
+
+function isAllZero(bytes: Buffer): boolean {
+  for (let i = 0; i < bytes.length; i++) if (bytes[i] !== 0) return false;
+  return true;
 }
 
 // Nonces come from a pool of CSPRNG output, each byte used once: one system call per 341

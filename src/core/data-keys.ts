@@ -1,0 +1,225 @@
+/**
+ * Data keys (envelope encryption): each linked account's values are sealed under its own
+ * 32-byte data key (DEK), stored in the account's group wrapped by a key-encryption key
+ * (KEK) of the vault's {@link KeyProvider}. Unwrapped keys are kept in a bounded cache, so
+ * an HSM or KMS is asked once per account per TTL, never per request.
+ */
+import { randomBytes } from 'node:crypto';
+import { VaultError } from '../errors.js';
+import type { DataKey } from '../crypto/cipher.js';
+import { DATA_KEY_BYTES, isValidKekId, type KeyProvider, type WrapContext, type WrappedKey } from '../crypto/key-provider.js';
+import type { AccountRef } from './layout.js';
+
+/** Format version of a data key record. */
+const RECORD_VERSION = 1;
+const DATA_KEY_ID = /^[0-9a-f]{16}$/;
+
+/** One wrapped data key as a record holds it. */
+export interface StoredDataKey {
+  /** The data key's id: 16 hex characters, random, never reused. */
+  readonly id: string;
+  /** The KEK that wraps it. */
+  readonly kek: string;
+  /** The provider's wrap, base64url. */
+  readonly wrapped: string;
+}
+
+/**
+ * An account's data key record: its keys, the current one (which seals) first. It holds
+ * more than one only while `keys rotate --reseal` moves the account to a new key.
+ */
+export interface DataKeyRecord {
+  readonly v: typeof RECORD_VERSION;
+  readonly keys: readonly StoredDataKey[];
+}
+
+/** The record as stored (JSON), or `undefined` when it is not one: never trusted further than its shape. */
+export function parseDataKeyRecord(raw: string): DataKeyRecord | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(raw);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return undefined;
+  const { v, keys } = parsed as { v?: unknown; keys?: unknown };
+  if (v !== RECORD_VERSION || !Array.isArray(keys) || keys.length === 0) return undefined;
+  const checked: StoredDataKey[] = [];
+  for (const key of keys as unknown[]) {
+    if (typeof key !== 'object' || key === null) return undefined;
+    const { id, kek, wrapped } = key as Record<string, unknown>;
+    if (typeof id !== 'string' || !DATA_KEY_ID.test(id) || typeof kek !== 'string' || !isValidKekId(kek) || typeof wrapped !== 'string') {
+      return undefined;
+    }
+    checked.push({ id, kek, wrapped });
+  }
+  return { v: RECORD_VERSION, keys: checked };
+}
+
+export const formatDataKeyRecord = (record: DataKeyRecord): string =>
+  JSON.stringify({ v: record.v, keys: record.keys.map(({ id, kek, wrapped }) => ({ id, kek, wrapped })) });
+
+/** What a data key's wrap is bound to. */
+export const wrapContextOf = (ref: AccountRef, dekId: string): WrapContext => ({
+  org: ref.org,
+  environment: ref.environment,
+  accountId: ref.accountId,
+  dekId,
+});
+
+/**
+ * A fresh data key for `ref`, wrapped under the provider's primary KEK: the key (for the
+ * caller to seal with at once) and its stored form.
+ */
+export async function newDataKey(provider: KeyProvider, ref: AccountRef): Promise<{ dataKey: DataKey; stored: StoredDataKey }> {
+  const id = randomBytes(8).toString('hex');
+  const key = randomBytes(DATA_KEY_BYTES);
+  const wrapped = await provider.wrap(key, wrapContextOf(ref, id));
+  return { dataKey: { id, key }, stored: { id, kek: wrapped.kekId, wrapped: wrapped.wrapped } };
+}
+
+/** Unwraps one stored data key of `ref`. */
+export async function unwrapDataKey(provider: KeyProvider, ref: AccountRef, stored: StoredDataKey): Promise<DataKey> {
+  const wrapped: WrappedKey = { kekId: stored.kek, wrapped: stored.wrapped };
+  const key = await provider.unwrap(wrapped, wrapContextOf(ref, stored.id));
+  if (key.length !== DATA_KEY_BYTES) throw new VaultError('DECRYPTION_FAILED', 'Stored data key could not be unwrapped');
+  return { id: stored.id, key };
+}
+
+/** Bounds of the data key cache. */
+export interface DataKeyCacheOptions {
+  /** Most unwrapped keys held. Default 10,000 (about 1 MiB). */
+  maxEntries?: number;
+  /**
+   * How long an unwrapped key is kept, in ms. Default 60,000. It also bounds how long
+   * another process may keep opening values of an account this process deleted.
+   */
+  ttlMs?: number;
+}
+
+export const DEFAULT_DATA_KEY_CACHE_ENTRIES = 10_000;
+export const DEFAULT_DATA_KEY_CACHE_TTL_MS = 60_000;
+/** Evicted keys are zeroed this long after eviction: a call that already holds one finishes first. */
+const ZERO_AFTER_MS = 1000;
+
+interface CachedKey {
+  readonly dataKey: DataKey;
+  readonly expires: number;
+  /** Whether this entry is the group's current (sealing) key as last read. */
+  current: boolean;
+}
+
+/**
+ * Unwrapped data keys by account group and key id, bounded in count and age. Evicted keys
+ * are overwritten with zeros (shortly after, so a call holding one can finish).
+ */
+export class DataKeyCache {
+  readonly maxEntries: number;
+  readonly ttlMs: number;
+  readonly #entries = new Map<string, CachedKey>();
+  readonly #byGroup = new Map<string, Set<string>>();
+  #toZero: Buffer[] = [];
+  #zeroTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: DataKeyCacheOptions = {}) {
+    this.maxEntries = options.maxEntries ?? DEFAULT_DATA_KEY_CACHE_ENTRIES;
+    this.ttlMs = options.ttlMs ?? DEFAULT_DATA_KEY_CACHE_TTL_MS;
+    if (!Number.isSafeInteger(this.maxEntries) || this.maxEntries < 0) {
+      throw new VaultError('INVALID_CONFIGURATION', 'dataKeyCache.maxEntries must be a whole number from 0');
+    }
+    if (!Number.isSafeInteger(this.ttlMs) || this.ttlMs < 0 || this.ttlMs > 2 ** 31 - 1) {
+      throw new VaultError('INVALID_CONFIGURATION', 'dataKeyCache.ttlMs must be a whole number of ms from 0 to 2147483647');
+    }
+  }
+
+  /** How many keys are held now. */
+  get size(): number {
+    return this.#entries.size;
+  }
+
+  /** The live cached key `dekId` of `group`. */
+  get(group: string, dekId: string): DataKey | undefined {
+    const name = `${group}\u0000${dekId}`;
+    const entry = this.#entries.get(name);
+    if (entry === undefined) return undefined;
+    if (entry.expires <= Date.now()) {
+      this.#drop(group, name, entry);
+      return undefined;
+    }
+    return entry.dataKey;
+  }
+
+  /** The live cached current key of `group`. */
+  current(group: string): DataKey | undefined {
+    const names = this.#byGroup.get(group);
+    if (names === undefined) return undefined;
+    for (const name of names) {
+      const entry = this.#entries.get(name);
+      if (entry?.current === true) return this.get(group, entry.dataKey.id);
+    }
+    return undefined;
+  }
+
+  /** Holds `dataKey` of `group`; `current` marks it as the one that seals (and unmarks the others). */
+  set(group: string, dataKey: DataKey, current: boolean): void {
+    if (this.maxEntries === 0 || this.ttlMs === 0) return;
+    const name = `${group}\u0000${dataKey.id}`;
+    let names = this.#byGroup.get(group);
+    if (current && names !== undefined) {
+      for (const other of names) {
+        const entry = this.#entries.get(other);
+        if (entry !== undefined) entry.current = false;
+      }
+    }
+    const existing = this.#entries.get(name);
+    if (existing !== undefined) {
+      // Same id, same key: keep the bytes already held, refresh nothing else but the mark.
+      existing.current = current || existing.current;
+      return;
+    }
+    while (this.#entries.size >= this.maxEntries) this.#evictOldest();
+    this.#entries.set(name, { dataKey, expires: Date.now() + this.ttlMs, current });
+    if (names === undefined) this.#byGroup.set(group, (names = new Set()));
+    names.add(name);
+  }
+
+  /** Forgets every key of `group` (its account was deleted or moved to a new key). */
+  evictGroup(group: string): void {
+    const names = this.#byGroup.get(group);
+    if (names === undefined) return;
+    for (const name of [...names]) {
+      const entry = this.#entries.get(name);
+      if (entry !== undefined) this.#drop(group, name, entry);
+    }
+  }
+
+  /** Forgets every key, zeroing them. */
+  clear(): void {
+    for (const group of [...this.#byGroup.keys()]) this.evictGroup(group);
+  }
+
+  #evictOldest(): void {
+    // Map order is insertion order: the first entry is the oldest.
+    const first = this.#entries.entries().next();
+    if (first.done === true) return;
+    const [name, entry] = first.value;
+    this.#drop(name.slice(0, name.indexOf('\u0000')), name, entry);
+  }
+
+  #drop(group: string, name: string, entry: CachedKey): void {
+    this.#entries.delete(name);
+    const names = this.#byGroup.get(group);
+    names?.delete(name);
+    if (names?.size === 0) this.#byGroup.delete(group);
+    this.#toZero.push(entry.dataKey.key);
+    if (this.#zeroTimer === undefined) {
+      this.#zeroTimer = setTimeout(() => {
+        this.#zeroTimer = undefined;
+        const due = this.#toZero;
+        this.#toZero = [];
+        for (const key of due) key.fill(0);
+      }, ZERO_AFTER_MS);
+      this.#zeroTimer.unref();
+    }
+  }
+}

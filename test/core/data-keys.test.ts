@@ -1,0 +1,122 @@
+/** Data keys: the stored record's shape, wrapping through a provider, and the bounded cache of unwrapped keys. */
+import { randomBytes } from 'node:crypto';
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import {
+  DataKeyCache,
+  formatDataKeyRecord,
+  newDataKey,
+  parseDataKeyRecord,
+  unwrapDataKey,
+  type DataKeyRecord,
+} from '../../src/core/data-keys.js';
+import { sealWithDataKey } from '../../src/crypto/cipher.js';
+import { localKeyProvider } from '../../src/crypto/key-provider.js';
+import { generateKey, parseKeyring } from '../../src/crypto/keyring.js';
+
+const ref = { org: 'acme', environment: 'test', accountId: 'cust-1' };
+const dataKey = () => ({ id: randomBytes(8).toString('hex'), key: randomBytes(32) });
+
+afterEach(() => {
+  vi.useRealTimers();
+});
+
+describe('data key records', () => {
+  it('a new data key is 32 random bytes under a fresh 16-hex id, wrapped by the primary KEK, and unwraps for its own account only', async () => {
+    const provider = localKeyProvider(parseKeyring(generateKey('k1').entry));
+    const { dataKey: fresh, stored } = await newDataKey(provider, ref);
+    expect(fresh.id).toMatch(/^[0-9a-f]{16}$/);
+    expect(fresh.key).toHaveLength(32);
+    expect(stored).toMatchObject({ id: fresh.id, kek: 'local:k1' });
+    expect(stored.wrapped).not.toContain(fresh.key.toString('base64url'));
+    expect((await unwrapDataKey(provider, ref, stored)).key.equals(fresh.key)).toBe(true);
+    await expect(unwrapDataKey(provider, { ...ref, accountId: 'cust-2' }, stored)).rejects.toMatchObject({ code: 'DECRYPTION_FAILED' });
+    await expect(unwrapDataKey(provider, ref, { ...stored, id: 'ffffffffffffffff' })).rejects.toMatchObject({ code: 'DECRYPTION_FAILED' });
+    const other = await newDataKey(provider, ref);
+    expect(other.dataKey.id).not.toBe(fresh.id);
+    expect(other.dataKey.key.equals(fresh.key)).toBe(false);
+  });
+
+  it('round-trips through its stored form, and anything not of its shape is refused', () => {
+    const record: DataKeyRecord = { v: 1, keys: [{ id: '0123456789abcdef', kek: 'local:k1', wrapped: 'abc' }] };
+    expect(parseDataKeyRecord(formatDataKeyRecord(record))).toEqual(record);
+    for (const bad of [
+      'not json',
+      'null',
+      '[]',
+      '{"v":2,"keys":[{"id":"0123456789abcdef","kek":"local:k1","wrapped":"abc"}]}',
+      '{"v":1,"keys":[]}',
+      '{"v":1,"keys":[{"id":"XYZ","kek":"local:k1","wrapped":"abc"}]}',
+      '{"v":1,"keys":[{"id":"0123456789abcdef","kek":"bad kek","wrapped":"abc"}]}',
+      '{"v":1,"keys":[{"id":"0123456789abcdef","kek":"local:k1","wrapped":7}]}',
+      '{"v":1,"keys":[null]}',
+    ]) {
+      expect(parseDataKeyRecord(bad)).toBeUndefined();
+    }
+  });
+});
+
+describe('the data key cache', () => {
+  it('holds keys by group and id, knows the current one, and forgets a group on eviction', () => {
+    const cache = new DataKeyCache();
+    const a = dataKey();
+    const b = dataKey();
+    cache.set('g1', a, true);
+    cache.set('g1', b, false);
+    expect(cache.get('g1', a.id)).toBe(a);
+    expect(cache.get('g2', a.id)).toBeUndefined();
+    expect(cache.current('g1')?.id).toBe(a.id);
+    cache.set('g1', b, true);
+    expect(cache.current('g1')?.id).toBe(b.id);
+    cache.evictGroup('g1');
+    expect(cache.get('g1', a.id)).toBeUndefined();
+    expect(cache.current('g1')).toBeUndefined();
+    expect(cache.size).toBe(0);
+  });
+
+  it('keeps at most maxEntries, dropping the oldest first', () => {
+    const cache = new DataKeyCache({ maxEntries: 3 });
+    const keys = Array.from({ length: 5 }, dataKey);
+    keys.forEach((key, i) => cache.set(`g${i}`, key, true));
+    expect(cache.size).toBe(3);
+    expect(cache.get('g0', keys[0]!.id)).toBeUndefined();
+    expect(cache.get('g1', keys[1]!.id)).toBeUndefined();
+    expect(cache.get('g4', keys[4]!.id)).toBe(keys[4]);
+  });
+
+  it('forgets keys past their TTL, and zeroes every evicted key shortly after', () => {
+    vi.useFakeTimers();
+    const cache = new DataKeyCache({ ttlMs: 1000 });
+    const key = dataKey();
+    cache.set('g', key, true);
+    vi.advanceTimersByTime(999);
+    expect(cache.get('g', key.id)).toBe(key);
+    vi.advanceTimersByTime(1);
+    expect(cache.get('g', key.id)).toBeUndefined();
+    expect(key.key.some((byte) => byte !== 0)).toBe(true);
+    vi.advanceTimersByTime(1000);
+    expect(key.key.every((byte) => byte === 0)).toBe(true);
+    // A zeroed key never seals.
+    expect(() => sealWithDataKey(key, 'v', { ...ref, name: 'k' })).toThrow(/released data key/);
+  });
+
+  it('a TTL or size of 0 keeps nothing; bad bounds are refused', () => {
+    const none = new DataKeyCache({ ttlMs: 0 });
+    none.set('g', dataKey(), true);
+    expect(none.size).toBe(0);
+    expect(() => new DataKeyCache({ ttlMs: -1 })).toThrow(/ttlMs/);
+    expect(() => new DataKeyCache({ ttlMs: Number.POSITIVE_INFINITY })).toThrow(/ttlMs/);
+    expect(() => new DataKeyCache({ maxEntries: 1.5 })).toThrow(/maxEntries/);
+  });
+
+  it('clear() forgets and zeroes everything', () => {
+    vi.useFakeTimers();
+    const cache = new DataKeyCache();
+    const keys = [dataKey(), dataKey()];
+    cache.set('a', keys[0]!, true);
+    cache.set('b', keys[1]!, true);
+    cache.clear();
+    expect(cache.size).toBe(0);
+    vi.advanceTimersByTime(1000);
+    for (const key of keys) expect(key.key.every((byte) => byte === 0)).toBe(true);
+  });
+});
