@@ -12,6 +12,18 @@ export const DEFAULT_STORE_URL = 'sqlite:./data/credvault.db';
 
 export interface OpenStoreOptions {
   namespace?: string | undefined;
+  /**
+   * The vault's deadline per store call (`storeTimeoutMs`). The stores' own waits (SQLite's
+   * `queueWaitMs`, Redis Cluster's `indexWaitMs`) are set to half of it, at most their
+   * 1000 ms default, so a call the vault has answered 503 gives up before it can write.
+   */
+  storeTimeoutMs?: number | undefined;
+}
+
+/** Half the vault's deadline, at most 1000 ms, or the adapter's default when none (or no valid one) is given. */
+function waitBelow(storeTimeoutMs: number | undefined): number | undefined {
+  if (storeTimeoutMs === undefined || !Number.isSafeInteger(storeTimeoutMs) || storeTimeoutMs < 2) return undefined;
+  return Math.min(1000, Math.floor(storeTimeoutMs / 2));
 }
 
 type ParsedStoreUrl =
@@ -58,6 +70,7 @@ function redactUrl(url: string): string {
 export async function openStore(url: string, options: OpenStoreOptions = {}): Promise<VaultStore> {
   const parsed = parseStoreUrl(url);
   const namespace = options.namespace;
+  const wait = waitBelow(options.storeTimeoutMs);
   switch (parsed.kind) {
     case 'memory': {
       const { createMemoryStore } = await import('../adapters/memory.js');
@@ -65,11 +78,19 @@ export async function openStore(url: string, options: OpenStoreOptions = {}): Pr
     }
     case 'sqlite': {
       const { createSqliteStore } = await import('../adapters/sqlite.js');
-      return createSqliteStore(namespace === undefined ? { path: parsed.path } : { path: parsed.path, namespace });
+      return createSqliteStore({
+        path: parsed.path,
+        ...(namespace === undefined ? {} : { namespace }),
+        ...(wait === undefined ? {} : { queueWaitMs: wait }),
+      });
     }
     case 'redis': {
       const { createRedisStore } = await loadOptionalPeer(['@keyv/redis'], 'The redis:// store', () => import('../adapters/redis.js'));
-      return createRedisStore(namespace === undefined ? { url: parsed.url } : { url: parsed.url, namespace });
+      return createRedisStore({
+        url: parsed.url,
+        ...(namespace === undefined ? {} : { namespace }),
+        ...(wait === undefined ? {} : { indexWaitMs: wait }),
+      });
     }
     case 'postgres': {
       const { createPostgresStore } = await loadOptionalPeer(['@keyv/postgres', 'pg'], 'The postgres:// store', () =>

@@ -67,7 +67,7 @@ export interface ResolvedKeyring {
 export async function createVault(options: VaultOptions): Promise<Vault> {
   const { store, namespace, keys, keyFile, log, ...settings } = options;
   const { keyring } = await resolveKeyring(store, { keys, keyFile, log });
-  const rawStore = typeof store === 'string' ? await openStore(store, { namespace }) : store;
+  const rawStore = typeof store === 'string' ? await openStore(store, { namespace, storeTimeoutMs: settings.storeTimeoutMs }) : store;
   return openVault(rawStore, keyring, { ...settings, log });
 }
 

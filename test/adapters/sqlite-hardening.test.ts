@@ -13,6 +13,9 @@ import { createSqliteStore } from '../../adapters/sqlite.js';
 import { withDeadline } from '../../src/core/deadline.js';
 import type { VaultStore } from '../../src/core/store.js';
 import { isVaultError } from '../../src/errors.js';
+import { createLinkedAccount, createVault, generateKey, getDefaultAppCredential, listDefaultAppCredentials, upsertDefaultAppCredential } from '../../src/index.js';
+
+const ACCOUNT = { org: 'acme', environment: 'test', accountId: 'cust-1' };
 
 const dir = mkdtempSync(join(tmpdir(), 'credvault-hardening-'));
 let counter = 0;
@@ -85,6 +88,37 @@ describe('sqlite: queueWaitMs', () => {
     } finally {
       if (holding) await raw.exec('ROLLBACK').catch(() => undefined);
       await store.close();
+      await raw.close();
+    }
+  });
+
+  it('createVault derives it from storeTimeoutMs: a write the vault answered 503 is not made when the lock is released before the adapter default would have run out', async () => {
+    const path = freshPath();
+    const keys = generateKey('k1').entry;
+    const first = await createVault({ store: `sqlite:${path}`, keys });
+    await createLinkedAccount(first, ACCOUNT, { credentials: { seed: 'v' } });
+    await first.close();
+    // 400 ms: the store waits at most 200 ms, not its 1000 ms default.
+    const vault = await createVault({ store: `sqlite:${path}`, keys, storeTimeoutMs: 400 });
+    const raw = openRaw(path);
+    let holding = false;
+    try {
+      expect(await getDefaultAppCredential(vault, ACCOUNT, 'seed')).toBe('v');
+      await raw.exec('BEGIN IMMEDIATE');
+      holding = true;
+      const write = settle(upsertDefaultAppCredential(vault, ACCOUNT, 'late', 'secret-late'));
+      const outcome = await write;
+      expect(!outcome.ok && isVaultError(outcome.error) && outcome.error.code).toBe('STORE_UNAVAILABLE');
+      // Released after the vault's answer but well within the adapter's default wait.
+      await raw.exec('COMMIT');
+      holding = false;
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      expect(await getDefaultAppCredential(vault, ACCOUNT, 'late')).toBeUndefined();
+      const names = (await listDefaultAppCredentials(vault, ACCOUNT)).map((c) => c.key);
+      expect(names).toEqual(['seed']);
+    } finally {
+      if (holding) await raw.exec('ROLLBACK').catch(() => undefined);
+      await vault.close();
       await raw.close();
     }
   });
