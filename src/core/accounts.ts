@@ -4,7 +4,6 @@
  * deleting one with everything it owns.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { z } from 'zod';
 import { VaultError } from '../errors.js';
 import {
   accountGroup,
@@ -18,7 +17,16 @@ import {
 } from './layout.js';
 import type { AccountRef, AccountScope } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';
-import { accountNameSchema, credentialKeySchema, credentialValueSchema, environmentSchema, orgIdSchema, parseInput } from './validation.js';
+import {
+  accountNameSchema,
+  credentialKeySchema,
+  credentialValueSchema,
+  environmentSchema,
+  orgIdSchema,
+  parseInput,
+  stringSchema,
+  type InputRule,
+} from './validation.js';
 import { accountNotFound } from './credentials.js';
 import { auditedRemoval } from './events.js';
 import { MAX_BATCH_WRITES, type BatchWrite, type StoreEntry } from './store.js';
@@ -114,13 +122,11 @@ export interface CreateLinkedAccountInput {
   credentials?: Record<string, unknown>;
 }
 
-const udfValueSchema = z.string({ error: 'must be a string' });
-
 /**
  * Validates a JSON object of named values into pairs. Pairs, not an object: a key such as
  * `__proto__` stays an ordinary name.
  */
-function parseEntries<T>(input: unknown, field: string, valueSchema: z.ZodType<T>): Array<[string, T]> {
+function parseEntries<T>(input: unknown, field: string, valueSchema: InputRule<T>): Array<[string, T]> {
   if (typeof input !== 'object' || input === null || Array.isArray(input)) {
     throw new VaultError('VALIDATION_ERROR', `${field} must be an object`);
   }
@@ -152,7 +158,7 @@ export async function createLinkedAccount(
 ): Promise<LinkedAccount> {
   const ref = checkAccountRef(principal);
   const name = input.name === undefined ? ref.accountId : parseInput(accountNameSchema, input.name, 'name');
-  const udf = input.udf === undefined ? [] : parseEntries(input.udf, 'udf', udfValueSchema);
+  const udf = input.udf === undefined ? [] : parseEntries(input.udf, 'udf', stringSchema);
   // Every seeded value is checked before anything is written.
   const credentials =
     input.credentials === undefined
@@ -234,7 +240,7 @@ export async function upsertLinkedAccount(
     }
   }
   const name = input.name === undefined ? undefined : parseInput(accountNameSchema, input.name, 'name');
-  const udf = input.udf === undefined ? undefined : parseEntries(input.udf, 'udf', udfValueSchema);
+  const udf = input.udf === undefined ? undefined : parseEntries(input.udf, 'udf', stringSchema);
   const credentials =
     input.credentials === undefined
       ? undefined

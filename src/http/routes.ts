@@ -14,7 +14,7 @@ import {
   type CreateLinkedAccountInput,
 } from '../core/accounts.js';
 import { issueSessionToken, revokeSessionToken } from '../core/session-tokens.js';
-import { credentialKeySchema, DEFAULT_MAX_VALUE_BYTES, linkedAccountIdSchema, parseInput } from '../core/validation.js';
+import { DEFAULT_MAX_VALUE_BYTES, linkedAccountIdSchema, parseInput } from '../core/validation.js';
 import type { AccountRef } from '../core/layout.js';
 import type { Principal } from '../core/principal.js';
 import type { Vault } from '../core/vault.js';
@@ -110,10 +110,10 @@ export function answerableErrors(route: Route, options: AnswerOptions = {}): Vau
 const queryValue = <T>(context: RouteContext, param: QueryParam<T>): T => param.read(context.auth.query.getAll(param.name));
 
 const keyParam = {
-  key: { schema: credentialKeySchema, description: 'The credential key name: 1 to 128 of A-Z a-z 0-9 _ . -' },
+  key: { schema: schemas.credentialKeySchema, description: 'The credential key name: 1 to 128 of A-Z a-z 0-9 _ . -' },
 };
 const accountParam = {
-  linked_account_id: { schema: linkedAccountIdSchema, description: 'The linked account id.' },
+  linked_account_id: { schema: schemas.linkedAccountIdSchema, description: 'The linked account id.' },
 };
 
 const isPlainObject = (value: unknown): value is Record<string, unknown> =>

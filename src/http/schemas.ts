@@ -8,26 +8,64 @@
  */
 import { z } from 'zod';
 import {
-  accountNameSchema,
-  credentialKeySchema,
-  credentialValueSchema,
-  linkedAccountIdSchema,
+  CREDENTIAL_KEY_PATTERN,
+  DEFAULT_MAX_VALUE_BYTES,
+  MAX_ACCOUNT_NAME_LENGTH,
+  MAX_LINKED_ACCOUNT_ID_LENGTH,
 } from '../core/validation.js';
 import { DEFAULT_ACCOUNT_PAGE_LIMIT, MAX_ACCOUNT_PAGE_LIMIT } from '../core/accounts.js';
 import { enumQuery, integerQuery, unsupportedQuery } from './query.js';
+
+// The core's input rules (core/validation.ts) as zod schemas, for the bodies and the document;
+// test/core/validation.test.ts holds each to the same verdicts and words as its rule.
+const CONTROL = /[\u0000-\u001f\u007f-\u009f]/;
+
+export const credentialKeySchema = z
+  .string({ error: 'must be a string' })
+  .regex(CREDENTIAL_KEY_PATTERN, { error: 'must be 1 to 128 characters of A-Z a-z 0-9 _ . -' });
+
+export const linkedAccountIdSchema = z
+  .string({ error: 'must be a string' })
+  .min(1, { error: 'must not be empty' })
+  .max(MAX_LINKED_ACCOUNT_ID_LENGTH, { error: `must be at most ${MAX_LINKED_ACCOUNT_ID_LENGTH} characters` })
+  .refine((s) => !CONTROL.test(s), { error: 'must not contain control characters' })
+  .refine((s) => s.isWellFormed(), { error: 'must be well-formed Unicode' });
+
+export const accountNameSchema = z
+  .string({ error: 'must be a string' })
+  .max(MAX_ACCOUNT_NAME_LENGTH, { error: `must be at most ${MAX_ACCOUNT_NAME_LENGTH} characters` })
+  .refine((s) => !CONTROL.test(s), { error: 'must not contain control characters' });
+
+/** A credential value of at most the default size: the vault's own limit is checked by the core. */
+export const credentialValueSchema = z
+  .union(
+    [
+      z
+        .string()
+        .min(1, { error: 'must not be empty' })
+        .refine((s) => s.isWellFormed(), { error: 'must be well-formed Unicode' }),
+      z.number().refine(Number.isFinite, { error: 'must be a finite number' }),
+      z.boolean(),
+    ],
+    { error: 'must be a non-empty string, a finite number or a boolean' },
+  )
+  .transform((v) => String(v))
+  .refine((s) => Buffer.byteLength(s, 'utf8') <= DEFAULT_MAX_VALUE_BYTES, {
+    error: `must be at most ${DEFAULT_MAX_VALUE_BYTES} bytes`,
+  });
 
 const bodyObject = <T extends z.ZodRawShape>(shape: T) =>
   z.object(shape, { error: 'Request body must be a JSON object' });
 
 export const credentialValueBody = bodyObject({
-  value: credentialValueSchema().meta({
+  value: credentialValueSchema.meta({
     description: 'The credential value. Numbers and booleans are stored as their string form.',
     examples: ['sk_test_4eC39HqLyjWDarjtT1zdp7dc'],
   }),
 }).meta({ id: 'UpsertDefaultAppCredentialRequest' });
 
 const credentialMap = z
-  .record(credentialKeySchema, credentialValueSchema(), { error: 'must be an object of key names to values' })
+  .record(credentialKeySchema, credentialValueSchema, { error: 'must be an object of key names to values' })
   .meta({ description: 'Credential key names to values, stored encrypted in the default app.' });
 
 const udfMap = z
