@@ -188,8 +188,6 @@ export interface StoreDefinition {
   kind: string;
   /** A backend's own extra rule on group names (e.g. Redis Cluster refuses an empty one); throws `RangeError`. */
   checkGroup?: (group: string) => void;
-  /** `VaultStore.inProcess`: answers from memory, without I/O. */
-  inProcess?: boolean;
 }
 
 /**
@@ -203,7 +201,7 @@ export interface StoreDefinition {
  * ```
  */
 export function defineStore(definition: StoreDefinition, driver: StoreDriver): VaultStore {
-  const { kind, checkGroup, inProcess } = definition;
+  const { kind, checkGroup } = definition;
   let closing: Promise<void> | undefined;
 
   function open(group?: string, member?: string): void {
@@ -222,7 +220,6 @@ export function defineStore(definition: StoreDefinition, driver: StoreDriver): V
 
   return {
     kind,
-    ...(inProcess === true ? { inProcess } : {}),
 
     async get(group: string, member: string): Promise<StoreEntry | undefined> {
       open(group, member);

@@ -4,7 +4,7 @@
  * checks and the key layout, and on JavaScript's single thread for atomicity: every write
  * runs synchronously on the Map, between two awaits of nobody else.
  */
-import type { BatchWrite, IndexEntry, StoreEntry, StoreListItem, VaultStore } from '../src/core/store.js';
+import { markInProcess, type BatchWrite, type IndexEntry, type StoreEntry, type StoreListItem, type VaultStore } from '../src/core/store.js';
 import { defineStore, DEFAULT_NAMESPACE, keyLayout, lowerBound, type StoreFaults } from './kernel.js';
 import { isLive, newRecord, type Stored } from './record.js';
 
@@ -125,7 +125,7 @@ export function createMemoryStore(options: {
   const isMissing = (group: string, requires: string | undefined, now: number): boolean =>
     requires !== undefined && read(group, requires, now) === undefined;
 
-  return defineStore({ kind: 'memory', inProcess: true }, {
+  return markInProcess(defineStore({ kind: 'memory' }, {
     async get(group, member): Promise<StoreEntry | undefined> {
       // A read never drops an expired record: that is left to writes and purgeExpired.
       const stored = map.get(keyOf(group, member));
@@ -280,5 +280,5 @@ export function createMemoryStore(options: {
       groups.clear();
       indexes.clear();
     },
-  });
+  }));
 }

@@ -26,6 +26,7 @@ export type {
   IndexPage,
   CounterState,
 } from './core/store.js';
+export { markInProcess, isInProcess } from './core/store.js';
 export { openStore, parseStoreUrl, DEFAULT_STORE_URL } from './store-url.js';
 export type { AccountRef, AccountScope } from './core/layout.js';
 export type { Principal } from './core/principal.js';

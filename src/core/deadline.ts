@@ -1,7 +1,7 @@
 /** The deadline on every store call: past it, or on any backend failure, one STORE_UNAVAILABLE. */
 import { performance } from 'node:perf_hooks';
 import { VaultError, isVaultError } from '../errors.js';
-import type { VaultStore } from './store.js';
+import { isInProcess, markInProcess, type VaultStore } from './store.js';
 
 /** Default deadline for one store call. */
 export const DEFAULT_STORE_TIMEOUT_MS = 2000;
@@ -23,7 +23,7 @@ interface Pending {
  * Wraps a store so that every call settles within `timeoutMs`, and every failure the
  * backend reports becomes one `STORE_UNAVAILABLE` error that names no internals.
  *
- * A store that declares itself `inProcess` (it answers from memory, without I/O) gets no
+ * A store declared with `markInProcess` (it answers from memory, without I/O) gets no
  * deadline, only the failure mapping.
  *
  * Every call of one store has the same timeout, so calls wait in the order of their
@@ -67,7 +67,8 @@ export function withDeadline(store: VaultStore, timeoutMs: number): VaultStore {
   const guard = <T>(call: () => Promise<T>): Promise<T> => {
     let answer: Promise<T>;
     try {
-      answer = call();
+      // A store that hands back a plain value instead of a promise still gets the one failure path.
+      answer = Promise.resolve(call());
     } catch (error) {
       // A store that throws instead of rejecting still gets one failure path.
       return Promise.reject(storeFailure(error));
@@ -91,20 +92,21 @@ export function withDeadline(store: VaultStore, timeoutMs: number): VaultStore {
   };
 
   const wrapped: Record<string, unknown> = { kind: store.kind, close: () => store.close() };
-  if (store.inProcess === true) wrapped['inProcess'] = true;
+  const inProcess = isInProcess(store);
   for (const method of METHODS) {
     const original = store[method] as (...args: unknown[]) => Promise<unknown>;
-    wrapped[method] =
-      store.inProcess === true
-        ? (...args: unknown[]) => {
-            try {
-              return original.apply(store, args).catch(rejectAsFailure);
-            } catch (error) {
-              return rejectAsFailure(error);
-            }
+    wrapped[method] = inProcess
+      ? (...args: unknown[]) => {
+          try {
+            return Promise.resolve(original.apply(store, args)).catch(rejectAsFailure);
+          } catch (error) {
+            return rejectAsFailure(error);
           }
-        : (...args: unknown[]) => guard(() => original.apply(store, args));
+        }
+      : (...args: unknown[]) => guard(() => original.apply(store, args));
   }
+  // The wrapped store is in process exactly when the store it wraps is.
+  if (inProcess) markInProcess(wrapped as unknown as VaultStore);
   return wrapped as unknown as VaultStore;
 }
 

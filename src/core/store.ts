@@ -62,14 +62,6 @@ export interface VaultStore {
   /** A short name for messages, e.g. `sqlite` or `redis`. */
   readonly kind: string;
 
-  /**
-   * The store answers from this process's memory, without I/O, so no call can stall (the
-   * memory store). The vault then runs its calls without a deadline (one would never fire,
-   * and its bookkeeping cost more than the memory store's whole write); failures are still
-   * reported as `STORE_UNAVAILABLE`. Leave it unset for any store that waits on a backend.
-   */
-  readonly inProcess?: boolean;
-
   /** The live entry, or `undefined` if absent or expired. */
   get(group: string, member: string): Promise<StoreEntry | undefined>;
 
@@ -284,4 +276,30 @@ export interface CounterState {
   count: number;
   /** Milliseconds since the epoch when the counter expires (`Number.MAX_SAFE_INTEGER` if never). */
   expiresAt: number;
+}
+
+/** Stores declared with {@link markInProcess}: this exact object, never a wrapper or a copy of it. */
+const inProcessStores = new WeakSet<VaultStore>();
+
+/**
+ * Declares that `store` answers from this process's memory, without I/O, so none of its
+ * calls can stall (the memory store does this). The vault then runs its calls without a
+ * deadline (one would never fire, and its bookkeeping cost more than the memory store's
+ * whole write); failures are still reported as `STORE_UNAVAILABLE`. The mark belongs to
+ * this object alone: a Proxy or a copy around it, which may wait on something, keeps the
+ * deadline. Never mark a store that waits on a backend.
+ *
+ * @example
+ * ```ts
+ * const store = markInProcess(createMyMapStore());
+ * ```
+ */
+export function markInProcess<S extends VaultStore>(store: S): S {
+  inProcessStores.add(store);
+  return store;
+}
+
+/** Whether `store` itself was declared with {@link markInProcess}. */
+export function isInProcess(store: VaultStore): boolean {
+  return inProcessStores.has(store);
 }

@@ -18,19 +18,20 @@ import {
   type VaultStore,
 } from '../../src/index.js';
 import { createMemoryStore } from '../../adapters/memory.js';
+import { isInProcess, markInProcess } from '../../src/core/store.js';
 
-type Method = Exclude<keyof VaultStore, 'kind' | 'inProcess'>;
+type Method = Exclude<keyof VaultStore, 'kind'>;
 
 /**
  * A memory store whose chosen methods hang forever (or reject with `failWith`) once told to.
- * It does not claim `inProcess` (a store that can hang waits on something): unless `inProcess` is set.
+ * A Proxy is another object than the memory store, so it keeps the deadline unless `inProcess`
+ * marks it (as a store that can never stall would be marked).
  */
 function faultyStore(options: { inProcess?: boolean } = {}) {
   const inner = createMemoryStore();
   const faults = { hang: new Set<Method>(), failWith: undefined as Error | undefined, closed: 0 };
   const store = new Proxy(inner, {
     get(target, prop, receiver) {
-      if (prop === 'inProcess') return options.inProcess;
       const original = Reflect.get(target, prop, receiver) as unknown;
       if (typeof original !== 'function') return original;
       return (...args: unknown[]) => {
@@ -43,6 +44,7 @@ function faultyStore(options: { inProcess?: boolean } = {}) {
       };
     },
   });
+  if (options.inProcess === true) markInProcess(store);
   return { store, faults };
 }
 
@@ -149,7 +151,6 @@ describe('the store deadline over many calls at once', () => {
     let throwing = false;
     const store = new Proxy(inner, {
       get(target, prop, receiver) {
-        if (prop === 'inProcess') return undefined;
         const original = Reflect.get(target, prop, receiver) as unknown;
         if (prop !== 'get' || typeof original !== 'function') return original;
         return (...args: unknown[]) => {
@@ -216,14 +217,57 @@ describe('a failing store', () => {
 });
 
 describe('an in-process store', () => {
-  it('the memory store says it answers in process, and the vault keeps saying so', async () => {
+  it('the memory store is marked in process, and the vault keeps the mark; a wrapper or a copy of it is not', async () => {
     const store = createMemoryStore();
-    expect(store.inProcess).toBe(true);
+    expect(isInProcess(store)).toBe(true);
+    expect(isInProcess(new Proxy(store, {}))).toBe(false);
+    expect(isInProcess({ ...store })).toBe(false);
     const vault = await createVault({ store, keys: generateKey('k').entry });
     try {
-      expect(vault.store.inProcess).toBe(true);
+      expect(isInProcess(vault.store)).toBe(true);
     } finally {
       await vault.close();
+    }
+  });
+
+  it('a Proxy around the memory store whose reads stall still gets the deadline', async () => {
+    const { vault, faults } = await readyVault();
+    try {
+      faults.hang.add('get');
+      const error = await failure(getDefaultAppCredential(vault, acct, 'api_key'));
+      expect(error.code).toBe('STORE_UNAVAILABLE');
+    } finally {
+      faults.hang.clear();
+      await vault.close();
+    }
+  });
+
+  it('a store method that returns a plain value instead of a promise is STORE_UNAVAILABLE, never a TypeError', async () => {
+    for (const inProcess of [false, true]) {
+      const inner = createMemoryStore();
+      let broken = false;
+      const store = new Proxy(inner, {
+        get(target, prop, receiver) {
+          const original = Reflect.get(target, prop, receiver) as unknown;
+          if (prop !== 'get' || typeof original !== 'function') return original;
+          return (...args: unknown[]) => (broken ? { value: 'not a promise' } : (original as (...a: unknown[]) => unknown).apply(target, args));
+        },
+      });
+      if (inProcess) markInProcess(store);
+      const vault = await createVault({ store, keys: generateKey('k').entry, storeTimeoutMs: TIMEOUT_MS });
+      try {
+        await createLinkedAccount(vault, acct, { credentials: { api_key: 'v' } });
+        broken = true;
+        const outcome = await getDefaultAppCredential(vault, acct, 'api_key').then(
+          (value) => ({ value }),
+          (error: unknown) => ({ error }),
+        );
+        // The plain value is taken as the answer (it opens to nothing: DECRYPTION_FAILED), never an unmapped TypeError.
+        expect('error' in outcome && outcome.error).toBeInstanceOf(VaultError);
+        expect('error' in outcome && (outcome.error as VaultError).code).toBe('DECRYPTION_FAILED');
+      } finally {
+        await vault.close();
+      }
     }
   });
 
