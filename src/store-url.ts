@@ -20,10 +20,10 @@ export interface OpenStoreOptions {
   storeTimeoutMs?: number | undefined;
 }
 
-/** Half the vault's deadline, at most 1000 ms, or the adapter's default when none (or no valid one) is given. */
+/** Half the vault's deadline (at least 1 ms, at most 1000 ms), or the adapter's default when none (or no valid one) is given. */
 function waitBelow(storeTimeoutMs: number | undefined): number | undefined {
-  if (storeTimeoutMs === undefined || !Number.isSafeInteger(storeTimeoutMs) || storeTimeoutMs < 2) return undefined;
-  return Math.min(1000, Math.floor(storeTimeoutMs / 2));
+  if (storeTimeoutMs === undefined || !Number.isSafeInteger(storeTimeoutMs) || storeTimeoutMs < 1) return undefined;
+  return Math.max(1, Math.min(1000, Math.floor(storeTimeoutMs / 2)));
 }
 
 type ParsedStoreUrl =

@@ -38,6 +38,7 @@ const PREFIX = API_KEY_PREFIXES;
 // tk_/pk_, a 16-hex public id, then 43 base64url characters of secret (256 bits).
 const API_KEY_FORMAT = /^(tk|pk)_([0-9a-f]{16})_([A-Za-z0-9_-]{43})$/;
 const KEY_ID_FORMAT = /^[0-9a-f]{16}$/;
+const SHA256_HEX = /^[0-9a-f]{64}$/;
 
 /**
  * Creates an API key for one org and environment. Only a hash of its secret is stored.
@@ -129,7 +130,9 @@ function parsedRecord(vault: Vault, keyId: string, raw: string): ParsedRecord {
   const known = byId?.get(keyId);
   if (known !== undefined && known.raw === raw) return known;
   const record = JSON.parse(raw) as ApiKeyRecord;
-  const parsed: ParsedRecord = { raw, hash: Buffer.from(record.hash, 'hex'), org: record.org, environment: record.environment };
+  // Buffer.from stops at the first non-hex character: only a whole SHA-256 hex digest may match.
+  const hash = typeof record.hash === 'string' && SHA256_HEX.test(record.hash) ? Buffer.from(record.hash, 'hex') : Buffer.alloc(0);
+  const parsed: ParsedRecord = { raw, hash, org: record.org, environment: record.environment };
   if (byId === undefined) parsedRecords.set(vault, (byId = new Map()));
   if (byId.size >= PARSED_RECORDS_MAX) byId.clear();
   byId.set(keyId, parsed);

@@ -92,6 +92,15 @@ describe('API key records changed behind a process', () => {
     expect((await verifyApiKey(t.vault, b.apiKey)).org).toBe('globex');
   });
 
+  it('a stored hash with anything after its 64 hex digits matches no key', async () => {
+    const a = await createApiKey(t.vault, { org: 'acme' });
+    const stored = JSON.parse((await t.vault.store.get(apiKeyGroup(a.keyId), RECORD))?.value as string) as Record<string, string>;
+    await t.vault.store.put(apiKeyGroup(a.keyId), RECORD, JSON.stringify({ ...stored, hash: `${stored['hash']}zz` }));
+    await refusal(t.vault, a.apiKey);
+    await t.vault.store.put(apiKeyGroup(a.keyId), RECORD, JSON.stringify(stored));
+    expect((await verifyApiKey(t.vault, a.apiKey)).keyId).toBe(a.keyId);
+  });
+
   it('the org and environment come from the record as stored now', async () => {
     const a = await createApiKey(t.vault, { org: 'acme' });
     expect((await verifyApiKey(t.vault, a.apiKey)).org).toBe('acme');
