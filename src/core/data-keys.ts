@@ -99,7 +99,10 @@ export interface DataKeyCacheOptions {
 
 export const DEFAULT_DATA_KEY_CACHE_ENTRIES = 10_000;
 export const DEFAULT_DATA_KEY_CACHE_TTL_MS = 60_000;
-/** Evicted keys are zeroed this long after eviction: a call that already holds one finishes first. */
+/**
+ * Evicted keys are zeroed this long after eviction, so a call that took one just before
+ * finishes first (the vault seals and opens in the same step as it gets the key).
+ */
 const ZERO_AFTER_MS = 1000;
 
 interface CachedKey {
@@ -178,7 +181,10 @@ export class DataKeyCache {
       return;
     }
     while (this.#entries.size >= this.maxEntries) this.#evictOldest();
-    this.#entries.set(name, { dataKey, expires: Date.now() + this.ttlMs, current });
+    // The cache zeroes what it evicts, so it keeps its own copy: the caller's buffer (or a
+    // provider's) is never wiped under it, and a key set again is a new copy.
+    const owned: DataKey = { id: dataKey.id, key: Buffer.from(dataKey.key) };
+    this.#entries.set(name, { dataKey: owned, expires: Date.now() + this.ttlMs, current });
     if (names === undefined) this.#byGroup.set(group, (names = new Set()));
     names.add(name);
   }

@@ -195,8 +195,12 @@ function sealUnder(version: SealedVersion, sealingKey: KeyringKey | DataKey, pla
     throw new VaultError('VALIDATION_ERROR', 'Encryption context is not made of well-formed Unicode strings');
   }
   const { id, key } = sealingKey;
-  // A data key released by its cache is zeroed: never seal under known bytes.
-  if (version === DATA_KEY_FORMAT_VERSION && isAllZero(key)) throw new VaultError('INTERNAL', 'A released data key cannot seal');
+  if (version === DATA_KEY_FORMAT_VERSION) {
+    // An id that could not be parsed back, or a key of the wrong size, would store values that never open.
+    if (!isValidKeyId(id) || key.length !== 32) throw new VaultError('INTERNAL', 'A data key is a valid id and 32 bytes');
+    // A data key released by its cache is zeroed: never seal under known bytes.
+    if (isAllZero(key)) throw new VaultError('INTERNAL', 'A released data key cannot seal');
+  }
   const nonce = freshNonce();
   const cipher = createCipheriv(ALGORITHM, key, nonce, { authTagLength: TAG_BYTES });
   cipher.setAAD(additionalData(id, context, version));
@@ -256,6 +260,8 @@ export function openCredential(keyring: Keyring, sealed: string, context: SealCo
 export function openWithDataKey(dataKey: DataKey, sealed: string, context: SealContext): string {
   const parts = parseSealed(sealed);
   if (parts === undefined || parts.version !== DATA_KEY_FORMAT_VERSION || parts.keyId !== dataKey.id) throw decryptionFailed();
+  // A released (zeroed) key is a bug of the caller's, not a bad value: say so instead of "cannot decrypt".
+  if (dataKey.key.length !== 32 || isAllZero(dataKey.key)) throw new VaultError('INTERNAL', 'A released data key cannot open');
   return openParts(parts, dataKey, context);
 }
 

@@ -9,7 +9,7 @@ import {
   unwrapDataKey,
   type DataKeyRecord,
 } from '../../src/core/data-keys.js';
-import { sealWithDataKey } from '../../src/crypto/cipher.js';
+import { openWithDataKey, sealWithDataKey } from '../../src/crypto/cipher.js';
 import { localKeyProvider } from '../../src/crypto/key-provider.js';
 import { generateKey, parseKeyring } from '../../src/crypto/keyring.js';
 
@@ -62,7 +62,7 @@ describe('the data key cache', () => {
     const b = dataKey();
     cache.set('g1', a, true);
     cache.set('g1', b, false);
-    expect(cache.get('g1', a.id)).toBe(a);
+    expect(cache.get('g1', a.id)).toEqual(a);
     expect(cache.get('g2', a.id)).toBeUndefined();
     expect(cache.current('g1')?.id).toBe(a.id);
     cache.set('g1', b, true);
@@ -80,7 +80,7 @@ describe('the data key cache', () => {
     expect(cache.size).toBe(3);
     expect(cache.get('g0', keys[0]!.id)).toBeUndefined();
     expect(cache.get('g1', keys[1]!.id)).toBeUndefined();
-    expect(cache.get('g4', keys[4]!.id)).toBe(keys[4]);
+    expect(cache.get('g4', keys[4]!.id)).toEqual(keys[4]);
   });
 
   it('forgets keys past their TTL, and zeroes every evicted key shortly after', () => {
@@ -89,14 +89,19 @@ describe('the data key cache', () => {
     const key = dataKey();
     cache.set('g', key, true);
     vi.advanceTimersByTime(999);
-    expect(cache.get('g', key.id)).toBe(key);
+    const held = cache.get('g', key.id) as ReturnType<typeof dataKey>;
+    expect(held).toEqual(key);
     vi.advanceTimersByTime(1);
     expect(cache.get('g', key.id)).toBeUndefined();
-    expect(key.key.some((byte) => byte !== 0)).toBe(true);
+    expect(held.key.some((byte) => byte !== 0)).toBe(true);
     vi.advanceTimersByTime(1000);
-    expect(key.key.every((byte) => byte === 0)).toBe(true);
-    // A zeroed key never seals.
-    expect(() => sealWithDataKey(key, 'v', { ...ref, name: 'k' })).toThrow(/released data key/);
+    // The cache's own copy is wiped; the buffer it was given is the caller's, left alone.
+    expect(held.key.every((byte) => byte === 0)).toBe(true);
+    expect(key.key.some((byte) => byte !== 0)).toBe(true);
+    // A zeroed key never seals, and opening with one says it is a released key.
+    expect(() => sealWithDataKey(held, 'v', { ...ref, name: 'k' })).toThrow(/released data key/);
+    const sealed = sealWithDataKey(key, 'v', { ...ref, name: 'k' });
+    expect(() => openWithDataKey(held, sealed, { ...ref, name: 'k' })).toThrow(/released data key/);
   });
 
   it('a TTL or size of 0 keeps nothing; bad bounds are refused', () => {
@@ -108,15 +113,34 @@ describe('the data key cache', () => {
     expect(() => new DataKeyCache({ maxEntries: 1.5 })).toThrow(/maxEntries/);
   });
 
-  it('clear() forgets and zeroes everything', () => {
+  it('clear() forgets and zeroes everything it held', () => {
     vi.useFakeTimers();
     const cache = new DataKeyCache();
     const keys = [dataKey(), dataKey()];
     cache.set('a', keys[0]!, true);
     cache.set('b', keys[1]!, true);
+    const held = [cache.get('a', keys[0]!.id)!, cache.get('b', keys[1]!.id)!];
     cache.clear();
     expect(cache.size).toBe(0);
     vi.advanceTimersByTime(1000);
-    for (const key of keys) expect(key.key.every((byte) => byte === 0)).toBe(true);
+    for (const key of held) expect(key.key.every((byte) => byte === 0)).toBe(true);
+  });
+
+  it('a key evicted and set again before the zeroing is not wiped: the cache holds a new copy', () => {
+    vi.useFakeTimers();
+    const cache = new DataKeyCache();
+    const key = dataKey();
+    cache.set('g', key, true);
+    cache.evictGroup('g');
+    cache.set('g', key, true);
+    vi.advanceTimersByTime(1100);
+    const current = cache.current('g');
+    expect(current?.key.equals(key.key)).toBe(true);
+    expect(() => sealWithDataKey(current!, 'v', { ...ref, name: 'k' })).not.toThrow();
+  });
+
+  it('refuses to seal under a data key whose id could not be read back, or of the wrong size', () => {
+    expect(() => sealWithDataKey({ id: 'a.b', key: randomBytes(32) }, 'v', { ...ref, name: 'k' })).toThrow(/valid id and 32 bytes/);
+    expect(() => sealWithDataKey({ id: 'abc', key: randomBytes(16) }, 'v', { ...ref, name: 'k' })).toThrow(/valid id and 32 bytes/);
   });
 });
