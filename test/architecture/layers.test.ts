@@ -21,7 +21,8 @@ export interface Edge {
 }
 
 function layerOf(file: string): Layer | undefined {
-  if (file === 'src/errors.ts') return 'errors';
+  // The error class and the optional-peer loader (which needs only the error class) are the base everyone may use.
+  if (file === 'src/errors.ts' || file === 'src/optional-peers.ts') return 'errors';
   if (file === 'src/core/store.ts') return 'store-contract';
   if (/^src\/[^/]+\.ts$/.test(file)) return 'root';
   const match = /^(src\/(crypto|core|auth|http|cli|testing)|adapters|bench)\//.exec(file);
@@ -33,7 +34,7 @@ const BELOW_ROOT: Layer[] = ['errors', 'crypto', 'core', 'store-contract', 'auth
 
 /** What each layer may import statically. */
 const ALLOWED: Record<Layer, Layer[]> = {
-  errors: [],
+  errors: ['errors'],
   crypto: ['errors', 'crypto'],
   core: ['errors', 'crypto', 'core', 'store-contract'],
   'store-contract': ['errors', 'store-contract'],
