@@ -9,6 +9,7 @@ import { VaultError } from './errors.js';
 import type { VaultStore } from './core/store.js';
 import { openVault, type Vault, type VaultSettings } from './core/vault.js';
 import { loadKeyring, parseKeyring, type Keyring } from './crypto/keyring.js';
+import type { KeyProvider } from './crypto/key-provider.js';
 import { defaultKeyFileFor, openStore } from './store-url.js';
 
 export { DEFAULT_SESSION_TOKEN_TTL_SECONDS } from './core/vault.js';
@@ -35,6 +36,12 @@ export interface VaultOptions extends VaultKeyOptions, VaultSettings {
   store: VaultStore | string;
   /** Keeps this vault's records apart from other vaults sharing one backend. */
   namespace?: string;
+  /**
+   * Where the key-encryption keys live: a {@link KeyProvider}, or an RFC 7512 PKCS#11 URI
+   * (`pkcs11:token=credvault;object=kek-1?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-source=env:CREDVAULT_PKCS11_PIN`,
+   * `CREDVAULT_KEK` for the CLI). Default: the keyring's own keys. The vault closes it.
+   */
+  kek?: KeyProvider | string;
 }
 
 /** How {@link resolveKeyring} reads keys, beyond {@link VaultKeyOptions}. */
@@ -65,10 +72,27 @@ export interface ResolvedKeyring {
  * ```
  */
 export async function createVault(options: VaultOptions): Promise<Vault> {
-  const { store, namespace, keys, keyFile, log, ...settings } = options;
+  const { store, namespace, keys, keyFile, log, kek, ...settings } = options;
   const { keyring } = await resolveKeyring(store, { keys, keyFile, log });
-  const rawStore = typeof store === 'string' ? await openStore(store, { namespace, storeTimeoutMs: settings.storeTimeoutMs }) : store;
-  return openVault(rawStore, keyring, { ...settings, log });
+  const keyProvider = await openKeyProvider(kek, log);
+  let rawStore: VaultStore;
+  try {
+    rawStore = typeof store === 'string' ? await openStore(store, { namespace, storeTimeoutMs: settings.storeTimeoutMs }) : store;
+  } catch (error) {
+    await keyProvider?.close?.().catch(() => undefined);
+    throw error;
+  }
+  return openVault(rawStore, keyring, { ...settings, log, ...(keyProvider === undefined ? {} : { keyProvider }) });
+}
+
+/** The provider `kek` names: itself, or a PKCS#11 provider opened from its URI (pkcs11js loads only then). */
+async function openKeyProvider(kek: KeyProvider | string | undefined, log: ((line: string) => void) | undefined): Promise<KeyProvider | undefined> {
+  if (kek === undefined || typeof kek !== 'string') return kek;
+  if (!/^pkcs11:/i.test(kek)) {
+    throw new VaultError('INVALID_CONFIGURATION', 'kek must be a PKCS#11 URI (pkcs11:token=...;object=...?module-path=...) or a KeyProvider');
+  }
+  const { openPkcs11KeyProvider } = await import('./crypto/pkcs11.js');
+  return openPkcs11KeyProvider(kek, log === undefined ? {} : { log });
 }
 
 /**

@@ -133,10 +133,12 @@ async function openCliVault(flags: StoreFlags): Promise<Vault> {
     );
   }
   const namespace = flags.namespace ?? process.env['CREDVAULT_NAMESPACE'];
+  const kek = process.env['CREDVAULT_KEK'];
   return createVault({
     store,
     keys: resolved.keyring,
     ...(namespace !== undefined && namespace !== '' ? { namespace } : {}),
+    ...(kek !== undefined && kek.trim() !== '' ? { kek: kek.trim() } : {}),
   });
 }
 
@@ -310,7 +312,7 @@ async function rotateWithProgress(vault: Vault, batchSize: number) {
   const total = await countRecords(vault, { batchSize });
   const bar = new SingleBar(
     {
-      format: 'credvault: re-sealing [{bar}] {value}/{total} records',
+      format: 'credvault: rotating [{bar}] {value}/{total} records',
       stream: process.stderr,
       hideCursor: true,
       noTTYOutput: true,

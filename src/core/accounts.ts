@@ -31,10 +31,12 @@ import { accountNotFound } from './credentials.js';
 import { auditedRemoval } from './events.js';
 import { MAX_BATCH_WRITES, type BatchWrite, type StoreEntry } from './store.js';
 import type { Vault } from './vault.js';
-import { sealCredential } from '../crypto/cipher.js';
+import type { DataKey } from '../crypto/cipher.js';
+import { destroyAccountKeys, newAccountKey, rememberKey, sealFor, sealingKey } from './envelope.js';
 
 /** Most credentials (or udf fields) one request may set: they share one batch with the profile and default app. */
-const MAX_ENTRIES = MAX_BATCH_WRITES - 2;
+// The profile, the data key and the default app take three of a batch's writes.
+const MAX_ENTRIES = MAX_BATCH_WRITES - 3;
 
 /** The record of an account's default-app integration. */
 const DEFAULT_APP_RECORD = JSON.stringify({ type: 'default_app' });
@@ -179,12 +181,15 @@ export async function createLinkedAccount(
   const index = accountIndexEntry(ref);
   // Profile, default app, every seeded credential and the index entry land in one atomic
   // step: a create that fails (or is cut off by a crash) leaves nothing, so a retry starts clean.
-  const writes: BatchWrite[] = [{ op: 'insert', member: PROFILE, value: JSON.stringify(profile) }];
-  if (credentials !== undefined) writes.push(...defaultAppWrites(vault, ref, credentials));
+  // Its data key too: an account never exists without one, and its seeded values are sealed under it.
+  const { dataKey, write: keyWrite } = await newAccountKey(vault, ref);
+  const writes: BatchWrite[] = [{ op: 'insert', member: PROFILE, value: JSON.stringify(profile) }, keyWrite];
+  if (credentials !== undefined) writes.push(...defaultAppWrites(dataKey, ref, credentials));
   const result = await vault.store.batch(group, writes, { index });
   if (!result.committed) {
     throw new VaultError('LINKED_ACCOUNT_EXISTS', `Linked account ${ref.accountId} already exists`);
   }
+  rememberKey(vault, ref, dataKey);
   const undo = () => vault.store.removeGroup(group, { index });
   const actor = actorOf(principal);
   await vault.emit({ type: 'account.created', ...ref, actor }, undo);
@@ -197,13 +202,13 @@ export async function createLinkedAccount(
 }
 
 /** The writes that give an account its default app (kept if it has one) and set these credentials in it. */
-function defaultAppWrites(vault: Vault, ref: AccountRef, credentials: Array<[string, string]>): BatchWrite[] {
+function defaultAppWrites(dataKey: DataKey, ref: AccountRef, credentials: Array<[string, string]>): BatchWrite[] {
   return [
     { op: 'put', member: DEFAULT_APP, value: DEFAULT_APP_RECORD },
     ...credentials.map(([name, value]): BatchWrite => ({
       op: 'put',
       member: credentialMember(name),
-      value: sealCredential(vault.keyring, value, { ...ref, name }),
+      value: sealFor(dataKey, value, { ...ref, name }),
     })),
   ];
 }
@@ -258,7 +263,12 @@ export async function upsertLinkedAccount(
       for (const key of announced) await vault.emit({ type: 'credential.updated', ...ref, key, actor });
     }
   }
-  const appWrites = credentials === undefined ? [] : defaultAppWrites(vault, ref, credentials);
+  let appWrites: BatchWrite[] = [];
+  if (credentials !== undefined) {
+    const dataKey = await sealingKey(vault, ref);
+    if (dataKey === undefined) throw accountNotFound(ref);
+    appWrites = defaultAppWrites(dataKey, ref, credentials);
+  }
   let profile = JSON.parse(existing.value) as AccountProfile;
   let current = existing;
   let results: Array<'added' | 'updated' | boolean> = [];
@@ -325,9 +335,11 @@ export async function deleteLinkedAccount(vault: Vault, principal: Principal): P
   const ref = checkAccountRef(principal);
   const group = accountGroup(ref);
   if ((await vault.store.get(group, PROFILE)) === undefined) throw accountNotFound(ref);
-  const removed = await auditedRemoval(vault, { type: 'account.deleted', ...ref, actor: actorOf(principal) }, () =>
-    vault.store.removeGroup(group, { index: accountIndexEntry(ref) }),
-  );
+  const removed = await auditedRemoval(vault, { type: 'account.deleted', ...ref, actor: actorOf(principal) }, async () => {
+    // Its data keys go first (crypto-shredding), then everything else it owns.
+    await destroyAccountKeys(vault, ref);
+    return vault.store.removeGroup(group, { index: accountIndexEntry(ref) });
+  });
   if (removed === 0) throw accountNotFound(ref);
 }
 

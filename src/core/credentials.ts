@@ -9,7 +9,7 @@ import { actorOf, checkAccountRef, type Principal } from './principal.js';
 import { auditedRemoval } from './events.js';
 import { credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
 import type { Vault } from './vault.js';
-import { sealCredential, openCredential } from '../crypto/cipher.js';
+import { openFor, sealFor, sealingKey } from './envelope.js';
 
 /** What an upsert did. */
 export interface UpsertResult {
@@ -28,8 +28,8 @@ export interface CredentialInfo {
 }
 
 /**
- * Adds or replaces one default-app auth credential of a linked account, sealed with the
- * keyring's primary key. Numbers and booleans are stored as `String(value)`.
+ * Adds or replaces one default-app auth credential of a linked account, sealed under the
+ * account's data key. Numbers and booleans are stored as `String(value)`.
  *
  * @throws VaultError `VALIDATION_ERROR`, `LINKED_ACCOUNT_NOT_FOUND`, `DEFAULT_APP_NOT_FOUND`, `STORE_UNAVAILABLE`
  * @example
@@ -48,8 +48,10 @@ export async function upsertDefaultAppCredential(
   const ref = checkAccountRef(principal);
   const name = parseInput(credentialKeySchema, key, 'key');
   const plaintext = parseInput(credentialValueSchema(vault.maxValueBytes), value, 'value');
+  const dataKey = await sealingKey(vault, ref, DEFAULT_APP);
+  if (dataKey === undefined) throw await whyNoDefaultApp(vault, ref);
   // Fields named one by one: object spread showed in the profile of every write.
-  const sealed = sealCredential(vault.keyring, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
+  const sealed = sealFor(dataKey, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
   const group = accountGroup(ref);
   const member = credentialMember(name);
   const event = { org: ref.org, environment: ref.environment, accountId: ref.accountId, key: name, actor: actorOf(principal) };
@@ -82,7 +84,7 @@ export async function getDefaultAppCredential(vault: Vault, ref: AccountRef, key
   const name = parseInput(credentialKeySchema, key, 'key');
   const entry = await vault.store.get(accountGroup(account), credentialMember(name));
   if (entry === undefined) return undefined;
-  return openCredential(vault.keyring, entry.value, { org: account.org, environment: account.environment, accountId: account.accountId, name });
+  return openFor(vault, account, entry.value, { org: account.org, environment: account.environment, accountId: account.accountId, name });
 }
 
 /**
@@ -107,16 +109,18 @@ export async function listDefaultAppCredentials(
   if (items.length === 0 && (await vault.store.get(group, PROFILE)) === undefined) {
     throw accountNotFound(account);
   }
-  return items.map(({ member, entry }) => {
+  const infos: CredentialInfo[] = [];
+  for (const { member, entry } of items) {
     const key = credentialKeyOf(member);
     const info: CredentialInfo = {
       key,
       createdAt: new Date(entry.createdAt).toISOString(),
       updatedAt: new Date(entry.updatedAt).toISOString(),
     };
-    if (options.reveal === true) info.value = openCredential(vault.keyring, entry.value, { ...account, name: key });
-    return info;
-  });
+    if (options.reveal === true) info.value = await openFor(vault, account, entry.value, { ...account, name: key });
+    infos.push(info);
+  }
+  return infos;
 }
 
 /**

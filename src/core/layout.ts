@@ -89,6 +89,8 @@ export const accountIdOfIndexEntry = (entry: string): string => unescapeComponen
 /** Members of an account group. */
 export const PROFILE = 'profile';
 export const DEFAULT_APP = 'app:default';
+/** The account's data keys, wrapped by the key provider (see `data-keys.ts`). */
+export const DATA_KEY = 'dek';
 export const CREDENTIAL_PREFIX = 'cred:';
 export const credentialMember = (key: string): string => CREDENTIAL_PREFIX + escapeComponent(key);
 export const SESSION_PREFIX = 'session:';
@@ -108,6 +110,11 @@ export const CANARY_PREFIX = 'canary:';
 export const canaryMember = (keyId: string): string => CANARY_PREFIX + escapeComponent(keyId);
 /** The key id a {@link canaryMember} names. */
 export const canaryKeyIdOf = (member: string): string => unescapeComponent(member.slice(CANARY_PREFIX.length));
+/** One per KEK that ever wrapped a data key here: a wrapped random key, to check the provider at start. */
+export const KEK_CANARY_PREFIX = 'kek-canary:';
+export const kekCanaryMember = (kekId: string): string => KEK_CANARY_PREFIX + escapeComponent(kekId);
+/** The KEK id a {@link kekCanaryMember} names. */
+export const kekIdOfCanary = (member: string): string => unescapeComponent(member.slice(KEK_CANARY_PREFIX.length));
 export const API_KEY_EXISTS = 'apikey-exists';
 /** The key id that claimed a fresh store, written together with its canary (see `checkKeyring`). */
 export const KEYRING_FOUNDER = 'keyring-founder';

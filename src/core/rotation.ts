@@ -1,21 +1,40 @@
 /**
- * Key rotation: re-seals every sealed value in the store under the primary key, verifies,
- * then retires the other keys' canaries.
+ * Key rotation: re-wraps every account's data key under the key provider's primary KEK,
+ * upgrades values sealed before data keys existed (`cv1`) to their account's data key,
+ * re-seals the canaries under the keyring's primary, verifies, then retires the other keys'
+ * canaries.
  */
 import { VaultError, isVaultError } from '../errors.js';
-import { CANARY_PREFIX, CREDENTIAL_PREFIX, META_GROUP, SESSION_PREFIX, canaryKeyIdOf, credentialKeyOf, parseAccountGroup, sessionTokenIdOf, unescapeComponent } from './layout.js';
+import {
+  CANARY_PREFIX,
+  CREDENTIAL_PREFIX,
+  DATA_KEY,
+  KEK_CANARY_PREFIX,
+  META_GROUP,
+  kekIdOfCanary,
+  SESSION_PREFIX,
+  canaryKeyIdOf,
+  credentialKeyOf,
+  parseAccountGroup,
+  sessionTokenIdOf,
+  unescapeComponent,
+} from './layout.js';
 import { sessionTokenSealContext, type SessionTokenRecord } from './session-tokens.js';
 import type { AccountRef } from './layout.js';
 import { CANARY_CONTEXT } from './vault.js';
 import type { Vault } from './vault.js';
 import type { StoreEntry } from './store.js';
-import { openCredential, sealCredential, sealedKeyId, type SealContext } from '../crypto/cipher.js';
+import { DATA_KEY_FORMAT_VERSION, openCredential, sealCredential, sealedHeader, sealedKeyId, type SealContext } from '../crypto/cipher.js';
+import { formatDataKeyRecord, parseDataKeyRecord, unwrapDataKey, wrapContextOf, type StoredDataKey } from './data-keys.js';
+import { openFor, sealFor, sealingKey } from './envelope.js';
 
 /** What a rotation did. */
 export interface RotationResult {
-  /** Values re-sealed under the primary key by this run. */
+  /** Data keys re-wrapped under the key provider's primary KEK by this run. */
+  rewrapped: number;
+  /** Values re-sealed by this run: `cv1` values moved to their account's data key, canaries under the keyring's primary. */
   resealed: number;
-  /** Sealed values that were already under the primary key. */
+  /** Data keys and values that were already current. */
   alreadyCurrent: number;
 }
 
@@ -37,6 +56,8 @@ interface SealedField {
   sealed: string;
   context: SealContext;
   rebuild: (sealed: string) => string;
+  /** The account whose data key seals it; `undefined` for the canaries (keyring-sealed). */
+  account?: AccountRef;
 }
 
 /** Where the sealed value of a record sits, or `undefined` for records that hold none. */
@@ -48,7 +69,7 @@ function sealedField(group: string, member: string, entry: StoreEntry): SealedFi
   if (account === undefined) return undefined;
   if (member.startsWith(CREDENTIAL_PREFIX)) {
     const name = credentialKeyOf(member);
-    return { sealed: entry.value, context: { ...account, name }, rebuild: (sealed) => sealed };
+    return { sealed: entry.value, context: { ...account, name }, rebuild: (sealed) => sealed, account };
   }
   if (member.startsWith(SESSION_PREFIX)) {
     const record = JSON.parse(entry.value) as SessionTokenRecord;
@@ -57,6 +78,7 @@ function sealedField(group: string, member: string, entry: StoreEntry): SealedFi
       sealed: record.sealed,
       context: sessionTokenSealContext(account, tokenId),
       rebuild: (sealed) => JSON.stringify({ ...record, sealed }),
+      account,
     };
   }
   return undefined;
@@ -119,7 +141,7 @@ const MAX_PASSES = 3;
 export async function rotateKeys(vault: Vault, options: RotationOptions = {}): Promise<RotationResult> {
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const primary = vault.keyring.primary.id;
-  const result: RotationResult = { resealed: 0, alreadyCurrent: 0 };
+  const result: RotationResult = { rewrapped: 0, resealed: 0, alreadyCurrent: 0 };
   let walked = 0;
   let unsettled = new Map<string, UnsettledRecord>();
   let verified = false;
@@ -132,9 +154,10 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
       const page = await vault.store.scan(cursor, batchSize);
       for (const { group, member, entry } of page.items) {
         if (group === META_GROUP) continue; // canaries are settled at the end
-        const outcome = await resealRecord(vault, group, member, entry);
-        if (outcome === 'resealed') {
-          result.resealed += 1;
+        const outcome = member === DATA_KEY ? await rewrapRecord(vault, group, entry) : await resealRecord(vault, group, member, entry);
+        if (outcome === 'resealed' || (typeof outcome === 'number' && outcome > 0)) {
+          if (outcome === 'resealed') result.resealed += 1;
+          else result.rewrapped += outcome as number;
           changed += 1;
         } else if (outcome === 'current' && pass === 1) {
           result.alreadyCurrent += 1;
@@ -172,10 +195,14 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
       `Records sealed under other keys kept appearing after ${MAX_PASSES} passes (is a server still running with an old primary key?), so no key was retired; run it again`,
     );
   }
-  // Every record now opens under the primary: the other keys' canaries can go.
+  // Every record now opens under the primary: the other keys' canaries can go, and so can
+  // the canaries of KEKs that no longer wrap any data key.
   for (const { member } of await vault.store.list(META_GROUP, CANARY_PREFIX)) {
     const keyId = canaryKeyIdOf(member);
     if (keyId !== primary) await vault.store.remove(META_GROUP, member);
+  }
+  for (const { member } of await vault.store.list(META_GROUP, KEK_CANARY_PREFIX)) {
+    if (kekIdOfCanary(member) !== vault.keyProvider.primaryKekId) await vault.store.remove(META_GROUP, member);
   }
   return result;
 }
@@ -191,17 +218,67 @@ async function resealRecord(
   for (let attempt = 0; attempt < 5 && entry !== undefined; attempt++) {
     const field = sealedField(group, member, entry);
     if (field === undefined) return 'none';
-    if (sealedKeyId(field.sealed) === vault.keyring.primary.id) return 'current';
-    let plaintext: string;
+    const header = sealedHeader(field.sealed);
+    const { account } = field;
+    // Account values are current under their data key (re-wrapping the key moves them along);
+    // canaries under the keyring's primary.
+    if (account !== undefined ? header?.version === DATA_KEY_FORMAT_VERSION : sealedKeyId(field.sealed) === vault.keyring.primary.id) {
+      return 'current';
+    }
+    let next: string;
     try {
-      plaintext = openCredential(vault.keyring, field.sealed, field.context);
+      if (account === undefined) {
+        next = field.rebuild(sealCredential(vault.keyring, openCredential(vault.keyring, field.sealed, field.context), field.context));
+      } else {
+        const plaintext = await openFor(vault, account, field.sealed, field.context);
+        const dataKey = await sealingKey(vault, account);
+        // The account went away meanwhile: its records go with it.
+        if (dataKey === undefined) return 'none';
+        next = field.rebuild(sealFor(dataKey, plaintext, field.context));
+      }
     } catch (error) {
       if (isVaultError(error) && error.code === 'DECRYPTION_FAILED') return 'unreadable';
       throw error;
     }
-    const next = field.rebuild(sealCredential(vault.keyring, plaintext, field.context));
     if (await vault.store.replace(group, member, entry.value, next)) return 'resealed';
     entry = await vault.store.get(group, member);
+  }
+  return entry === undefined ? 'none' : 'busy';
+}
+
+/**
+ * Re-wraps an account's data keys that another KEK wraps under the provider's primary, in
+ * one compare-and-swap of its record. Returns how many it re-wrapped (0 when none needed it).
+ */
+async function rewrapRecord(vault: Vault, group: string, first: StoreEntry): Promise<number | 'current' | 'none' | 'busy' | 'unreadable'> {
+  const account = parseAccountGroup(group);
+  if (account === undefined) return 'none';
+  const provider = vault.keyProvider;
+  let entry: StoreEntry | undefined = first;
+  for (let attempt = 0; attempt < 5 && entry !== undefined; attempt++) {
+    const record = parseDataKeyRecord(entry.value);
+    if (record === undefined) return 'unreadable';
+    if (record.keys.every((key) => key.kek === provider.primaryKekId)) return 'current';
+    const keys: StoredDataKey[] = [];
+    let rewrapped = 0;
+    try {
+      for (const key of record.keys) {
+        if (key.kek === provider.primaryKekId) {
+          keys.push(key);
+          continue;
+        }
+        const dataKey = await unwrapDataKey(provider, account, key);
+        const wrapped = await provider.wrap(dataKey.key, wrapContextOf(account, key.id));
+        dataKey.key.fill(0);
+        keys.push({ id: key.id, kek: wrapped.kekId, wrapped: wrapped.wrapped });
+        rewrapped += 1;
+      }
+    } catch (error) {
+      if (isVaultError(error) && error.code === 'DECRYPTION_FAILED') return 'unreadable';
+      throw error;
+    }
+    if (await vault.store.replace(group, DATA_KEY, entry.value, formatDataKeyRecord({ v: 1, keys }))) return rewrapped;
+    entry = await vault.store.get(group, DATA_KEY);
   }
   return entry === undefined ? 'none' : 'busy';
 }

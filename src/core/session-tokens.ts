@@ -10,7 +10,8 @@ import type { Environment } from './validation.js';
 import type { Vault } from './vault.js';
 import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
-import { openCredential, sealCredential, type SealContext } from '../crypto/cipher.js';
+import type { SealContext } from '../crypto/cipher.js';
+import { openFor, sealFor, sealingKey } from './envelope.js';
 
 /** An issued (or handed back) session token. */
 export interface IssuedSessionToken {
@@ -80,9 +81,11 @@ export async function issueSessionToken(
   const tokenId = randomToken(16);
   const secret = randomToken(32);
   const token = `cvs_${locator}.${tokenId}.${secret}`;
+  const dataKey = await sealingKey(vault, account);
+  if (dataKey === undefined) throw unknownAccount(account);
   const record: SessionTokenRecord = {
     hash: hashSecret(secret),
-    sealed: sealCredential(vault.keyring, token, sessionTokenSealContext(account, tokenId)),
+    sealed: sealFor(dataKey, token, sessionTokenSealContext(account, tokenId)),
   };
   // Conditional on the profile: a token issued while the account is being deleted must
   // not survive into a later account with the same id.
@@ -116,7 +119,7 @@ async function findReusableToken(
   if (best === undefined) return undefined;
   const tokenId = sessionTokenIdOf(best.member);
   const record = JSON.parse(best.entry.value) as SessionTokenRecord;
-  const token = openCredential(vault.keyring, record.sealed, sessionTokenSealContext(account, tokenId));
+  const token = await openFor(vault, account, record.sealed, sessionTokenSealContext(account, tokenId));
   return { token, expiresIn: Math.floor(((best.entry.expiresAt ?? now) - now) / 1000) };
 }
 

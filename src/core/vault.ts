@@ -5,15 +5,17 @@
  * `src/vault.ts`.
  */
 import { randomBytes } from 'node:crypto';
-import { VaultError } from '../errors.js';
+import { VaultError, isVaultError } from '../errors.js';
 import type { StoreListItem, VaultStore } from './store.js';
 import { withDeadline, DEFAULT_STORE_TIMEOUT_MS } from './deadline.js';
 import type { EventSink, VaultEvent } from './events.js';
-import { CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryKeyIdOf, canaryMember } from './layout.js';
+import { CANARY_PREFIX, KEK_CANARY_PREFIX, KEYRING_FOUNDER, META_GROUP, canaryKeyIdOf, canaryMember, kekCanaryMember, kekIdOfCanary } from './layout.js';
 import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
 import { indexExistingAccounts } from './account-index.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { assertKeyringOpens, sealCredential } from '../crypto/cipher.js';
+import { localKeyProvider, type KeyProvider, type WrapContext } from '../crypto/key-provider.js';
+import { DataKeyCache, type DataKeyCacheOptions } from './data-keys.js';
 
 /** Default lifetime of issued session tokens: 24 hours. */
 export const DEFAULT_SESSION_TOKEN_TTL_SECONDS = 24 * 60 * 60;
@@ -39,12 +41,24 @@ export interface VaultSettings {
   failClosedEvents?: boolean;
   /** Where notices (such as how many existing accounts were indexed) go. Default: stderr. */
   log?: (line: string) => void;
+  /**
+   * Where the key-encryption keys live, which wrap each account's data key. Default: the
+   * keyring itself (`localKeyProvider(keyring)`). The vault owns it: `close()` closes it.
+   */
+  keyProvider?: KeyProvider;
+  /** Bounds of the in-process cache of unwrapped data keys (count and TTL). */
+  dataKeyCache?: DataKeyCacheOptions;
 }
 
 /** An open vault. Pass it to the operations (`upsertDefaultAppCredential`, ...). */
 export interface Vault {
   readonly store: VaultStore;
+  /** Opens values sealed before data keys existed (`cv1`), and the store's canaries. */
   readonly keyring: Keyring;
+  /** Wraps and unwraps the accounts' data keys. */
+  readonly keyProvider: KeyProvider;
+  /** Unwrapped data keys, bounded. */
+  readonly dataKeys: DataKeyCache;
   readonly sessionTokenTtlSeconds: number;
   readonly maxValueBytes: number;
   /** True when a failing audit sink must stop the operation. */
@@ -82,15 +96,19 @@ export const CANARY_CONTEXT = { org: '', environment: '', accountId: '', name: '
  * ```
  */
 export async function openVault(rawStore: VaultStore, keyring: Keyring, options: VaultSettings = {}): Promise<Vault> {
+  let dataKeys: DataKeyCache;
   try {
     checkSettings(options);
+    dataKeys = new DataKeyCache(options.dataKeyCache);
   } catch (error) {
     await rawStore.close().catch(() => undefined);
     throw error;
   }
   const store = withDeadline(rawStore, options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
+  const keyProvider = options.keyProvider ?? localKeyProvider(keyring);
   try {
     await checkKeyring(store, keyring);
+    await checkKeyProvider(store, keyProvider);
     const indexed = await indexExistingAccounts(store);
     if (indexed > 0) {
       const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
@@ -98,6 +116,7 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
     }
   } catch (error) {
     await rawStore.close().catch(() => undefined);
+    await keyProvider.close?.().catch(() => undefined);
     throw error;
   }
   const sink = options.onEvent;
@@ -107,6 +126,8 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
   return {
     store,
     keyring,
+    keyProvider,
+    dataKeys,
     sessionTokenTtlSeconds: options.sessionTokenTtlSeconds ?? DEFAULT_SESSION_TOKEN_TTL_SECONDS,
     maxValueBytes: options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
     failClosedEvents: failClosed,
@@ -134,7 +155,15 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
         .catch(() => undefined)
         .finally(() => (sweeping = false));
     },
-    close: () => rawStore.close(),
+    async close() {
+      dataKeys.clear();
+      try {
+        await rawStore.close();
+      } finally {
+        // The vault owns its provider: closing the vault releases its sessions.
+        await keyProvider.close?.();
+      }
+    },
   };
 }
 
@@ -192,6 +221,47 @@ async function checkKeyring(store: VaultStore, keyring: Keyring): Promise<void> 
   const now = await store.list(META_GROUP, CANARY_PREFIX);
   verifyCanaries(now, keyring);
   if (!hasPrimary(now)) await store.insert(META_GROUP, canaryMember(primary), sealed);
+}
+
+/** What the KEK canaries' wraps are bound to: no account's. */
+export const KEK_CANARY_CONTEXT: WrapContext = { org: 'credvault', environment: 'meta', accountId: 'kek-canary', dekId: '0000000000000000' };
+
+/**
+ * The key provider's counterpart of {@link checkKeyring}: each KEK that ever wrapped a data
+ * key here left a canary (a random key it wrapped); a provider that lacks one of those KEKs,
+ * or whose KEK of that id unwraps none of it, would leave accounts unreadable, so the vault
+ * refuses to start. A provider that cannot be reached at all refuses the start as well
+ * (`STORE_UNAVAILABLE`): nothing falls back.
+ */
+async function checkKeyProvider(store: VaultStore, provider: KeyProvider): Promise<void> {
+  const canaries = await store.list(META_GROUP, KEK_CANARY_PREFIX);
+  const missing: string[] = [];
+  const wrong: string[] = [];
+  for (const { member, entry } of canaries) {
+    const kekId = kekIdOfCanary(member);
+    if (!provider.hasKek(kekId)) {
+      missing.push(kekId);
+      continue;
+    }
+    try {
+      await provider.unwrap({ kekId, wrapped: entry.value }, KEK_CANARY_CONTEXT);
+    } catch (error) {
+      if (!isVaultError(error) || error.code !== 'DECRYPTION_FAILED') throw error;
+      wrong.push(kekId);
+    }
+  }
+  if (missing.length > 0 || wrong.length > 0) {
+    const problems = [
+      ...(missing.length > 0 ? [`KEK id(s) the ${provider.kind} key provider does not have: ${missing.join(', ')}`] : []),
+      ...(wrong.length > 0 ? [`KEK id(s) present but unable to unwrap stored keys: ${wrong.join(', ')}`] : []),
+    ];
+    throw new VaultError('KEYRING_MISMATCH', `The key provider cannot open what is stored: ${problems.join('; ')}`, {
+      details: { missingKekIds: missing, wrongKekIds: wrong },
+    });
+  }
+  if (canaries.some(({ member }) => kekIdOfCanary(member) === provider.primaryKekId)) return;
+  const wrapped = await provider.wrap(randomBytes(32), KEK_CANARY_CONTEXT);
+  await store.insert(META_GROUP, kekCanaryMember(wrapped.kekId), wrapped.wrapped);
 }
 
 function verifyCanaries(canaries: readonly StoreListItem[], keyring: Keyring): void {

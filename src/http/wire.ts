@@ -132,4 +132,4 @@ export const createdApiKeyToWire = (created: CreatedApiKey) => ({
 
 export const apiKeyRevokedToWire = () => ({ revoked: true as const });
 
-export const rotationResultToWire = ({ resealed, alreadyCurrent }: RotationResult) => ({ resealed, already_current: alreadyCurrent });
+export const rotationResultToWire = ({ rewrapped, resealed, alreadyCurrent }: RotationResult) => ({ rewrapped, resealed, already_current: alreadyCurrent });

@@ -772,11 +772,12 @@ describe('keys rotate', () => {
 
     const first = await run(['keys', 'rotate', ...store], withKeys(`${next},${old}`));
     expect(first.code).toBe(0);
-    expect(parseOneJsonLine(first.stdout)).toEqual({ resealed: 3, already_current: 0 });
-    expect(first.stderr).toMatch(/re-sealing \[=+\] \d+\/\d+ records/);
+    // One account: its data key is re-wrapped; its 2 credentials and 1 session token stay under it.
+    expect(parseOneJsonLine(first.stdout)).toEqual({ rewrapped: 1, resealed: 0, already_current: 3 });
+    expect(first.stderr).toMatch(/rotating \[=+\] \d+\/\d+ records/);
 
     const again = await runJson(['keys', 'rotate', ...store], withKeys(`${next},${old}`));
-    expect(again).toEqual({ resealed: 0, already_current: 3 });
+    expect(again).toEqual({ rewrapped: 0, resealed: 0, already_current: 4 });
 
     const listed = await runJson<CredentialList>(['credentials', 'list', '--org', 'acme', '--id', 'r1', '--reveal', ...store], withKeys(next));
     expect(listed.credentials.map((c) => [c.key, c.value])).toEqual([['a', 'alpha'], ['b', 'beta']]);

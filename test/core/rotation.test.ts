@@ -75,11 +75,12 @@ describe.each(BACKENDS)('key rotation on %s', (backend) => {
     await expect(vaultWith(newKey.entry)).rejects.toMatchObject({ code: 'KEYRING_MISMATCH' });
 
     const both = await vaultWith(`${newKey.entry},${oldKey.entry}`);
-    // Written under the new primary already: counted as current, not re-sealed.
+    // Written under account a's data key, which the old key still wraps.
     await upsertDefaultAppCredential(both, a, 'fresh', 'a-3');
-    // 3 credentials and 2 session tokens were under the old key.
-    expect(await rotateKeys(both, { batchSize: 2 })).toEqual({ resealed: 5, alreadyCurrent: 1 });
-    expect(await rotateKeys(both)).toEqual({ resealed: 0, alreadyCurrent: 6 });
+    // Two accounts' data keys were under the old key; their 4 credentials and 2 session tokens
+    // are sealed under those data keys, so they stay as they are.
+    expect(await rotateKeys(both, { batchSize: 2 })).toEqual({ rewrapped: 2, resealed: 0, alreadyCurrent: 6 });
+    expect(await rotateKeys(both)).toEqual({ rewrapped: 0, resealed: 0, alreadyCurrent: 8 });
     await both.close();
     open.splice(0);
 

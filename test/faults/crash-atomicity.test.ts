@@ -88,7 +88,7 @@ async function checkAllOrNothing(vault: Vault, attempts: readonly Attempt[]): Pr
     expect((await getLinkedAccount(vault, ref)).accountId).toBe(accountId);
     const creds = await listDefaultAppCredentials(vault, ref, { reveal: true });
     expect(creds.map((c) => [c.key, c.value])).toEqual(SEEDED.map((k) => [k, valueOf(accountId, k)]));
-    expect(records.map((r) => r.member)).toEqual(['app:default', 'cred:alpha', 'cred:beta', 'cred:gamma', 'profile']);
+    expect(records.map((r) => r.member)).toEqual(['app:default', 'cred:alpha', 'cred:beta', 'cred:gamma', 'dek', 'profile']);
   }
   return absent;
 }
@@ -117,11 +117,13 @@ async function retryAbsent(url: string, apiKey: string, absent: readonly string[
 
 /** Rotates to `next` with the CLI, then opens the store with `next` alone: every credential opens. */
 async function rotateAndReopen(store: string, next: string, old: string, attempts: readonly Attempt[]): Promise<void> {
-  const rotated = await runJson<{ resealed: number; already_current: number }>(['keys', 'rotate', '--store', store], {
+  const rotated = await runJson<{ rewrapped: number; resealed: number; already_current: number }>(['keys', 'rotate', '--store', store], {
     env: { CREDVAULT_KEYS: `${next},${old}` },
     timeoutMs: 60_000,
   });
-  expect(rotated.resealed).toBeGreaterThan(0);
+  // Each account's data key moves to the new key; its values stay as they are.
+  expect(rotated.rewrapped).toBeGreaterThan(0);
+  expect(rotated.resealed).toBe(0);
   expect(await checkStore(store, next, attempts)).toEqual([]);
 }
 

@@ -12,14 +12,8 @@ import {
   type Vault,
   type VaultOptions,
 } from '../../src/index.js';
-import {
-  accountGroup,
-  CREDENTIAL_PREFIX,
-  credentialMember,
-  SESSION_PREFIX,
-  unescapeComponent,
-  type AccountRef,
-} from '../../src/core/layout.js';
+import { accountGroup, CREDENTIAL_PREFIX, DATA_KEY, SESSION_PREFIX, type AccountRef } from '../../src/core/layout.js';
+import { parseDataKeyRecord } from '../../src/core/data-keys.js';
 import { backendSuites, createBackend, keyEntry, marker, wrapStore, type Backend } from './helpers.js';
 
 const X: AccountRef = { org: 'acme', environment: 'test', accountId: 'cust-x' };
@@ -49,17 +43,26 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       await Promise.all(backends.splice(0).map((b) => b.cleanup()));
     });
 
-    /** Every credential and session record of an account, with the key id its sealed value names. */
-    async function sealedKeyIds(backend: Backend, vault: Vault, ref: AccountRef): Promise<string[]> {
+    /** The KEK ids that wrap each of these accounts' data keys. */
+    async function kekIds(vault: Vault, refs: readonly AccountRef[]): Promise<Set<string>> {
+      const ids = new Set<string>();
+      for (const ref of refs) {
+        const record = parseDataKeyRecord((await vault.store.get(accountGroup(ref), DATA_KEY))?.value as string);
+        for (const key of record?.keys ?? []) ids.add(key.kek);
+      }
+      return ids;
+    }
+
+    /** Every credential and session value of an account is sealed under its data key (cv2). */
+    async function allUnderDataKeys(backend: Backend, vault: Vault, ref: AccountRef): Promise<boolean> {
       const group = accountGroup(ref);
-      const ids: string[] = [];
       for (const { member } of await vault.store.list(group)) {
         if (!member.startsWith(CREDENTIAL_PREFIX) && !member.startsWith(SESSION_PREFIX)) continue;
         let sealed = (await backend.readSealed(group, member)) as string;
         if (member.startsWith(SESSION_PREFIX)) sealed = (JSON.parse(sealed) as { sealed: string }).sealed;
-        ids.push(sealed.split('.')[1] as string);
+        if (!sealed.startsWith('cv2.')) return false;
       }
-      return ids;
+      return true;
     }
 
     it('refuses to open with keys that cannot open the store (missing id, same id with other material), in one line naming key ids only, and writes nothing', async () => {
@@ -98,7 +101,7 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       expect(await backend.rawRecords()).toEqual(before);
     });
 
-    it('rotates everything sealed under A to B, counts what it did, is idempotent, and afterwards B alone opens the store and A alone is refused', async () => {
+    it('rotates everything under A to B by re-wrapping one data key per account, counts what it did, is idempotent, and afterwards B alone opens the store and A alone is refused', async () => {
       const backend = await fresh();
       const A = keyEntry('kA');
       const B = keyEntry('kB');
@@ -114,7 +117,6 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       remember(Y, 'unicode.key', 'пароль-🔑');
       const tokenX = (await issueSessionToken(va, X)).token;
       const tokenY = (await issueSessionToken(va, Y)).token;
-      const sealedUnderA = 5 + 2;
 
       const vb = await open(backend, `${B.entry},${A.entry}`);
       for (const key of ['new_one', 'new_two']) {
@@ -126,12 +128,13 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       await upsertDefaultAppCredential(vb, Y, 'y_new', yNew);
       remember(Y, 'y_new', yNew);
       const tokenX2 = (await issueSessionToken(vb, X, { forceRefresh: true })).token;
-      const sealedUnderB = 3 + 1;
-      expect(new Set([...(await sealedKeyIds(backend, vb, X)), ...(await sealedKeyIds(backend, vb, Y))])).toEqual(new Set(['kA', 'kB']));
+      // 8 credentials and 3 session tokens, all under their account's data key; both keys wrapped by A.
+      const values = 8 + 3;
+      expect(await kekIds(vb, [X, Y])).toEqual(new Set(['local:kA']));
 
       const progress: number[] = [];
       const first = await rotateKeys(vb, { batchSize: 3, onProgress: (n) => progress.push(n) });
-      expect(first).toEqual({ resealed: sealedUnderA, alreadyCurrent: sealedUnderB });
+      expect(first).toEqual({ rewrapped: 2, resealed: 0, alreadyCurrent: values });
       expect(progress.length).toBeGreaterThan(1);
 
       const readsEverything = async (vault: Vault) => {
@@ -141,13 +144,14 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
           expect(await getDefaultAppCredential(vault, ref, key), where).toBe(value);
         }
         for (const token of [tokenX, tokenY, tokenX2]) await verifySessionToken(vault, token);
-        // A still-valid token is handed out again: its sealed copy opens under the new key.
+        // A still-valid token is handed out again: its sealed copy opens under the re-wrapped key.
         expect((await issueSessionToken(vault, Y)).token).toBe(tokenY);
       };
       await readsEverything(vb);
-      expect(new Set([...(await sealedKeyIds(backend, vb, X)), ...(await sealedKeyIds(backend, vb, Y))])).toEqual(new Set(['kB']));
+      expect(await kekIds(vb, [X, Y])).toEqual(new Set(['local:kB']));
+      expect((await allUnderDataKeys(backend, vb, X)) && (await allUnderDataKeys(backend, vb, Y))).toBe(true);
 
-      expect(await rotateKeys(vb)).toEqual({ resealed: 0, alreadyCurrent: sealedUnderA + sealedUnderB });
+      expect(await rotateKeys(vb)).toEqual({ rewrapped: 0, resealed: 0, alreadyCurrent: values + 2 });
 
       const onlyB = await open(backend, B.entry);
       await readsEverything(onlyB);
@@ -164,11 +168,10 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       const A = keyEntry('kA');
       const B = keyEntry('kB');
       const va = await open(backend, A.entry);
-      const values: Record<string, string> = {};
-      for (let i = 0; i < 6; i++) values[`key_${i}`] = marker(`v${i}`);
-      await createLinkedAccount(va, X, { credentials: values });
-      const { token } = await issueSessionToken(va, X);
-      const total = 6 + 1;
+      const accounts = Array.from({ length: 6 }, (_, i): AccountRef => ({ ...X, accountId: `cust-${i}` }));
+      const values = new Map(accounts.map((ref) => [ref.accountId, marker(ref.accountId)]));
+      for (const ref of accounts) await createLinkedAccount(va, ref, { credentials: { api_key: values.get(ref.accountId) as string } });
+      const { token } = await issueSessionToken(va, accounts[0] as AccountRef);
 
       const K = 3;
       let replaced = 0;
@@ -190,51 +193,50 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       expect((await rejection(open(backend, B.entry))).code).toBe('KEYRING_MISMATCH');
 
       const vb = await open(backend, `${B.entry},${A.entry}`);
-      expect(await rotateKeys(vb, { batchSize: 2 })).toEqual({ resealed: total - K, alreadyCurrent: K });
+      // The other 3 keys are re-wrapped now; the 3 done before and the 7 values were current.
+      expect(await rotateKeys(vb, { batchSize: 2 })).toEqual({ rewrapped: accounts.length - K, resealed: 0, alreadyCurrent: K + accounts.length + 1 });
       const onlyB = await open(backend, B.entry);
-      for (const [key, value] of Object.entries(values)) expect(await getDefaultAppCredential(onlyB, X, key)).toBe(value);
-      expect((await issueSessionToken(onlyB, X)).token).toBe(token);
+      for (const ref of accounts) expect(await getDefaultAppCredential(onlyB, ref, 'api_key')).toBe(values.get(ref.accountId));
+      expect((await issueSessionToken(onlyB, accounts[0] as AccountRef)).token).toBe(token);
     });
 
     for (const writer of ['a process already on the new keys', 'a process still on the old key alone'] as const) {
-      it(`a credential written by ${writer} while rotation re-seals that very record is not lost`, async () => {
+      it(`a credential written by ${writer} while rotation re-wraps its account's data key is not lost`, async () => {
         const backend = await fresh();
         const A = keyEntry('kA');
         const B = keyEntry('kB');
         const va = await open(backend, A.entry);
         const values: Record<string, string> = { one: marker('one'), two: marker('two'), three: marker('three'), four: marker('four') };
         await createLinkedAccount(va, X, { credentials: values });
-        // The old-key process opened before the new key existed, and is still running.
+        // The old-key process opened before the new key existed, and is still running (its data key cached).
         const concurrent = writer === 'a process still on the old key alone' ? va : await open(backend, `${B.entry},${A.entry}`);
 
         const newer = marker('newer');
-        let raced: string | undefined;
+        let raced = false;
         const racing = wrapStore(backend.openStore(), {
           async replace([group, member], forward) {
-            if (raced === undefined && group === accountGroup(X) && member.startsWith(CREDENTIAL_PREFIX)) {
-              raced = unescapeComponent(member.slice(CREDENTIAL_PREFIX.length));
-              await upsertDefaultAppCredential(concurrent, X, raced, newer);
+            if (!raced && group === accountGroup(X) && member === DATA_KEY) {
+              raced = true;
+              await upsertDefaultAppCredential(concurrent, X, 'one', newer);
             }
             return forward();
           },
         });
         const rotating = await createVault({ store: racing, keys: `${B.entry},${A.entry}`, log: () => undefined });
         const result = await rotateKeys(rotating);
-        expect(raced).toBeDefined();
-        expect(result.resealed + result.alreadyCurrent).toBe(4);
-        if (writer === 'a process already on the new keys') expect(result).toEqual({ resealed: 3, alreadyCurrent: 1 });
-        else expect(result).toEqual({ resealed: 4, alreadyCurrent: 0 });
+        expect(raced).toBe(true);
+        expect(result).toEqual({ rewrapped: 1, resealed: 0, alreadyCurrent: 4 });
 
         const onlyB = await open(backend, B.entry);
         for (const [key, value] of Object.entries(values)) {
-          expect(await getDefaultAppCredential(onlyB, X, key), key).toBe(key === raced ? newer : value);
+          expect(await getDefaultAppCredential(onlyB, X, key), key).toBe(key === 'one' ? newer : value);
         }
-        expect((await backend.readSealed(accountGroup(X), credentialMember(raced as string)))?.split('.')[1]).toBe('kB');
-        expect(await rotateKeys(onlyB)).toEqual({ resealed: 0, alreadyCurrent: 4 });
+        expect(await kekIds(onlyB, [X])).toEqual(new Set(['local:kB']));
+        expect(await rotateKeys(onlyB)).toEqual({ rewrapped: 0, resealed: 0, alreadyCurrent: 5 });
       });
     }
 
-    it('a record sealed under the old key after the first pass is caught by the verifying pass before the old key is retired', async () => {
+    it('an account created under the old key after the first pass is caught by the verifying pass before the old key is retired', async () => {
       const backend = await fresh();
       const A = keyEntry('kA');
       const B = keyEntry('kB');
@@ -243,46 +245,48 @@ for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
       await createLinkedAccount(va, X, { credentials: values });
       const three = marker('three');
       await createLinkedAccount(va, Y, { credentials: { three } });
-      // A server still on the old key alone writes once the first pass has done its work.
+      // A server still on the old key alone creates an account once the first pass has re-wrapped both keys.
+      const Z: AccountRef = { ...X, accountId: 'cust-z' };
       const late = marker('late');
       let replaces = 0;
       const hooked = wrapStore(backend.openStore(), {
         async replace(_args, forward) {
           const ok = await forward();
           replaces += 1;
-          if (replaces === 3) await upsertDefaultAppCredential(va, X, 'late', late);
+          if (replaces === 2) await createLinkedAccount(va, Z, { credentials: { late } });
           return ok;
         },
       });
       const rotating = await createVault({ store: hooked, keys: `${B.entry},${A.entry}`, log: () => undefined });
       const result = await rotateKeys(rotating);
-      expect(result.resealed).toBe(4);
+      expect(result.rewrapped).toBe(3);
       const onlyB = await open(backend, B.entry);
-      expect(await getDefaultAppCredential(onlyB, X, 'late')).toBe(late);
+      expect(await getDefaultAppCredential(onlyB, Z, 'late')).toBe(late);
       expect(await getDefaultAppCredential(onlyB, Y, 'three')).toBe(three);
       for (const [key, value] of Object.entries(values)) expect(await getDefaultAppCredential(onlyB, X, key)).toBe(value);
-      expect((await sealedKeyIds(backend, onlyB, X)).every((id) => id === 'kB')).toBe(true);
+      expect(await kekIds(onlyB, [X, Y, Z])).toEqual(new Set(['local:kB']));
     });
 
-    it('a record no key opens is named, nothing is retired, and the old key stays required', async () => {
+    it('a data key no KEK unwraps is named, nothing is retired, and the old key stays required', async () => {
       const backend = await fresh();
       const A = keyEntry('kA');
       const B = keyEntry('kB');
       const va = await open(backend, A.entry);
-      await createLinkedAccount(va, X, { credentials: { good: marker('good'), bad: marker('bad') } });
-      const sealed = (await backend.readSealed(accountGroup(X), credentialMember('bad'))) as string;
-      // Flip one character of the ciphertext: the tag no longer matches.
-      const parts = sealed.split('.');
-      const body = parts[3] as string;
-      parts[3] = (body[0] === 'A' ? 'B' : 'A') + body.slice(1);
-      await backend.writeSealed(accountGroup(X), credentialMember('bad'), parts.join('.'));
+      await createLinkedAccount(va, X, { credentials: { bad: marker('bad') } });
+      await createLinkedAccount(va, Y, { credentials: { good: marker('good') } });
+      // Flip one character of X's wrapped data key: its tag no longer matches.
+      const stored = (await va.store.get(accountGroup(X), DATA_KEY))?.value as string;
+      const record = JSON.parse(stored) as { v: number; keys: Array<{ id: string; kek: string; wrapped: string }> };
+      const key = record.keys[0] as { wrapped: string };
+      key.wrapped = (key.wrapped[0] === 'A' ? 'B' : 'A') + key.wrapped.slice(1);
+      await va.store.put(accountGroup(X), DATA_KEY, JSON.stringify(record));
       const vb = await open(backend, `${B.entry},${A.entry}`);
       const error = await rejection(rotateKeys(vb));
       expect(error.code).toBe('ROTATION_INCOMPLETE');
-      expect(error.message).toContain('acme/test/cust-x cred:bad (unreadable)');
-      expect(error.message).not.toContain(sealed);
-      // The good record moved to B, but A's canary stays, so B alone is still refused.
-      expect((await backend.readSealed(accountGroup(X), credentialMember('good')))?.split('.')[1]).toBe('kB');
+      expect(error.message).toContain('acme/test/cust-x dek (unreadable)');
+      expect(error.message).not.toContain(key.wrapped);
+      // Y's key moved to B, but A's canary stays, so B alone is still refused.
+      expect(await kekIds(vb, [Y])).toEqual(new Set(['local:kB']));
       expect((await rejection(open(backend, B.entry))).code).toBe('KEYRING_MISMATCH');
     });
 

@@ -24,7 +24,7 @@ function flipAt(sealed: string, index: number): string {
   return sealed.slice(0, index) + replacement + sealed.slice(index + 1);
 }
 
-/** Positions inside each part of `cv1.<keyId>.<nonce>.<ciphertext>.<tag>`. */
+/** Positions inside each part of `cv2.<data key id>.<nonce>.<ciphertext>.<tag>`. */
 function flipPositions(sealed: string): Array<{ part: string; index: number }> {
   const parts = sealed.split('.');
   expect(parts).toHaveLength(5);
@@ -100,7 +100,7 @@ for (const suite of await backendSuites()) {
     it('a record edited by one character anywhere in its sealed value fails to open with the one opaque error; restored, it opens again', async () => {
       const group = accountGroup(A);
       const original = await backend.readSealed(group, member('api_key'));
-      expect(original).toMatch(/^cv1\.k1\./);
+      expect(original).toMatch(/^cv2\.[0-9a-f]{16}\./);
       const sealed = original as string;
       for (const { part, index } of flipPositions(sealed)) {
         const tampered = flipAt(sealed, index);
@@ -146,7 +146,7 @@ for (const suite of await backendSuites()) {
       for (const { ref, key, restore } of targets) {
         const group = accountGroup(ref);
         const own = (await backend.readSealed(group, member(key))) as string;
-        expect(own).toMatch(/^cv1\./);
+        expect(own).toMatch(/^cv2\./);
         await backend.writeSealed(group, member(key), fromA);
         await expectDecryptionFailed(getDefaultAppCredential(vault, ref, key));
         await expectDecryptionFailed(listDefaultAppCredentials(vault, ref, { reveal: true }));

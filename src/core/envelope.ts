@@ -1,0 +1,124 @@
+/**
+ * Envelope encryption, the vault's side: which data key seals an account's values, opening
+ * a value whatever format it was sealed in, and destroying an account's data key.
+ */
+import { VaultError } from '../errors.js';
+import {
+  DATA_KEY_FORMAT_VERSION,
+  openCredential,
+  openWithDataKey,
+  sealWithDataKey,
+  sealedHeader,
+  type DataKey,
+  type SealContext,
+} from '../crypto/cipher.js';
+import { formatDataKeyRecord, newDataKey, parseDataKeyRecord, unwrapDataKey, type StoredDataKey } from './data-keys.js';
+import { DATA_KEY, PROFILE, accountGroup, type AccountRef } from './layout.js';
+import type { BatchWrite } from './store.js';
+import type { Vault } from './vault.js';
+
+const unreadable = () => new VaultError('DECRYPTION_FAILED', 'Stored credential could not be decrypted');
+
+/** Unwraps in flight, by group and key id: callers that miss the cache at once share one provider call. */
+const unwrapping = new WeakMap<Vault, Map<string, Promise<DataKey>>>();
+
+function shared(vault: Vault, name: string, unwrap: () => Promise<DataKey>): Promise<DataKey> {
+  let inFlight = unwrapping.get(vault);
+  if (inFlight === undefined) unwrapping.set(vault, (inFlight = new Map()));
+  const pending = inFlight.get(name);
+  if (pending !== undefined) return pending;
+  const started = unwrap().finally(() => inFlight.delete(name));
+  inFlight.set(name, started);
+  return started;
+}
+
+/** The stored data keys of an account group, current first; `undefined` when it has none. */
+async function storedKeys(vault: Vault, group: string): Promise<readonly StoredDataKey[] | undefined> {
+  const entry = await vault.store.get(group, DATA_KEY);
+  if (entry === undefined) return undefined;
+  const record = parseDataKeyRecord(entry.value);
+  // A record that is not one cannot be repaired here: refusing beats sealing under a new key.
+  if (record === undefined) throw unreadable();
+  return record.keys;
+}
+
+async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored: StoredDataKey, current: boolean): Promise<DataKey> {
+  const dataKey = await shared(vault, `${group}\u0000${stored.id}`, () => unwrapDataKey(vault.keyProvider, ref, stored));
+  vault.dataKeys.set(group, dataKey, current);
+  return dataKey;
+}
+
+/**
+ * The data key that seals `ref`'s values now: cached, or read and unwrapped. An account
+ * made before data keys existed gets one here, inserted only while `requires` (its profile,
+ * by default) exists. `undefined` when the account (or `requires`) does not exist.
+ */
+export async function sealingKey(vault: Vault, ref: AccountRef, requires: string = PROFILE): Promise<DataKey | undefined> {
+  const group = accountGroup(ref);
+  const cached = vault.dataKeys.current(group);
+  if (cached !== undefined) return cached;
+  const keys = await storedKeys(vault, group);
+  if (keys !== undefined) return unwrapCached(vault, ref, group, keys[0] as StoredDataKey, true);
+  const { dataKey, stored } = await newDataKey(vault.keyProvider, ref);
+  if (await vault.store.insert(group, DATA_KEY, formatDataKeyRecord({ v: 1, keys: [stored] }), { requires })) {
+    vault.dataKeys.set(group, dataKey, true);
+    return dataKey;
+  }
+  // Another writer gave it one first, or the account is not there.
+  const again = await storedKeys(vault, group);
+  return again === undefined ? undefined : unwrapCached(vault, ref, group, again[0] as StoredDataKey, true);
+}
+
+/**
+ * A new account's data key and the batch write that stores it beside its profile (so the
+ * account never exists without one).
+ */
+export async function newAccountKey(vault: Vault, ref: AccountRef): Promise<{ dataKey: DataKey; write: BatchWrite }> {
+  const { dataKey, stored } = await newDataKey(vault.keyProvider, ref);
+  return { dataKey, write: { op: 'insert', member: DATA_KEY, value: formatDataKeyRecord({ v: 1, keys: [stored] }) } };
+}
+
+/** Remembers a data key this process just stored for `ref` as its current one. */
+export function rememberKey(vault: Vault, ref: AccountRef, dataKey: DataKey): void {
+  vault.dataKeys.set(accountGroup(ref), dataKey, true);
+}
+
+/** Seals `plaintext` for `ref` under `dataKey` (from {@link sealingKey} or {@link newAccountKey}). */
+export function sealFor(dataKey: DataKey, plaintext: string, context: SealContext): string {
+  return sealWithDataKey(dataKey, plaintext, context);
+}
+
+/**
+ * Opens a stored value of `ref`: `cv2` with the account's data key it names (cached, or
+ * read and unwrapped), `cv1` (written before data keys) with the keyring. Any failure is
+ * the one opaque `DECRYPTION_FAILED`; a key provider that cannot be reached is
+ * `STORE_UNAVAILABLE`.
+ */
+export async function openFor(vault: Vault, ref: AccountRef, sealed: string, context: SealContext): Promise<string> {
+  const header = sealedHeader(sealed);
+  if (header === undefined) throw unreadable();
+  if (header.version !== DATA_KEY_FORMAT_VERSION) return openCredential(vault.keyring, sealed, context);
+  const group = accountGroup(ref);
+  let dataKey = vault.dataKeys.get(group, header.keyId);
+  if (dataKey === undefined) {
+    const keys = await storedKeys(vault, group);
+    const index = keys?.findIndex((key) => key.id === header.keyId) ?? -1;
+    // No such key in the account: it was destroyed with the account (crypto-shredding), or
+    // the value was copied here from elsewhere.
+    if (keys === undefined || index < 0) throw unreadable();
+    dataKey = await unwrapCached(vault, ref, group, keys[index] as StoredDataKey, index === 0);
+  }
+  return openWithDataKey(dataKey, sealed, context);
+}
+
+/**
+ * Destroys `ref`'s data keys, first, before its records go: a copy of one of its values
+ * found anywhere later never opens, even if the account is created again (it gets a new key).
+ */
+export async function destroyAccountKeys(vault: Vault, ref: AccountRef): Promise<void> {
+  const group = accountGroup(ref);
+  vault.dataKeys.evictGroup(group);
+  await vault.store.remove(group, DATA_KEY);
+  // A reader that missed the cache meanwhile may have put it back in: forget it again.
+  vault.dataKeys.evictGroup(group);
+}
