@@ -82,9 +82,10 @@ export async function upsertDefaultAppCredential(
 export async function getDefaultAppCredential(vault: Vault, ref: AccountRef, key: string): Promise<string | undefined> {
   const account = checkAccountRef(ref);
   const name = parseInput(credentialKeySchema, key, 'key');
-  const entry = await vault.store.get(accountGroup(account), credentialMember(name));
+  const group = accountGroup(account);
+  const entry = await vault.store.get(group, credentialMember(name));
   if (entry === undefined) return undefined;
-  return openFor(vault, account, entry.value, { org: account.org, environment: account.environment, accountId: account.accountId, name });
+  return openFor(vault, account, entry.value, { org: account.org, environment: account.environment, accountId: account.accountId, name }, group);
 }
 
 /**

@@ -110,6 +110,7 @@ interface CachedKey {
   readonly expires: number;
   /** Whether this entry is the group's current (sealing) key as last read. */
   current: boolean;
+  readonly group: string;
 }
 
 /**
@@ -119,8 +120,10 @@ interface CachedKey {
 export class DataKeyCache {
   readonly maxEntries: number;
   readonly ttlMs: number;
+  /** Every entry by `group \0 id`, oldest first (Map keeps insertion order): for the bound. */
   readonly #entries = new Map<string, CachedKey>();
-  readonly #byGroup = new Map<string, Set<string>>();
+  /** The same entries by group, then id: the lookup on every read, with no string built. */
+  readonly #byGroup = new Map<string, Map<string, CachedKey>>();
   #toZero: Buffer[] = [];
   #zeroTimer: NodeJS.Timeout | undefined;
 
@@ -142,11 +145,10 @@ export class DataKeyCache {
 
   /** The live cached key `dekId` of `group`. */
   get(group: string, dekId: string): DataKey | undefined {
-    const name = `${group}\u0000${dekId}`;
-    const entry = this.#entries.get(name);
+    const entry = this.#byGroup.get(group)?.get(dekId);
     if (entry === undefined) return undefined;
     if (entry.expires <= Date.now()) {
-      this.#drop(group, name, entry);
+      this.#drop(entry);
       return undefined;
     }
     return entry.dataKey;
@@ -154,11 +156,10 @@ export class DataKeyCache {
 
   /** The live cached current key of `group`. */
   current(group: string): DataKey | undefined {
-    const names = this.#byGroup.get(group);
-    if (names === undefined) return undefined;
-    for (const name of names) {
-      const entry = this.#entries.get(name);
-      if (entry?.current === true) return this.get(group, entry.dataKey.id);
+    const ids = this.#byGroup.get(group);
+    if (ids === undefined) return undefined;
+    for (const entry of ids.values()) {
+      if (entry.current) return this.get(group, entry.dataKey.id);
     }
     return undefined;
   }
@@ -166,15 +167,11 @@ export class DataKeyCache {
   /** Holds `dataKey` of `group`; `current` marks it as the one that seals (and unmarks the others). */
   set(group: string, dataKey: DataKey, current: boolean): void {
     if (this.maxEntries === 0 || this.ttlMs === 0) return;
-    const name = `${group}\u0000${dataKey.id}`;
-    let names = this.#byGroup.get(group);
-    if (current && names !== undefined) {
-      for (const other of names) {
-        const entry = this.#entries.get(other);
-        if (entry !== undefined) entry.current = false;
-      }
+    let ids = this.#byGroup.get(group);
+    if (current && ids !== undefined) {
+      for (const entry of ids.values()) entry.current = false;
     }
-    const existing = this.#entries.get(name);
+    const existing = ids?.get(dataKey.id);
     if (existing !== undefined) {
       // Same id, same key: keep the bytes already held, refresh nothing else but the mark.
       existing.current = current || existing.current;
@@ -184,19 +181,17 @@ export class DataKeyCache {
     // The cache zeroes what it evicts, so it keeps its own copy: the caller's buffer (or a
     // provider's) is never wiped under it, and a key set again is a new copy.
     const owned: DataKey = { id: dataKey.id, key: Buffer.from(dataKey.key) };
-    this.#entries.set(name, { dataKey: owned, expires: Date.now() + this.ttlMs, current });
-    if (names === undefined) this.#byGroup.set(group, (names = new Set()));
-    names.add(name);
+    const entry: CachedKey = { dataKey: owned, expires: Date.now() + this.ttlMs, current, group };
+    this.#entries.set(`${group}\u0000${dataKey.id}`, entry);
+    if (ids === undefined) this.#byGroup.set(group, (ids = new Map()));
+    ids.set(dataKey.id, entry);
   }
 
   /** Forgets every key of `group` (its account was deleted or moved to a new key). */
   evictGroup(group: string): void {
-    const names = this.#byGroup.get(group);
-    if (names === undefined) return;
-    for (const name of [...names]) {
-      const entry = this.#entries.get(name);
-      if (entry !== undefined) this.#drop(group, name, entry);
-    }
+    const ids = this.#byGroup.get(group);
+    if (ids === undefined) return;
+    for (const entry of [...ids.values()]) this.#drop(entry);
   }
 
   /** Forgets every key, zeroing them. */
@@ -208,15 +203,15 @@ export class DataKeyCache {
     // Map order is insertion order: the first entry is the oldest.
     const first = this.#entries.entries().next();
     if (first.done === true) return;
-    const [name, entry] = first.value;
-    this.#drop(name.slice(0, name.indexOf('\u0000')), name, entry);
+    this.#drop(first.value[1]);
   }
 
-  #drop(group: string, name: string, entry: CachedKey): void {
-    this.#entries.delete(name);
-    const names = this.#byGroup.get(group);
-    names?.delete(name);
-    if (names?.size === 0) this.#byGroup.delete(group);
+  #drop(entry: CachedKey): void {
+    const { group } = entry;
+    this.#entries.delete(`${group}\u0000${entry.dataKey.id}`);
+    const ids = this.#byGroup.get(group);
+    ids?.delete(entry.dataKey.id);
+    if (ids?.size === 0) this.#byGroup.delete(group);
     this.#toZero.push(entry.dataKey.key);
     if (this.#zeroTimer === undefined) {
       this.#zeroTimer = setTimeout(() => {

@@ -3,15 +3,7 @@
  * a value whatever format it was sealed in, and destroying an account's data key.
  */
 import { VaultError } from '../errors.js';
-import {
-  DATA_KEY_FORMAT_VERSION,
-  openCredential,
-  openWithDataKey,
-  sealWithDataKey,
-  sealedHeader,
-  type DataKey,
-  type SealContext,
-} from '../crypto/cipher.js';
+import { DATA_KEY_FORMAT_VERSION, openSealedParts, parseSealedValue, sealWithDataKey, type DataKey, type SealContext } from '../crypto/cipher.js';
 import { formatDataKeyRecord, newDataKey, parseDataKeyRecord, unwrapDataKey, type StoredDataKey } from './data-keys.js';
 import { DATA_KEY, PROFILE, accountGroup, type AccountRef } from './layout.js';
 import type { BatchWrite } from './store.js';
@@ -94,21 +86,22 @@ export function sealFor(dataKey: DataKey, plaintext: string, context: SealContex
  * the one opaque `DECRYPTION_FAILED`; a key provider that cannot be reached is
  * `STORE_UNAVAILABLE`.
  */
-export async function openFor(vault: Vault, ref: AccountRef, sealed: string, context: SealContext): Promise<string> {
-  const header = sealedHeader(sealed);
-  if (header === undefined) throw unreadable();
-  if (header.version !== DATA_KEY_FORMAT_VERSION) return openCredential(vault.keyring, sealed, context);
-  const group = accountGroup(ref);
-  let dataKey = vault.dataKeys.get(group, header.keyId);
+export async function openFor(vault: Vault, ref: AccountRef, sealed: string, context: SealContext, group: string = accountGroup(ref)): Promise<string> {
+  // Parsed once: the header names the key, and the same parts are opened.
+  const parts = parseSealedValue(sealed);
+  if (parts === undefined) throw unreadable();
+  if (parts.version !== DATA_KEY_FORMAT_VERSION) return openSealedParts(parts, { keyring: vault.keyring }, context);
+  const keyId = parts.keyId;
+  let dataKey = vault.dataKeys.get(group, keyId);
   if (dataKey === undefined) {
     const keys = await storedKeys(vault, group);
-    const index = keys?.findIndex((key) => key.id === header.keyId) ?? -1;
+    const index = keys?.findIndex((key) => key.id === keyId) ?? -1;
     // No such key in the account: it was destroyed with the account (crypto-shredding), or
     // the value was copied here from elsewhere.
     if (keys === undefined || index < 0) throw unreadable();
     dataKey = await unwrapCached(vault, ref, group, keys[index] as StoredDataKey, index === 0);
   }
-  return openWithDataKey(dataKey, sealed, context);
+  return openSealedParts(parts, { keyring: vault.keyring, dataKey }, context);
 }
 
 /**

@@ -132,7 +132,8 @@ function decodeBase64url(text: string): Buffer | undefined {
   return (bits & ((1 << held) - 1)) === 0 ? bytes : undefined;
 }
 
-interface SealedParts {
+/** A sealed string's parts, parsed once (see {@link parseSealedValue}); opaque outside this module. */
+export interface SealedParts {
   readonly version: SealedVersion;
   /** The keyring key id (cv1) or the data key id (cv2). */
   readonly keyId: string;
@@ -289,6 +290,23 @@ function openParts(parts: SealedParts, entry: KeyringKey | DataKey | undefined, 
  * sealedHeader(sealed); // { version: 'cv2', keyId: '3f9a…' }
  * ```
  */
+export function parseSealedValue(sealed: string): SealedParts | undefined {
+  return parseSealed(sealed);
+}
+
+/**
+ * Opens parts from {@link parseSealedValue}: a `cv1` value with the keyring, a `cv2` value with
+ * `dataKey` (which must be the one its header names). One parse per read, whatever the format.
+ * Fails with the one opaque `DECRYPTION_FAILED`.
+ */
+export function openSealedParts(parts: SealedParts, keys: { keyring: Keyring; dataKey?: DataKey | undefined }, context: SealContext): string {
+  if (parts.version === SEALED_FORMAT_VERSION) return openParts(parts, keys.keyring.keys.get(parts.keyId), context);
+  const dataKey = keys.dataKey;
+  if (dataKey === undefined || dataKey.id !== parts.keyId) throw decryptionFailed();
+  if (dataKey.key.length !== 32 || isAllZero(dataKey.key)) throw new VaultError('INTERNAL', 'A released data key cannot open');
+  return openParts(parts, dataKey, context);
+}
+
 export function sealedHeader(sealed: string): { version: SealedVersion; keyId: string } | undefined {
   const parts = parseSealed(sealed);
   return parts === undefined ? undefined : { version: parts.version, keyId: parts.keyId };
