@@ -32,7 +32,7 @@ import { auditedRemoval } from './events.js';
 import { MAX_BATCH_WRITES, type BatchWrite, type StoreEntry } from './store.js';
 import type { Vault } from './vault.js';
 import type { DataKey } from '../crypto/cipher.js';
-import { destroyAccountKeys, newAccountKey, rememberKey, sealFor, sealingKey } from './envelope.js';
+import { forgetAccountKeys, newAccountKey, rememberKey, sealFor, sealingKey } from './envelope.js';
 
 /** Most credentials (or udf fields) one request may set: they share one batch with the profile and default app. */
 // The profile, the data key and the default app take three of a batch's writes.
@@ -190,7 +190,10 @@ export async function createLinkedAccount(
     throw new VaultError('LINKED_ACCOUNT_EXISTS', `Linked account ${ref.accountId} already exists`);
   }
   rememberKey(vault, ref, dataKey);
-  const undo = () => vault.store.removeGroup(group, { index });
+  const undo = () => {
+    forgetAccountKeys(vault, ref);
+    return vault.store.removeGroup(group, { index });
+  };
   const actor = actorOf(principal);
   await vault.emit({ type: 'account.created', ...ref, actor }, undo);
   for (const [key] of credentials ?? []) {
@@ -336,9 +339,13 @@ export async function deleteLinkedAccount(vault: Vault, principal: Principal): P
   const group = accountGroup(ref);
   if ((await vault.store.get(group, PROFILE)) === undefined) throw accountNotFound(ref);
   const removed = await auditedRemoval(vault, { type: 'account.deleted', ...ref, actor: actorOf(principal) }, async () => {
-    // Its data keys go first (crypto-shredding), then everything else it owns.
-    await destroyAccountKeys(vault, ref);
-    return vault.store.removeGroup(group, { index: accountIndexEntry(ref) });
+    // Its data key goes with everything else it owns, in one atomic step (crypto-shredding).
+    forgetAccountKeys(vault, ref);
+    try {
+      return await vault.store.removeGroup(group, { index: accountIndexEntry(ref) });
+    } finally {
+      forgetAccountKeys(vault, ref);
+    }
   });
   if (removed === 0) throw accountNotFound(ref);
 }

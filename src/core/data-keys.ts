@@ -125,6 +125,12 @@ export class DataKeyCache {
   /** The same entries by group, then id: the lookup on every read, with no string built. */
   readonly #byGroup = new Map<string, Map<string, CachedKey>>();
   #toZero: Buffer[] = [];
+  #epoch = 0;
+
+  /** Moves on at every group eviction: an unwrap that began before one does not cache its key. */
+  get epoch(): number {
+    return this.#epoch;
+  }
   #zeroTimer: NodeJS.Timeout | undefined;
 
   constructor(options: DataKeyCacheOptions = {}) {
@@ -189,6 +195,7 @@ export class DataKeyCache {
 
   /** Forgets every key of `group` (its account was deleted or moved to a new key). */
   evictGroup(group: string): void {
+    this.#epoch += 1;
     const ids = this.#byGroup.get(group);
     if (ids === undefined) return;
     for (const entry of [...ids.values()]) this.#drop(entry);

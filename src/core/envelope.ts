@@ -2,7 +2,7 @@
  * Envelope encryption, the vault's side: which data key seals an account's values, opening
  * a value whatever format it was sealed in, and destroying an account's data key.
  */
-import { VaultError } from '../errors.js';
+import { VaultError, isVaultError } from '../errors.js';
 import { DATA_KEY_FORMAT_VERSION, openSealedParts, parseSealedValue, sealWithDataKey, type DataKey, type SealContext } from '../crypto/cipher.js';
 import { formatDataKeyRecord, newDataKey, parseDataKeyRecord, unwrapDataKey, type StoredDataKey } from './data-keys.js';
 import { DATA_KEY, PROFILE, accountGroup, type AccountRef } from './layout.js';
@@ -35,9 +35,27 @@ async function storedKeys(vault: Vault, group: string): Promise<readonly StoredD
 }
 
 async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored: StoredDataKey, current: boolean): Promise<DataKey> {
-  const dataKey = await shared(vault, `${group}\u0000${stored.id}`, () => unwrapDataKey(vault.keyProvider, ref, stored));
-  vault.dataKeys.set(group, dataKey, current);
+  const cached = vault.dataKeys.get(group, stored.id);
+  if (cached !== undefined) return cached;
+  // An eviction while the provider answers (the account was deleted meanwhile) must not put
+  // the key back: then it is used for this call only.
+  const epoch = vault.dataKeys.epoch;
+  const dataKey = await shared(vault, `${group}\u0000${stored.id}`, () => providerCall(() => unwrapDataKey(vault.keyProvider, ref, stored)));
+  if (vault.dataKeys.epoch === epoch) vault.dataKeys.set(group, dataKey, current);
   return dataKey;
+}
+
+/**
+ * A key provider's answer, with any failure that is not the vault's own error (a KMS SDK's
+ * network error, say) reported as the provider being unavailable (503), naming nothing.
+ */
+async function providerCall<T>(call: () => Promise<T>): Promise<T> {
+  try {
+    return await call();
+  } catch (error) {
+    if (isVaultError(error)) throw error;
+    throw new VaultError('STORE_UNAVAILABLE', 'The key provider is unavailable', { cause: error });
+  }
 }
 
 /**
@@ -47,11 +65,11 @@ async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored
  */
 export async function sealingKey(vault: Vault, ref: AccountRef, requires: string = PROFILE): Promise<DataKey | undefined> {
   const group = accountGroup(ref);
-  const cached = vault.dataKeys.current(group);
-  if (cached !== undefined) return cached;
+  // The record is read on every seal, so a key another process destroyed (the account deleted
+  // and created again) is never sealed under; the cache only saves the unwrap.
   const keys = await storedKeys(vault, group);
   if (keys !== undefined) return unwrapCached(vault, ref, group, keys[0] as StoredDataKey, true);
-  const { dataKey, stored } = await newDataKey(vault.keyProvider, ref);
+  const { dataKey, stored } = await providerCall(() => newDataKey(vault.keyProvider, ref));
   if (await vault.store.insert(group, DATA_KEY, formatDataKeyRecord({ v: 1, keys: [stored] }), { requires })) {
     vault.dataKeys.set(group, dataKey, true);
     return dataKey;
@@ -66,7 +84,7 @@ export async function sealingKey(vault: Vault, ref: AccountRef, requires: string
  * account never exists without one).
  */
 export async function newAccountKey(vault: Vault, ref: AccountRef): Promise<{ dataKey: DataKey; write: BatchWrite }> {
-  const { dataKey, stored } = await newDataKey(vault.keyProvider, ref);
+  const { dataKey, stored } = await providerCall(() => newDataKey(vault.keyProvider, ref));
   return { dataKey, write: { op: 'insert', member: DATA_KEY, value: formatDataKeyRecord({ v: 1, keys: [stored] }) } };
 }
 
@@ -105,13 +123,11 @@ export async function openFor(vault: Vault, ref: AccountRef, sealed: string, con
 }
 
 /**
- * Destroys `ref`'s data keys, first, before its records go: a copy of one of its values
- * found anywhere later never opens, even if the account is created again (it gets a new key).
+ * Forgets `ref`'s data keys in this process. Deleting an account removes its data key record
+ * in the same atomic step as everything else it owns (so a failure cannot leave an account
+ * without its key), after which a copy of one of its values never opens, even if the account
+ * is created again (it gets a new key).
  */
-export async function destroyAccountKeys(vault: Vault, ref: AccountRef): Promise<void> {
-  const group = accountGroup(ref);
-  vault.dataKeys.evictGroup(group);
-  await vault.store.remove(group, DATA_KEY);
-  // A reader that missed the cache meanwhile may have put it back in: forget it again.
-  vault.dataKeys.evictGroup(group);
+export function forgetAccountKeys(vault: Vault, ref: AccountRef): void {
+  vault.dataKeys.evictGroup(accountGroup(ref));
 }

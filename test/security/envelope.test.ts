@@ -116,6 +116,28 @@ for (const suite of await backendSuites()) {
       // and restoring both would open it again (SECURITY.md says so).
     });
 
+    it('a process that cached the data key of an account another process deleted and recreated seals under the new key, and its writes open everywhere', async () => {
+      const other = await createVault({ store: openStore(), keys: k1.entry, log: () => undefined });
+      try {
+        await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
+        // This process now holds the account's first data key in its cache.
+        expect(await getDefaultAppCredential(vault, A, 'api_key')).toMatch(/^first/);
+        await deleteLinkedAccount(other, A);
+        await createLinkedAccount(other, A, { credentials: {} });
+        const later = marker('later');
+        await upsertDefaultAppCredential(vault, A, 'api_key', later);
+        expect(await getDefaultAppCredential(other, A, 'api_key')).toBe(later);
+        const third = await createVault({ store: openStore(), keys: k1.entry, log: () => undefined });
+        try {
+          expect(await getDefaultAppCredential(third, A, 'api_key')).toBe(later);
+        } finally {
+          await third.close();
+        }
+      } finally {
+        await other.close();
+      }
+    });
+
     it('rotation re-wraps one data key per account, however many values each holds, and every value still opens', async () => {
       const accounts = 4;
       const perAccount = 12;
