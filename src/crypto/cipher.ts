@@ -260,7 +260,13 @@ export function openCredential(keyring: Keyring, sealed: string, context: SealCo
  */
 export function openWithDataKey(dataKey: DataKey, sealed: string, context: SealContext): string {
   const parts = parseSealed(sealed);
-  if (parts === undefined || parts.version !== DATA_KEY_FORMAT_VERSION || parts.keyId !== dataKey.id) throw decryptionFailed();
+  if (parts === undefined || parts.version !== DATA_KEY_FORMAT_VERSION) throw decryptionFailed();
+  return openDataKeyParts(parts, dataKey, context);
+}
+
+/** Opens `cv2` parts with `dataKey`, which must be the key their header names. */
+function openDataKeyParts(parts: SealedParts, dataKey: DataKey | undefined, context: SealContext): string {
+  if (dataKey === undefined || dataKey.id !== parts.keyId) throw decryptionFailed();
   // A released (zeroed) key is a bug of the caller's, not a bad value: say so instead of "cannot decrypt".
   if (dataKey.key.length !== 32 || isAllZero(dataKey.key)) throw new VaultError('INTERNAL', 'A released data key cannot open');
   return openParts(parts, dataKey, context);
@@ -281,13 +287,12 @@ function openParts(parts: SealedParts, entry: KeyringKey | DataKey | undefined, 
 }
 
 /**
- * The format of a sealed string and the id of the key it names (a keyring key for `cv1`, a
- * data key for `cv2`), read from its header without decrypting; `undefined` when the string
- * is not a well-formed sealed value.
+ * A sealed string's parts, parsed once, for {@link openSealedParts}; `undefined` when the
+ * string is not a well-formed sealed value.
  *
  * @example
  * ```ts
- * sealedHeader(sealed); // { version: 'cv2', keyId: '3f9a…' }
+ * const parts = parseSealedValue(sealed);
  * ```
  */
 export function parseSealedValue(sealed: string): SealedParts | undefined {
@@ -301,12 +306,19 @@ export function parseSealedValue(sealed: string): SealedParts | undefined {
  */
 export function openSealedParts(parts: SealedParts, keys: { keyring: Keyring; dataKey?: DataKey | undefined }, context: SealContext): string {
   if (parts.version === SEALED_FORMAT_VERSION) return openParts(parts, keys.keyring.keys.get(parts.keyId), context);
-  const dataKey = keys.dataKey;
-  if (dataKey === undefined || dataKey.id !== parts.keyId) throw decryptionFailed();
-  if (dataKey.key.length !== 32 || isAllZero(dataKey.key)) throw new VaultError('INTERNAL', 'A released data key cannot open');
-  return openParts(parts, dataKey, context);
+  return openDataKeyParts(parts, keys.dataKey, context);
 }
 
+/**
+ * The format of a sealed string and the id of the key it names (a keyring key for `cv1`, a
+ * data key for `cv2`), read from its header without decrypting; `undefined` when the string
+ * is not a well-formed sealed value.
+ *
+ * @example
+ * ```ts
+ * sealedHeader(sealed); // { version: 'cv2', keyId: '3f9a…' }
+ * ```
+ */
 export function sealedHeader(sealed: string): { version: SealedVersion; keyId: string } | undefined {
   const parts = parseSealed(sealed);
   return parts === undefined ? undefined : { version: parts.version, keyId: parts.keyId };
