@@ -286,11 +286,16 @@ export function buildProgram(): Command {
       printJson(generateKey(flags.id));
     });
 
-  storeOption(keys.command('rotate').description('re-seal every stored credential under the primary key'))
+  storeOption(
+    keys
+      .command('rotate')
+      .description("re-wrap every account's data key under the primary KEK and move older values onto data keys"),
+  )
     .option('--batch-size <n>', 'records read per store call', positiveInt('batch-size'), 500)
-    .action(async (flags: StoreFlags & { batchSize: number }) => {
+    .option('--reseal', 'also give every account a new data key, re-seal its values under it and destroy the old one')
+    .action(async (flags: StoreFlags & { batchSize: number; reseal?: boolean }) => {
       const wire = await import('../http/wire.js');
-      const result = await withVault(flags, (vault) => rotateWithProgress(vault, flags.batchSize));
+      const result = await withVault(flags, (vault) => rotateWithProgress(vault, flags.batchSize, flags.reseal === true));
       printJson(wire.rotationResultToWire(result));
     });
 
@@ -307,7 +312,7 @@ export function buildProgram(): Command {
 }
 
 /** Rotation with a progress bar on stderr; a first quick pass counts the records for it. */
-async function rotateWithProgress(vault: Vault, batchSize: number) {
+async function rotateWithProgress(vault: Vault, batchSize: number, reseal: boolean) {
   const [{ countRecords, rotateKeys }, { SingleBar, Presets }] = await Promise.all([import('../core/rotation.js'), import('cli-progress')]);
   const total = await countRecords(vault, { batchSize });
   const bar = new SingleBar(
@@ -324,6 +329,7 @@ async function rotateWithProgress(vault: Vault, batchSize: number) {
   try {
     return await rotateKeys(vault, {
       batchSize,
+      reseal,
       // Records written during the rotation can push the count past the first pass's.
       onProgress: (walked) => bar.update(Math.min(walked, total)),
     });

@@ -32,7 +32,7 @@ import { auditedRemoval } from './events.js';
 import { MAX_BATCH_WRITES, type BatchWrite, type StoreEntry } from './store.js';
 import type { Vault } from './vault.js';
 import type { DataKey } from '../crypto/cipher.js';
-import { forgetAccountKeys, newAccountKey, rememberKey, sealFor, sealingKey } from './envelope.js';
+import { forgetAccountKeys, newAccountKey, rememberKey, sealFor, sealingKey, type SealingKey } from './envelope.js';
 
 /** Most credentials (or udf fields) one request may set: they share one batch with the profile and default app. */
 // The profile, the data key and the default app take three of a batch's writes.
@@ -267,11 +267,7 @@ export async function upsertLinkedAccount(
     }
   }
   let appWrites: BatchWrite[] = [];
-  if (credentials !== undefined) {
-    const dataKey = await sealingKey(vault, ref);
-    if (dataKey === undefined) throw accountNotFound(ref);
-    appWrites = defaultAppWrites(dataKey, ref, credentials);
-  }
+  let sealing: SealingKey | undefined;
   let profile = JSON.parse(existing.value) as AccountProfile;
   let current = existing;
   let results: Array<'added' | 'updated' | boolean> = [];
@@ -281,10 +277,12 @@ export async function upsertLinkedAccount(
   // Profile and credentials change in one atomic step. The profile is a compare-and-swap,
   // so that two updates of different fields both land; without a profile change the batch
   // still requires the profile, so a write racing the account's deletion leaves no orphan.
+  // Credentials are fenced on the data key record they were sealed under (see sealingKey).
   for (let attempt = 0; ; attempt++) {
     profile = JSON.parse(current.value) as AccountProfile;
     const writes: BatchWrite[] = [];
-    if (name !== undefined || udf !== undefined) {
+    const profileChanges = name !== undefined || udf !== undefined;
+    if (profileChanges) {
       if (name !== undefined) profile.name = name;
       if (udf !== undefined) {
         const merged = new Map(profile.udf.map((entry) => [entry.key_name, entry.key_value]));
@@ -295,13 +293,20 @@ export async function upsertLinkedAccount(
       profile.updated_at = Math.max(Date.now(), (profile.updated_at ?? current.updatedAt) + 1);
       writes.push({ op: 'replace', member: PROFILE, expected: current.value, value: JSON.stringify(profile) });
     }
+    if (credentials !== undefined && sealing === undefined) {
+      sealing = await sealingKey(vault, ref);
+      if (sealing === undefined) throw accountNotFound(ref);
+      appWrites = [sealing.fence, ...defaultAppWrites(sealing.dataKey, ref, credentials)];
+    }
     writes.push(...appWrites);
-    const outcome = await vault.store.batch(group, writes, writes[0]?.op === 'replace' ? { index } : { requires: PROFILE, index });
+    const outcome = await vault.store.batch(group, writes, profileChanges ? { index } : { requires: PROFILE, index });
     if (outcome.committed) {
-      // The credentials' results follow the profile's (if any) and the default app's.
-      results = outcome.results.slice(writes.length - appWrites.length + 1);
+      // The credentials' results follow the profile's (if any), the fence's and the default app's.
+      results = outcome.results.slice(writes.length - appWrites.length + 2);
       break;
     }
+    // The data key record moved: seal again under the key now current.
+    if (appWrites.length > 0 && outcome.failed === writes.length - appWrites.length) sealing = undefined;
     const reread = await vault.store.get(group, PROFILE);
     if (reread === undefined) throw accountNotFound(ref);
     if (attempt === 100) throw new VaultError('STORE_UNAVAILABLE', 'The account kept changing during the update; try again');

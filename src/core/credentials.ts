@@ -9,7 +9,7 @@ import { actorOf, checkAccountRef, type Principal } from './principal.js';
 import { auditedRemoval } from './events.js';
 import { credentialKeySchema, credentialValueSchema, parseInput } from './validation.js';
 import type { Vault } from './vault.js';
-import { openFor, sealFor, sealingKey } from './envelope.js';
+import { keyKeptChanging, MAX_FENCE_ATTEMPTS, openFor, sealFor, sealingKey } from './envelope.js';
 
 /** What an upsert did. */
 export interface UpsertResult {
@@ -48,10 +48,6 @@ export async function upsertDefaultAppCredential(
   const ref = checkAccountRef(principal);
   const name = parseInput(credentialKeySchema, key, 'key');
   const plaintext = parseInput(credentialValueSchema(vault.maxValueBytes), value, 'value');
-  const dataKey = await sealingKey(vault, ref, DEFAULT_APP);
-  if (dataKey === undefined) throw await whyNoDefaultApp(vault, ref);
-  // Fields named one by one: object spread showed in the profile of every write.
-  const sealed = sealFor(dataKey, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
   const group = accountGroup(ref);
   const member = credentialMember(name);
   const event = { org: ref.org, environment: ref.environment, accountId: ref.accountId, key: name, actor: actorOf(principal) };
@@ -59,10 +55,20 @@ export async function upsertDefaultAppCredential(
   // could restore the value but not its timestamps. (An add is simply removed again.)
   const announced = vault.failClosedEvents && (await vault.store.get(group, member)) !== undefined;
   if (announced) await vault.emit({ type: 'credential.updated', ...event });
-  // Conditional on the default app existing at the moment of writing: a write racing the
-  // account's deletion can never leave an orphan credential behind.
-  const result = await vault.store.put(group, member, sealed, { requires: DEFAULT_APP });
-  if (result === 'missing') throw await whyNoDefaultApp(vault, ref);
+  let result: 'added' | 'updated' | undefined;
+  for (let attempt = 0; result === undefined; attempt++) {
+    const sealing = await sealingKey(vault, ref, DEFAULT_APP);
+    if (sealing === undefined) throw await whyNoDefaultApp(vault, ref);
+    // Fields named one by one: object spread showed in the profile of every write.
+    const sealed = sealFor(sealing.dataKey, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
+    // Conditional on the default app existing at the moment of writing (a write racing the
+    // account's deletion never leaves an orphan), and fenced on the data key record (a value
+    // sealed under a key destroyed meanwhile never lands).
+    const outcome = await vault.store.batch(group, [sealing.fence, { op: 'put', member, value: sealed }], { requires: DEFAULT_APP });
+    if (outcome.committed) result = outcome.results[1] as 'added' | 'updated';
+    else if (outcome.failed === -1) throw await whyNoDefaultApp(vault, ref);
+    else if (attempt + 1 >= MAX_FENCE_ATTEMPTS) throw keyKeptChanging();
+  }
   if (!announced) {
     const type = result === 'added' ? 'credential.added' : 'credential.updated';
     await vault.emit({ type, ...event }, result === 'added' ? () => vault.store.remove(group, member) : undefined);

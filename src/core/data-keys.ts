@@ -22,6 +22,8 @@ export interface StoredDataKey {
   readonly kek: string;
   /** The provider's wrap, base64url. */
   readonly wrapped: string;
+  /** The `keys rotate --reseal` run that made it, if one did (16 hex characters). */
+  readonly run?: string;
 }
 
 /**
@@ -32,6 +34,9 @@ export interface DataKeyRecord {
   readonly v: typeof RECORD_VERSION;
   readonly keys: readonly StoredDataKey[];
 }
+
+/** Whether `run` is a well-formed reseal run id. */
+export const isRunId = (run: unknown): run is string => typeof run === 'string' && DATA_KEY_ID.test(run);
 
 /** The record as stored (JSON), or `undefined` when it is not one: never trusted further than its shape. */
 export function parseDataKeyRecord(raw: string): DataKeyRecord | undefined {
@@ -47,17 +52,18 @@ export function parseDataKeyRecord(raw: string): DataKeyRecord | undefined {
   const checked: StoredDataKey[] = [];
   for (const key of keys as unknown[]) {
     if (typeof key !== 'object' || key === null) return undefined;
-    const { id, kek, wrapped } = key as Record<string, unknown>;
+    const { id, kek, wrapped, run } = key as Record<string, unknown>;
     if (typeof id !== 'string' || !DATA_KEY_ID.test(id) || typeof kek !== 'string' || !isValidKekId(kek) || typeof wrapped !== 'string') {
       return undefined;
     }
-    checked.push({ id, kek, wrapped });
+    if (run !== undefined && (typeof run !== 'string' || !DATA_KEY_ID.test(run))) return undefined;
+    checked.push(run === undefined ? { id, kek, wrapped } : { id, kek, wrapped, run });
   }
   return { v: RECORD_VERSION, keys: checked };
 }
 
 export const formatDataKeyRecord = (record: DataKeyRecord): string =>
-  JSON.stringify({ v: record.v, keys: record.keys.map(({ id, kek, wrapped }) => ({ id, kek, wrapped })) });
+  JSON.stringify({ v: record.v, keys: record.keys.map(({ id, kek, wrapped, run }) => (run === undefined ? { id, kek, wrapped } : { id, kek, wrapped, run })) });
 
 /** What a data key's wrap is bound to. */
 export const wrapContextOf = (ref: AccountRef, dekId: string): WrapContext => ({
@@ -71,12 +77,16 @@ export const wrapContextOf = (ref: AccountRef, dekId: string): WrapContext => ({
  * A fresh data key for `ref`, wrapped under the provider's primary KEK: the key (for the
  * caller to seal with at once) and its stored form.
  */
-export async function newDataKey(provider: KeyProvider, ref: AccountRef): Promise<{ dataKey: DataKey; stored: StoredDataKey }> {
+export async function newDataKey(provider: KeyProvider, ref: AccountRef, run?: string): Promise<{ dataKey: DataKey; stored: StoredDataKey }> {
   const id = randomBytes(8).toString('hex');
   const key = randomBytes(DATA_KEY_BYTES);
   const wrapped = await provider.wrap(key, wrapContextOf(ref, id));
-  return { dataKey: { id, key }, stored: { id, kek: wrapped.kekId, wrapped: wrapped.wrapped } };
+  const stored: StoredDataKey = { id, kek: wrapped.kekId, wrapped: wrapped.wrapped };
+  return { dataKey: { id, key }, stored: run === undefined ? stored : { ...stored, run } };
 }
+
+/** A fresh id for a `keys rotate --reseal` run (the same shape as a data key id). */
+export const newRunId = (): string => randomBytes(8).toString('hex');
 
 /** Unwraps one stored data key of `ref`. */
 export async function unwrapDataKey(provider: KeyProvider, ref: AccountRef, stored: StoredDataKey): Promise<DataKey> {
@@ -219,7 +229,16 @@ export class DataKeyCache {
     const ids = this.#byGroup.get(group);
     ids?.delete(entry.dataKey.id);
     if (ids?.size === 0) this.#byGroup.delete(group);
-    this.#toZero.push(entry.dataKey.key);
+    this.zeroLater(entry.dataKey.key);
+  }
+
+  /**
+   * Overwrites `key` with zeros shortly (a second) from now: for a key that callers of this
+   * turn may still be sealing or opening with, such as a provider's unwrap that was shared
+   * by several callers or a new account's key once the cache holds its own copy.
+   */
+  zeroLater(key: Buffer): void {
+    this.#toZero.push(key);
     if (this.#zeroTimer === undefined) {
       this.#zeroTimer = setTimeout(() => {
         this.#zeroTimer = undefined;

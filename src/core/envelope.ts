@@ -20,6 +20,9 @@ function shared(vault: Vault, name: string, unwrap: () => Promise<DataKey>): Pro
   const pending = inFlight.get(name);
   if (pending !== undefined) return pending;
   const started = unwrap().finally(() => inFlight.delete(name));
+  // Every caller that shares this unwrap uses the provider's buffer (or the cache's copy)
+  // in the turn it resolves; then it is wiped.
+  void started.then((dataKey) => vault.dataKeys.zeroLater(dataKey.key), () => undefined);
   inFlight.set(name, started);
   return started;
 }
@@ -40,7 +43,7 @@ async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored
   // An eviction while the provider answers (the account was deleted meanwhile) must not put
   // the key back: then it is used for this call only.
   const epoch = vault.dataKeys.epoch;
-  const dataKey = await shared(vault, `${group}\u0000${stored.id}`, () => providerCall(() => unwrapDataKey(vault.keyProvider, ref, stored)));
+  const dataKey = await shared(vault, `${group}\u0000${stored.id}`, () => providerCall(vault, () => unwrapDataKey(vault.keyProvider, ref, stored)));
   if (vault.dataKeys.epoch === epoch) vault.dataKeys.set(group, dataKey, current);
   return dataKey;
 }
@@ -49,34 +52,95 @@ async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored
  * A key provider's answer, with any failure that is not the vault's own error (a KMS SDK's
  * network error, say) reported as the provider being unavailable (503), naming nothing.
  */
-async function providerCall<T>(call: () => Promise<T>): Promise<T> {
+async function providerCall<T>(vault: Vault, call: () => Promise<T>): Promise<T> {
+  let answer: T;
   try {
-    return await call();
+    answer = await call();
   } catch (error) {
-    if (isVaultError(error)) throw error;
-    throw new VaultError('STORE_UNAVAILABLE', 'The key provider is unavailable', { cause: error });
+    const failure = isVaultError(error) ? error : new VaultError('STORE_UNAVAILABLE', 'The key provider is unavailable', { cause: error });
+    if (failure.code === 'STORE_UNAVAILABLE') noteOutage(vault, failure);
+    throw failure;
   }
+  if (outages.has(vault)) noteRecovery(vault);
+  return answer;
+}
+
+/** Vaults whose key provider is unreachable now, as last seen. */
+const outages = new WeakSet<Vault>();
+
+/**
+ * Says once on the vault's log that its key provider cannot be reached (and once when it
+ * can again), unless the provider says so itself. The provider's own message says why; it
+ * never holds key material (the {@link KeyProvider} rules).
+ */
+function noteOutage(vault: Vault, failure: VaultError): void {
+  if (outages.has(vault)) return;
+  outages.add(vault);
+  if (vault.keyProvider.logsOutages === true) return;
+  vault.log(
+    `credvault: the ${vault.keyProvider.kind} key provider is unavailable (${failure.message}); requests that need a data key answer 503 until it is back`,
+  );
+}
+
+function noteRecovery(vault: Vault): void {
+  outages.delete(vault);
+  if (vault.keyProvider.logsOutages !== true) vault.log(`credvault: the ${vault.keyProvider.kind} key provider is available again`);
 }
 
 /**
- * The data key that seals `ref`'s values now: cached, or read and unwrapped. An account
- * made before data keys existed gets one here, inserted only while `requires` (its profile,
- * by default) exists. `undefined` when the account (or `requires`) does not exist.
+ * The data key that seals an account's values now, and the fence its write must carry: a
+ * batch write that replaces the account's data key record with itself, so the batch commits
+ * only while the record is still the one the key was read from. A write sealed under a key
+ * that was destroyed meanwhile (the account deleted and created again, or `keys rotate
+ * --reseal` dropping the old key) then never lands: its batch fails at the fence and the
+ * caller seals again under the key now current.
  */
-export async function sealingKey(vault: Vault, ref: AccountRef, requires: string = PROFILE): Promise<DataKey | undefined> {
+export interface SealingKey {
+  readonly dataKey: DataKey;
+  /** Put this first in the batch that writes the sealed value. */
+  readonly fence: BatchWrite;
+}
+
+/** How often a write is sealed again after its fence moved (a rotation or a recreation each move it once or twice). */
+export const MAX_FENCE_ATTEMPTS = 8;
+
+/** The write's fence kept moving: the account's data key changed on every attempt. */
+export const keyKeptChanging = (): VaultError =>
+  new VaultError('STORE_UNAVAILABLE', "The account's data key kept changing during the write; try again");
+
+/** The fence of a write sealed under a key read from the data key record `raw`. */
+export const fenceOf = (raw: string): BatchWrite => ({ op: 'replace', member: DATA_KEY, expected: raw, value: raw });
+
+/**
+ * The data key that seals `ref`'s values now, with its fence (see {@link SealingKey}): cached,
+ * or read and unwrapped. An account made before data keys existed gets one here, inserted only
+ * while `requires` (its profile, by default) exists. `undefined` when the account (or
+ * `requires`) does not exist.
+ */
+export async function sealingKey(vault: Vault, ref: AccountRef, requires: string = PROFILE): Promise<SealingKey | undefined> {
   const group = accountGroup(ref);
-  // The record is read on every seal, so a key another process destroyed (the account deleted
-  // and created again) is never sealed under; the cache only saves the unwrap.
-  const keys = await storedKeys(vault, group);
-  if (keys !== undefined) return unwrapCached(vault, ref, group, keys[0] as StoredDataKey, true);
-  const { dataKey, stored } = await providerCall(() => newDataKey(vault.keyProvider, ref));
-  if (await vault.store.insert(group, DATA_KEY, formatDataKeyRecord({ v: 1, keys: [stored] }), { requires })) {
+  // The record is read on every seal (the cache only saves the unwrap), and the write is
+  // fenced on it, so a key another process destroyed is never sealed under.
+  const entry = await vault.store.get(group, DATA_KEY);
+  if (entry !== undefined) return { dataKey: await currentKey(vault, ref, group, entry.value), fence: fenceOf(entry.value) };
+  const { dataKey, stored } = await providerCall(vault, () => newDataKey(vault.keyProvider, ref));
+  const raw = formatDataKeyRecord({ v: 1, keys: [stored] });
+  // The cache keeps its own copy; this one is wiped once the caller has sealed with it.
+  vault.dataKeys.zeroLater(dataKey.key);
+  if (await vault.store.insert(group, DATA_KEY, raw, { requires })) {
     vault.dataKeys.set(group, dataKey, true);
-    return dataKey;
+    return { dataKey, fence: fenceOf(raw) };
   }
   // Another writer gave it one first, or the account is not there.
-  const again = await storedKeys(vault, group);
-  return again === undefined ? undefined : unwrapCached(vault, ref, group, again[0] as StoredDataKey, true);
+  const again = await vault.store.get(group, DATA_KEY);
+  return again === undefined ? undefined : { dataKey: await currentKey(vault, ref, group, again.value), fence: fenceOf(again.value) };
+}
+
+async function currentKey(vault: Vault, ref: AccountRef, group: string, raw: string): Promise<DataKey> {
+  const record = parseDataKeyRecord(raw);
+  // A record that is not one cannot be repaired here: refusing beats sealing under a new key.
+  if (record === undefined) throw unreadable();
+  return unwrapCached(vault, ref, group, record.keys[0] as StoredDataKey, true);
 }
 
 /**
@@ -84,13 +148,14 @@ export async function sealingKey(vault: Vault, ref: AccountRef, requires: string
  * account never exists without one).
  */
 export async function newAccountKey(vault: Vault, ref: AccountRef): Promise<{ dataKey: DataKey; write: BatchWrite }> {
-  const { dataKey, stored } = await providerCall(() => newDataKey(vault.keyProvider, ref));
+  const { dataKey, stored } = await providerCall(vault, () => newDataKey(vault.keyProvider, ref));
   return { dataKey, write: { op: 'insert', member: DATA_KEY, value: formatDataKeyRecord({ v: 1, keys: [stored] }) } };
 }
 
-/** Remembers a data key this process just stored for `ref` as its current one. */
+/** Remembers a data key this process just stored for `ref` as its current one (a copy: the given one is wiped shortly). */
 export function rememberKey(vault: Vault, ref: AccountRef, dataKey: DataKey): void {
   vault.dataKeys.set(accountGroup(ref), dataKey, true);
+  vault.dataKeys.zeroLater(dataKey.key);
 }
 
 /** Seals `plaintext` for `ref` under `dataKey` (from {@link sealingKey} or {@link newAccountKey}). */

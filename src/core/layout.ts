@@ -118,6 +118,8 @@ export const kekIdOfCanary = (member: string): string => unescapeComponent(membe
 export const API_KEY_EXISTS = 'apikey-exists';
 /** The key id that claimed a fresh store, written together with its canary (see `checkKeyring`). */
 export const KEYRING_FOUNDER = 'keyring-founder';
+/** The `keys rotate --reseal` run under way (JSON `{"id"}`), until it completes. */
+export const RESEAL_RUN = 'reseal-run';
 /**
  * Present once every account this store held before account indexes existed has been put
  * in its index (see `indexExistingAccounts`), so later opens skip the walk;

@@ -2,7 +2,8 @@
  * Key rotation: re-wraps every account's data key under the key provider's primary KEK,
  * upgrades values sealed before data keys existed (`cv1`) to their account's data key,
  * re-seals the canaries under the keyring's primary, verifies, then retires the other keys'
- * canaries.
+ * canaries. With `reseal`, each account also gets a new data key, its values are re-sealed
+ * under it, and the old key is destroyed.
  */
 import { VaultError, isVaultError } from '../errors.js';
 import {
@@ -23,10 +24,11 @@ import { sessionTokenSealContext, type SessionTokenRecord } from './session-toke
 import type { AccountRef } from './layout.js';
 import { CANARY_CONTEXT } from './vault.js';
 import type { Vault } from './vault.js';
-import type { StoreEntry } from './store.js';
+import type { BatchWrite, StoreEntry } from './store.js';
 import { DATA_KEY_FORMAT_VERSION, openCredential, sealCredential, sealedHeader, sealedKeyId, type SealContext } from '../crypto/cipher.js';
-import { formatDataKeyRecord, parseDataKeyRecord, unwrapDataKey, wrapContextOf, type StoredDataKey } from './data-keys.js';
-import { openFor, sealFor, sealingKey } from './envelope.js';
+import { formatDataKeyRecord, isRunId, newDataKey, newRunId, parseDataKeyRecord, unwrapDataKey, wrapContextOf, type StoredDataKey } from './data-keys.js';
+import { fenceOf, forgetAccountKeys, openFor, sealFor, sealingKey } from './envelope.js';
+import { RESEAL_RUN } from './layout.js';
 
 /** What a rotation did. */
 export interface RotationResult {
@@ -44,6 +46,13 @@ const DEFAULT_BATCH_SIZE = 500;
 export interface RotationOptions {
   /** Records read per store call. Default 500. */
   batchSize?: number;
+  /**
+   * Also give every account a new data key, re-seal its values under it and destroy the old
+   * one (for a data key that may have leaked). The run is recorded in the store until it
+   * completes: a run cut off is finished by the next rotation, with or without `reseal`,
+   * and never re-keys an account it already moved.
+   */
+  reseal?: boolean;
   /**
    * Called after each batch with the number of records walked so far, over every pass (see
    * {@link countRecords} for a total to show it against).
@@ -142,6 +151,7 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
   const batchSize = options.batchSize ?? DEFAULT_BATCH_SIZE;
   const primary = vault.keyring.primary.id;
   const result: RotationResult = { rewrapped: 0, resealed: 0, alreadyCurrent: 0 };
+  const run = await resealRun(vault, options.reseal === true);
   let walked = 0;
   let unsettled = new Map<string, UnsettledRecord>();
   let verified = false;
@@ -154,10 +164,21 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
       const page = await vault.store.scan(cursor, batchSize);
       for (const { group, member, entry } of page.items) {
         if (group === META_GROUP) continue; // canaries are settled at the end
-        const outcome = member === DATA_KEY ? await rewrapRecord(vault, group, entry) : await resealRecord(vault, group, member, entry);
-        if (outcome === 'resealed' || (typeof outcome === 'number' && outcome > 0)) {
+        let outcome: Outcome;
+        if (member !== DATA_KEY) outcome = await resealRecord(vault, group, member, entry, run !== undefined);
+        else if (run === undefined) outcome = await rewrapRecord(vault, group, entry);
+        else {
+          const rekeyed = await rekeyAccount(vault, group, entry, run);
+          if (typeof rekeyed === 'object') {
+            result.rewrapped += rekeyed.rekeyed;
+            result.resealed += rekeyed.resealed;
+            if (pass === 1) result.alreadyCurrent += rekeyed.current;
+            outcome = rekeyed.rekeyed + rekeyed.resealed > 0 ? 'changed' : 'current';
+          } else outcome = rekeyed;
+        }
+        if (outcome === 'resealed' || outcome === 'changed' || (typeof outcome === 'number' && outcome > 0)) {
           if (outcome === 'resealed') result.resealed += 1;
-          else result.rewrapped += outcome as number;
+          else if (typeof outcome === 'number') result.rewrapped += outcome;
           changed += 1;
         } else if (outcome === 'current' && pass === 1) {
           result.alreadyCurrent += 1;
@@ -204,7 +225,154 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
   for (const { member } of await vault.store.list(META_GROUP, KEK_CANARY_PREFIX)) {
     if (kekIdOfCanary(member) !== vault.keyProvider.primaryKekId) await vault.store.remove(META_GROUP, member);
   }
+  // Every account holds one key, made by this run: the run is over.
+  if (run !== undefined) {
+    const marker = await vault.store.get(META_GROUP, RESEAL_RUN);
+    if (marker !== undefined && runIdOf(marker.value) === run) await vault.store.remove(META_GROUP, RESEAL_RUN);
+  }
   return result;
+}
+
+/** What handling one record came to. */
+type Outcome = number | 'resealed' | 'changed' | 'current' | 'none' | 'busy' | 'unreadable';
+
+const runIdOf = (raw: string): string | undefined => {
+  try {
+    const { id } = JSON.parse(raw) as { id?: unknown };
+    return isRunId(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
+/**
+ * The reseal run this rotation takes part in: the one recorded in the store (a run cut off,
+ * or one another process is making now), else a new one when `reseal` is asked for, else none.
+ */
+async function resealRun(vault: Vault, reseal: boolean): Promise<string | undefined> {
+  const recorded = async (): Promise<string | undefined> => {
+    const marker = await vault.store.get(META_GROUP, RESEAL_RUN);
+    if (marker === undefined) return undefined;
+    const id = runIdOf(marker.value);
+    if (id === undefined) throw new VaultError('ROTATION_INCOMPLETE', `The store's record of a reseal run (meta ${RESEAL_RUN}) is not one; nothing was changed`);
+    return id;
+  };
+  const existing = await recorded();
+  if (existing !== undefined || !reseal) return existing;
+  await vault.store.insert(META_GROUP, RESEAL_RUN, JSON.stringify({ id: newRunId() }));
+  // Ours, or the one another process inserted first: both take part in that run.
+  return recorded();
+}
+
+/** A value of an account is under the account's current key when its header names it. */
+const underKey = (sealed: string, dekId: string): boolean => {
+  const header = sealedHeader(sealed);
+  return header?.version === DATA_KEY_FORMAT_VERSION && header.keyId === dekId;
+};
+
+/**
+ * Moves one account to a data key of reseal run `run`: a new key goes first in its record
+ * (the old ones stay, so its values still open), every value sealed under another key is
+ * re-sealed under the new one (compare-and-swap, fenced on the record), and once none is
+ * left the old keys are dropped from the record, destroying them. Writers fence their writes
+ * on the record, so none lands a value under an old key after the new one went in. Cut off at
+ * any point, a later call picks up where this one stopped. An account already moved by this
+ * run is only re-wrapped if its KEK is not the primary.
+ */
+async function rekeyAccount(
+  vault: Vault,
+  group: string,
+  first: StoreEntry,
+  run: string,
+): Promise<{ rekeyed: number; resealed: number; current: number } | 'none' | 'busy' | 'unreadable'> {
+  const account = parseAccountGroup(group);
+  if (account === undefined) return 'none';
+  let entry: StoreEntry | undefined = first;
+  let rekeyed = 0;
+  let resealed = 0;
+  for (let attempt = 0; attempt < 5 && entry !== undefined; attempt++) {
+    const record = parseDataKeyRecord(entry.value);
+    if (record === undefined) return 'unreadable';
+    let raw = entry.value;
+    let keys = record.keys;
+    if (keys[0]?.run !== run) {
+      const { dataKey, stored } = await newDataKey(vault.keyProvider, account, run);
+      // Cached (a copy) for the re-sealing below, which would otherwise unwrap it again.
+      vault.dataKeys.set(group, dataKey, true);
+      dataKey.key.fill(0);
+      const next = formatDataKeyRecord({ v: 1, keys: [stored, ...keys] });
+      if (!(await vault.store.replace(group, DATA_KEY, raw, next))) {
+        entry = await vault.store.get(group, DATA_KEY);
+        continue;
+      }
+      rekeyed += 1;
+      raw = next;
+      keys = [stored, ...keys];
+    }
+    if (keys.length === 1) {
+      // Moved already (by this call or an earlier one of the run): only its KEK may be stale.
+      const rewrapped = await rewrapRecord(vault, group, { ...entry, value: raw });
+      if (typeof rewrapped !== 'number' && rewrapped !== 'current') return rewrapped;
+      return { rekeyed: rekeyed + (typeof rewrapped === 'number' ? rewrapped : 0), resealed, current: rekeyed === 0 && rewrapped === 'current' ? 1 : 0 };
+    }
+    const moved = await moveValues(vault, account, group, raw, (keys[0] as StoredDataKey).id);
+    if (moved === 'fence') {
+      entry = await vault.store.get(group, DATA_KEY);
+      continue;
+    }
+    resealed += moved.resealed;
+    if (moved.unreadable > 0) return 'unreadable';
+    // No value is under an old key any more, and none can be written under one: drop them.
+    if (await vault.store.replace(group, DATA_KEY, raw, formatDataKeyRecord({ v: 1, keys: [keys[0] as StoredDataKey] }))) {
+      forgetAccountKeys(vault, account);
+      return { rekeyed, resealed, current: 0 };
+    }
+    entry = await vault.store.get(group, DATA_KEY);
+  }
+  return entry === undefined ? 'none' : 'busy';
+}
+
+/**
+ * Re-seals every value of the account not under data key `dekId` (which the record `raw`
+ * holds first) under it, until a listing finds none left but unreadable ones; `'fence'` when
+ * the record changed meanwhile (the caller reads it again).
+ */
+async function moveValues(
+  vault: Vault,
+  account: AccountRef,
+  group: string,
+  raw: string,
+  dekId: string,
+): Promise<{ resealed: number; unreadable: number } | 'fence'> {
+  const sealing = await sealingKey(vault, account);
+  if (sealing === undefined) return 'fence';
+  if (sealing.dataKey.id !== dekId || (sealing.fence as { expected: string }).expected !== raw) return 'fence';
+  let resealed = 0;
+  for (let round = 0; round < MAX_PASSES * 2; round++) {
+    let stale = 0;
+    let unreadable = 0;
+    for (const { member, entry } of await vault.store.list(group)) {
+      const field = sealedField(group, member, entry);
+      if (field === undefined || field.account === undefined || underKey(field.sealed, dekId)) continue;
+      stale += 1;
+      let next: string;
+      try {
+        next = field.rebuild(sealFor(sealing.dataKey, await openFor(vault, account, field.sealed, field.context, group), field.context));
+      } catch (error) {
+        if (isVaultError(error) && error.code === 'DECRYPTION_FAILED') {
+          unreadable += 1;
+          continue;
+        }
+        throw error;
+      }
+      const outcome = await vault.store.batch(group, [fenceOf(raw), { op: 'replace', member, expected: entry.value, value: next }]);
+      if (outcome.committed) resealed += 1;
+      else if (outcome.failed === 0) return 'fence';
+      // else the value changed meanwhile: the next listing looks at it again.
+    }
+    if (stale === unreadable) return { resealed, unreadable };
+  }
+  throw new VaultError('ROTATION_INCOMPLETE', `Values of linked account ${account.accountId} kept changing while they were re-sealed; run it again`);
 }
 
 async function resealRecord(
@@ -212,6 +380,7 @@ async function resealRecord(
   group: string,
   member: string,
   first: StoreEntry,
+  resealing: boolean,
 ): Promise<'resealed' | 'current' | 'none' | 'busy' | 'unreadable'> {
   let entry: StoreEntry | undefined = first;
   // A writer may replace the record between our read and our swap; then read it again.
@@ -223,24 +392,29 @@ async function resealRecord(
     // Account values are current under their data key (re-wrapping the key moves them along);
     // canaries under the keyring's primary.
     if (account !== undefined ? header?.version === DATA_KEY_FORMAT_VERSION : sealedKeyId(field.sealed) === vault.keyring.primary.id) {
-      return 'current';
+      // Resealing, the account's values are moved with its key (rekeyAccount).
+      return resealing ? 'none' : 'current';
     }
     let next: string;
+    let fence: BatchWrite[] = [];
     try {
       if (account === undefined) {
         next = field.rebuild(sealCredential(vault.keyring, openCredential(vault.keyring, field.sealed, field.context), field.context));
       } else {
         const plaintext = await openFor(vault, account, field.sealed, field.context);
-        const dataKey = await sealingKey(vault, account);
+        const sealing = await sealingKey(vault, account);
         // The account went away meanwhile: its records go with it.
-        if (dataKey === undefined) return 'none';
-        next = field.rebuild(sealFor(dataKey, plaintext, field.context));
+        if (sealing === undefined) return 'none';
+        next = field.rebuild(sealFor(sealing.dataKey, plaintext, field.context));
+        fence = [sealing.fence];
       }
     } catch (error) {
       if (isVaultError(error) && error.code === 'DECRYPTION_FAILED') return 'unreadable';
       throw error;
     }
-    if (await vault.store.replace(group, member, entry.value, next)) return 'resealed';
+    // Fenced like every write under a data key: a key destroyed meanwhile never seals it.
+    const outcome = await vault.store.batch(group, [...fence, { op: 'replace', member, expected: entry.value, value: next }]);
+    if (outcome.committed) return 'resealed';
     entry = await vault.store.get(group, member);
   }
   return entry === undefined ? 'none' : 'busy';

@@ -11,7 +11,7 @@ import type { Vault } from './vault.js';
 import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
 import type { SealContext } from '../crypto/cipher.js';
-import { openFor, sealFor, sealingKey } from './envelope.js';
+import { keyKeptChanging, MAX_FENCE_ATTEMPTS, openFor, sealFor, sealingKey } from './envelope.js';
 
 /** An issued (or handed back) session token. */
 export interface IssuedSessionToken {
@@ -81,19 +81,24 @@ export async function issueSessionToken(
   const tokenId = randomToken(16);
   const secret = randomToken(32);
   const token = `cvs_${locator}.${tokenId}.${secret}`;
-  const dataKey = await sealingKey(vault, account);
-  if (dataKey === undefined) throw unknownAccount(account);
-  const record: SessionTokenRecord = {
-    hash: hashSecret(secret),
-    sealed: sealFor(dataKey, token, sessionTokenSealContext(account, tokenId)),
-  };
-  // Conditional on the profile: a token issued while the account is being deleted must
-  // not survive into a later account with the same id.
-  const inserted = await vault.store.insert(group, sessionMember(tokenId), JSON.stringify(record), {
-    ttlMs: ttlSeconds * 1000,
-    requires: PROFILE,
-  });
-  if (!inserted) throw unknownAccount(account);
+  const hash = hashSecret(secret);
+  for (let attempt = 0; ; attempt++) {
+    const sealing = await sealingKey(vault, account);
+    if (sealing === undefined) throw unknownAccount(account);
+    const record: SessionTokenRecord = { hash, sealed: sealFor(sealing.dataKey, token, sessionTokenSealContext(account, tokenId)) };
+    // Conditional on the profile: a token issued while the account is being deleted must
+    // not survive into a later account with the same id; fenced on the data key record, so
+    // its sealed copy is never under a key destroyed meanwhile.
+    const outcome = await vault.store.batch(
+      group,
+      [sealing.fence, { op: 'insert', member: sessionMember(tokenId), value: JSON.stringify(record), ttlMs: ttlSeconds * 1000 }],
+      { requires: PROFILE },
+    );
+    if (outcome.committed) break;
+    // -1: the profile is gone; 1: the token id is taken (128 random bits: not by chance).
+    if (outcome.failed !== 0) throw unknownAccount(account);
+    if (attempt + 1 >= MAX_FENCE_ATTEMPTS) throw keyKeptChanging();
+  }
   // Tokens expire into dead rows on stores that do not expire rows themselves.
   vault.sweepExpired();
   await vault.emit({ type: 'session_token.issued', ...account, actor: options.actor ?? { type: 'system' } }, () =>

@@ -59,6 +59,8 @@ export interface Vault {
   readonly keyProvider: KeyProvider;
   /** Unwrapped data keys, bounded. */
   readonly dataKeys: DataKeyCache;
+  /** Where the vault's notices go (the `log` setting; stderr by default). */
+  readonly log: (line: string) => void;
   readonly sessionTokenTtlSeconds: number;
   readonly maxValueBytes: number;
   /** True when a failing audit sink must stop the operation. */
@@ -106,12 +108,12 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
   }
   const store = withDeadline(rawStore, options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
   const keyProvider = options.keyProvider ?? localKeyProvider(keyring);
+  const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   try {
     await checkKeyring(store, keyring);
     await checkKeyProvider(store, keyProvider);
     const indexed = await indexExistingAccounts(store);
     if (indexed > 0) {
-      const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
       log(`credvault: indexed ${indexed} existing linked account${indexed === 1 ? '' : 's'} for listing`);
     }
   } catch (error) {
@@ -128,6 +130,7 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
     keyring,
     keyProvider,
     dataKeys,
+    log,
     sessionTokenTtlSeconds: options.sessionTokenTtlSeconds ?? DEFAULT_SESSION_TOKEN_TTL_SECONDS,
     maxValueBytes: options.maxValueBytes ?? DEFAULT_MAX_VALUE_BYTES,
     failClosedEvents: failClosed,

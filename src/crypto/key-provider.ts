@@ -65,6 +65,12 @@ export interface KeyProvider {
   hasKek(kekId: string): boolean;
   /** Releases sessions and handles. */
   close?(): Promise<void>;
+  /**
+   * True when the provider itself says on its log, once, that its KEK became unreachable and
+   * once that it is back (the PKCS#11 provider does). Otherwise the vault says so on its own
+   * `log`, quoting the provider's `STORE_UNAVAILABLE` message.
+   */
+  readonly logsOutages?: boolean;
 }
 
 const KEK_ID = /^[A-Za-z0-9_.:-]{1,64}$/;

@@ -472,6 +472,8 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
   return {
     kind: 'pkcs11',
     primaryKekId,
+    // Says on `log` itself, naming the token and the reason, when it goes and comes back.
+    logsOutages: true,
     hasKek(kekId: string): boolean {
       const label = labelOf(kekId);
       if (label === undefined) return false;

@@ -69,13 +69,13 @@ async function readyVault(): Promise<{ vault: Vault; faults: ReturnType<typeof f
 
 // Each operation, and a store method it cannot do without.
 const operations: Array<[string, Method, (vault: Vault) => Promise<unknown>]> = [
-  ['upsertDefaultAppCredential', 'put', (v) => upsertDefaultAppCredential(v, acct, 'api_key', 'new')],
+  ['upsertDefaultAppCredential', 'batch', (v) => upsertDefaultAppCredential(v, acct, 'api_key', 'new')],
   ['getDefaultAppCredential', 'get', (v) => getDefaultAppCredential(v, acct, 'api_key')],
   ['listDefaultAppCredentials', 'list', (v) => listDefaultAppCredentials(v, acct)],
   ['deleteDefaultAppCredential', 'remove', (v) => deleteDefaultAppCredential(v, acct, 'api_key')],
   ['createLinkedAccount', 'batch', (v) => createLinkedAccount(v, { ...acct, accountId: 'other' })],
   ['deleteLinkedAccount', 'removeGroup', (v) => deleteLinkedAccount(v, acct)],
-  ['issueSessionToken', 'insert', (v) => issueSessionToken(v, acct)],
+  ['issueSessionToken', 'batch', (v) => issueSessionToken(v, acct, { forceRefresh: true })],
   ['rotateKeys', 'scan', (v) => rotateKeys(v)],
   ['createApiKey', 'insert', (v) => createApiKey(v, { org: 'acme' })],
   ['verifyApiKey', 'get', (v) => verifyApiKey(v, `tk_${'a'.repeat(16)}_${'A'.repeat(43)}`)],
