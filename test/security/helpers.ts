@@ -10,7 +10,7 @@ import { createMemoryStore } from '../../adapters/memory.js';
 import { createSqliteStore } from '../../adapters/sqlite.js';
 import { createRedisStore } from '../../adapters/redis.js';
 import { createPostgresStore } from '../../adapters/postgres.js';
-import type { VaultStore } from '../../src/core/store.js';
+import type { BatchResult, VaultStore } from '../../src/core/store.js';
 import { namespacePrefix, storageKey } from '../../adapters/kernel.js';
 import { escapeGlob, POSTGRES_URL, REDIS_URL, redisUrlWithRandomDb, runId, serviceSuite } from '../helpers/services.js';
 import { dropSchema } from '../helpers/postgres.js';
@@ -372,10 +372,13 @@ export function tokenSecret(token: string): string {
   return token.slice(token.lastIndexOf('.') + 1);
 }
 
-/** A store that forwards to `inner`, with hooks around `replace`. */
+/** A store that forwards to `inner`, with hooks around `replace` and `batch`. */
 export function wrapStore(
   inner: VaultStore,
-  hooks: { replace?: (args: Parameters<VaultStore['replace']>, forward: () => Promise<boolean>) => Promise<boolean> },
+  hooks: {
+    replace?: (args: Parameters<VaultStore['replace']>, forward: () => Promise<boolean>) => Promise<boolean>;
+    batch?: (args: Parameters<VaultStore['batch']>, forward: () => Promise<BatchResult>) => Promise<BatchResult>;
+  },
 ): VaultStore {
   return {
     kind: inner.kind,
@@ -386,7 +389,7 @@ export function wrapStore(
     remove: (...a) => inner.remove(...a),
     list: (...a) => inner.list(...a),
     removeGroup: (...a) => inner.removeGroup(...a),
-    batch: (...a) => inner.batch(...a),
+    batch: (...a) => (hooks.batch ? hooks.batch(a, () => inner.batch(...a)) : inner.batch(...a)),
     increment: (...a) => inner.increment(...a),
     purgeExpired: (...a) => inner.purgeExpired(...a),
     scan: (...a) => inner.scan(...a),

@@ -1,0 +1,296 @@
+/**
+ * `keys rotate --reseal` and the write fence, on every store: a reseal gives each account a
+ * new data key, moves every value onto it and destroys the old key (a copy of an old
+ * ciphertext never opens again); a reseal cut off is finished by the next rotation without
+ * re-keying what it already moved; a write sealed under a key that was destroyed meanwhile
+ * (by a reseal, or by the account's deletion and recreation) never lands, and is sealed again
+ * under the key now current.
+ */
+import { afterEach, beforeEach, expect, it } from 'vitest';
+import {
+  createLinkedAccount,
+  createVault,
+  deleteLinkedAccount,
+  getDefaultAppCredential,
+  issueSessionToken,
+  rotateKeys,
+  upsertDefaultAppCredential,
+  upsertLinkedAccount,
+  VaultError,
+  verifySessionToken,
+  type Vault,
+  type VaultStore,
+} from '../../src/index.js';
+import { accountGroup, CREDENTIAL_PREFIX, credentialMember, DATA_KEY, META_GROUP, RESEAL_RUN, SESSION_PREFIX, type AccountRef } from '../../src/core/layout.js';
+import { parseDataKeyRecord, type StoredDataKey } from '../../src/core/data-keys.js';
+import { sealedHeader } from '../../src/crypto/cipher.js';
+import { backendSuites, createBackend, keyEntry, marker, wrapStore, type Backend } from './helpers.js';
+
+const A: AccountRef = { org: 'acme', environment: 'test', accountId: 'cust-a' };
+
+async function rejection(promise: Promise<unknown>): Promise<VaultError> {
+  const error = await promise.then(
+    () => undefined,
+    (e: unknown) => e,
+  );
+  expect(error).toBeInstanceOf(VaultError);
+  return error as VaultError;
+}
+
+/** The account's stored data keys, current first. */
+async function storedKeys(vault: Vault, ref: AccountRef): Promise<readonly StoredDataKey[]> {
+  const raw = (await vault.store.get(accountGroup(ref), DATA_KEY))?.value;
+  expect(raw).toBeDefined();
+  const record = parseDataKeyRecord(raw as string);
+  expect(record).toBeDefined();
+  return record?.keys ?? [];
+}
+
+/** The data key id every sealed value of the account names (credentials and session-token copies). */
+async function sealingIds(vault: Vault, ref: AccountRef): Promise<Set<string>> {
+  const ids = new Set<string>();
+  for (const { member, entry } of await vault.store.list(accountGroup(ref))) {
+    if (!member.startsWith(CREDENTIAL_PREFIX) && !member.startsWith(SESSION_PREFIX)) continue;
+    const sealed = member.startsWith(SESSION_PREFIX) ? (JSON.parse(entry.value) as { sealed: string }).sealed : entry.value;
+    const header = sealedHeader(sealed);
+    ids.add(`${header?.version}:${header?.keyId}`);
+  }
+  return ids;
+}
+
+/** A promise with its resolver, to hold a store call until the test lets it go. */
+function gate(): { wait: Promise<void>; open: () => void } {
+  let open!: () => void;
+  const wait = new Promise<void>((resolve) => (open = resolve));
+  return { wait, open };
+}
+
+for (const suite of await backendSuites()) {
+  suite.describe(`reseal and the write fence: ${suite.kind}`, () => {
+    let backend: Backend;
+    let vault: Vault;
+    const k1 = keyEntry('k1');
+    const opened: Vault[] = [];
+    /** A store over the backend's data that a vault may close (the memory store is one object: its close would erase the data). */
+    const openStore = (): VaultStore => {
+      const store = backend.openStore();
+      if (suite.kind !== 'memory') return store;
+      return new Proxy(store, { get: (target, prop) => (prop === 'close' ? async () => undefined : (Reflect.get(target, prop) as unknown)) });
+    };
+    const open = async (store: VaultStore = openStore()) => {
+      const v = await createVault({ store, keys: k1.entry, log: () => undefined });
+      opened.push(v);
+      return v;
+    };
+
+    beforeEach(async () => {
+      backend = await createBackend(suite.kind);
+      vault = await open();
+    });
+    afterEach(async () => {
+      await Promise.all(opened.splice(0).map((v) => v.close().catch(() => undefined)));
+      await backend?.cleanup();
+    });
+
+    it('gives every account a new data key, moves every value onto it, destroys the old one, and a copied old ciphertext no longer opens', async () => {
+      const accounts = Array.from({ length: 3 }, (_, i): AccountRef => ({ ...A, accountId: `cust-${i}` }));
+      const values = new Map<string, Record<string, string>>();
+      for (const ref of accounts) {
+        const creds = { one: marker('one'), two: marker('two'), three: marker('three') };
+        values.set(ref.accountId, creds);
+        await createLinkedAccount(vault, ref, { credentials: creds });
+      }
+      const { token } = await issueSessionToken(vault, accounts[0] as AccountRef);
+      const before = new Map<string, string>();
+      for (const ref of accounts) before.set(ref.accountId, (await storedKeys(vault, ref))[0]?.id as string);
+      const oldCopy = (await vault.store.get(accountGroup(accounts[0] as AccountRef), credentialMember('one')))?.value as string;
+
+      // 3 new keys; 9 credentials and 1 session-token copy re-sealed.
+      expect(await rotateKeys(vault, { reseal: true })).toEqual({ rewrapped: 3, resealed: 10, alreadyCurrent: 0 });
+
+      const fresh = await open();
+      let run: string | undefined;
+      for (const ref of accounts) {
+        const keys = await storedKeys(fresh, ref);
+        expect(keys).toHaveLength(1);
+        expect(keys[0]?.id).not.toBe(before.get(ref.accountId));
+        run ??= keys[0]?.run;
+        expect(keys[0]?.run).toBe(run);
+        expect(await sealingIds(fresh, ref)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+        for (const [key, value] of Object.entries(values.get(ref.accountId) ?? {})) {
+          expect(await getDefaultAppCredential(fresh, ref, key)).toBe(value);
+        }
+      }
+      expect(run).toMatch(/^[0-9a-f]{16}$/);
+      expect(await fresh.store.get(META_GROUP, RESEAL_RUN)).toBeUndefined();
+      expect((await verifySessionToken(fresh, token)).accountId).toBe('cust-0');
+      expect((await issueSessionToken(fresh, accounts[0] as AccountRef)).token).toBe(token);
+
+      // The old key is gone: its ciphertext, put back, does not open (in this process or another).
+      await backend.writeSealed(accountGroup(accounts[0] as AccountRef), credentialMember('one'), oldCopy);
+      expect((await rejection(getDefaultAppCredential(vault, accounts[0] as AccountRef, 'one'))).code).toBe('DECRYPTION_FAILED');
+      expect((await rejection(getDefaultAppCredential(fresh, accounts[0] as AccountRef, 'one'))).code).toBe('DECRYPTION_FAILED');
+
+      // A plain rotation afterwards finds everything current; another --reseal is a new run.
+      expect(await rotateKeys(fresh)).toMatchObject({ rewrapped: 0, resealed: 0 });
+    });
+
+    it('a reseal cut off halfway is finished by the next rotation (without --reseal), which re-keys no account twice', async () => {
+      const accounts = Array.from({ length: 6 }, (_, i): AccountRef => ({ ...A, accountId: `cust-${i}` }));
+      const values = new Map(accounts.map((ref) => [ref.accountId, marker(ref.accountId)]));
+      for (const ref of accounts) {
+        await createLinkedAccount(vault, ref, { credentials: { api_key: values.get(ref.accountId) as string, other: marker('o') } });
+      }
+      // The store fails after 5 compare-and-swaps of data key records: some accounts are
+      // moved, one may hold two keys (new first), the rest one old key.
+      let swaps = 0;
+      const failing = wrapStore(openStore(), {
+        async replace(args, forward) {
+          if (args[1] === DATA_KEY && ++swaps > 5) throw new Error('connection reset by peer');
+          return forward();
+        },
+      });
+      const broken = await open(failing);
+      const error = await rejection(rotateKeys(broken, { reseal: true, batchSize: 2 }));
+      expect(error.code).toBe('STORE_UNAVAILABLE');
+      const run = JSON.parse((await vault.store.get(META_GROUP, RESEAL_RUN))?.value as string) as { id: string };
+      const movedBefore = new Map<string, string>();
+      for (const ref of accounts) {
+        const keys = await storedKeys(vault, ref);
+        if (keys[0]?.run === run.id) movedBefore.set(ref.accountId, keys[0].id);
+        // Half-way or not, every value opens.
+        expect(await getDefaultAppCredential(vault, ref, 'api_key')).toBe(values.get(ref.accountId));
+      }
+      expect(movedBefore.size).toBeGreaterThan(0);
+      expect(movedBefore.size).toBeLessThan(accounts.length);
+
+      const result = await rotateKeys(await open());
+      expect(result.rewrapped).toBe(accounts.length - movedBefore.size);
+      const after = await open();
+      for (const ref of accounts) {
+        const keys = await storedKeys(after, ref);
+        expect(keys).toHaveLength(1);
+        expect(keys[0]?.run).toBe(run.id);
+        // An account moved before the cut keeps the key it got then.
+        if (movedBefore.has(ref.accountId)) expect(keys[0]?.id).toBe(movedBefore.get(ref.accountId));
+        expect(await sealingIds(after, ref)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+        expect(await getDefaultAppCredential(after, ref, 'api_key')).toBe(values.get(ref.accountId));
+      }
+      expect(await after.store.get(META_GROUP, RESEAL_RUN)).toBeUndefined();
+    });
+
+    it('a credential sealed under the old key before the reseal and written after it is sealed again under the new key, never lost', async () => {
+      await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
+      const oldId = (await storedKeys(vault, A))[0]?.id as string;
+      // The writer reads the data key record and seals, then its write is held until the reseal is over.
+      const held = gate();
+      const reached = gate();
+      let holding = true;
+      const slow = wrapStore(openStore(), {
+        async batch(args, forward) {
+          if (holding && args[0] === accountGroup(A)) {
+            holding = false;
+            reached.open();
+            await held.wait;
+          }
+          return forward();
+        },
+      });
+      const writer = await open(slow);
+      const newer = marker('newer');
+      const write = upsertDefaultAppCredential(writer, A, 'api_key', newer);
+      await reached.wait;
+      expect(await rotateKeys(vault, { reseal: true })).toEqual({ rewrapped: 1, resealed: 1, alreadyCurrent: 0 });
+      held.open();
+      expect(await write).toEqual({ action: 'updated' });
+
+      const keys = await storedKeys(vault, A);
+      expect(keys.map((key) => key.id)).not.toContain(oldId);
+      expect(await sealingIds(vault, A)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+      expect(await getDefaultAppCredential(await open(), A, 'api_key')).toBe(newer);
+    });
+
+    it('a write that read the data key of an account deleted and created again meanwhile lands under the new account\'s key', async () => {
+      await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
+      const held = gate();
+      const reached = gate();
+      let holding = true;
+      const slow = wrapStore(openStore(), {
+        async batch(args, forward) {
+          if (holding && args[0] === accountGroup(A)) {
+            holding = false;
+            reached.open();
+            await held.wait;
+          }
+          return forward();
+        },
+      });
+      const writer = await open(slow);
+      const value = marker('late');
+      const write = upsertDefaultAppCredential(writer, A, 'other', value);
+      await reached.wait;
+      await deleteLinkedAccount(vault, A);
+      await createLinkedAccount(vault, A, { credentials: {} });
+      held.open();
+      expect(await write).toEqual({ action: 'added' });
+      const keys = await storedKeys(vault, A);
+      expect(await sealingIds(vault, A)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+      expect(await getDefaultAppCredential(await open(), A, 'other')).toBe(value);
+    });
+
+    it('seeded credentials of an account update and a session token, both racing a reseal, are sealed under the key that stays', async () => {
+      await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
+      const held = gate();
+      const reached = gate();
+      let holding = 2;
+      const slow = wrapStore(openStore(), {
+        async batch(args, forward) {
+          if (holding > 0 && args[0] === accountGroup(A)) {
+            holding -= 1;
+            if (holding === 0) reached.open();
+            await held.wait;
+          }
+          return forward();
+        },
+      });
+      const writer = await open(slow);
+      const seeded = marker('seeded');
+      const update = upsertLinkedAccount(writer, A, { credentials: { seeded } });
+      const issued = issueSessionToken(writer, A, { forceRefresh: true });
+      await reached.wait;
+      await rotateKeys(vault, { reseal: true });
+      held.open();
+      await update;
+      const { token } = await issued;
+      const keys = await storedKeys(vault, A);
+      expect(keys).toHaveLength(1);
+      expect(await sealingIds(vault, A)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+      const reader = await open();
+      expect(await getDefaultAppCredential(reader, A, 'seeded')).toBe(seeded);
+      expect((await issueSessionToken(reader, A)).token).toBe(token);
+    });
+
+    it('a write whose fence moves on every attempt gives up with STORE_UNAVAILABLE and writes nothing', async () => {
+      await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
+      let attempts = 0;
+      // Before each of the writer's batches, another process moves the record on (a re-wrap each time).
+      const moving = wrapStore(openStore(), {
+        async batch(args, forward) {
+          if (args[0] === accountGroup(A)) {
+            attempts += 1;
+            const current = (await vault.store.get(accountGroup(A), DATA_KEY))?.value as string;
+            // The same keys, another text (JSON allows trailing blanks): the fence no longer matches.
+            const moved = current.endsWith(' ') ? current.trimEnd() : `${current} `;
+            expect(await vault.store.replace(accountGroup(A), DATA_KEY, current, moved)).toBe(true);
+          }
+          return forward();
+        },
+      });
+      const writer = await open(moving);
+      const error = await rejection(upsertDefaultAppCredential(writer, A, 'never', marker('never')));
+      expect(error.code).toBe('STORE_UNAVAILABLE');
+      expect(attempts).toBe(8);
+      expect(await vault.store.get(accountGroup(A), credentialMember('never'))).toBeUndefined();
+    });
+  });
+}
