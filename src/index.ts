@@ -66,7 +66,7 @@ export type { ErrorEnvelope } from './http/errors.js';
 export { DEFAULT_BODY_LIMIT_BYTES } from './http/body.js';
 export { parseKeyring, generateKey } from './crypto/index.js';
 export type { Keyring } from './crypto/index.js';
-export { localKeyProvider, isValidKekId, wrapAdditionalData, DATA_KEY_BYTES } from './crypto/key-provider.js';
+export { chainKeyProviders, localKeyProvider, isValidKekId, wrapAdditionalData, DATA_KEY_BYTES } from './crypto/key-provider.js';
 export type { KeyProvider, WrapContext, WrappedKey } from './crypto/key-provider.js';
 export type { DataKeyCacheOptions } from './core/data-keys.js';
 export { openApiDocument } from './http/openapi.js';

@@ -286,6 +286,18 @@ export function buildProgram(): Command {
       printJson(generateKey(flags.id));
     });
 
+  keys
+    .command('generate-kek')
+    .description('create the AES-256 key-encryption key a PKCS#11 URI names on its token (never extractable)')
+    .option('--kek <uri>', 'the PKCS#11 URI (default: $CREDVAULT_KEK)')
+    .action(async (flags: { kek?: string }) => {
+      const uri = (flags.kek ?? process.env['CREDVAULT_KEK'] ?? '').trim();
+      if (uri === '') throw new VaultError('INVALID_CONFIGURATION', 'keys generate-kek needs a PKCS#11 URI: --kek or CREDVAULT_KEK');
+      const { generatePkcs11Kek } = await import('../crypto/pkcs11.js');
+      const { kekId } = await generatePkcs11Kek(uri);
+      printJson({ kek_id: kekId });
+    });
+
   storeOption(
     keys
       .command('rotate')

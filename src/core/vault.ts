@@ -14,7 +14,7 @@ import { DEFAULT_MAX_VALUE_BYTES } from './validation.js';
 import { indexExistingAccounts } from './account-index.js';
 import type { Keyring } from '../crypto/keyring.js';
 import { assertKeyringOpens, sealCredential } from '../crypto/cipher.js';
-import { localKeyProvider, type KeyProvider, type WrapContext } from '../crypto/key-provider.js';
+import { chainKeyProviders, localKeyProvider, type KeyProvider, type WrapContext } from '../crypto/key-provider.js';
 import { DataKeyCache, type DataKeyCacheOptions } from './data-keys.js';
 
 /** Default lifetime of issued session tokens: 24 hours. */
@@ -43,7 +43,9 @@ export interface VaultSettings {
   log?: (line: string) => void;
   /**
    * Where the key-encryption keys live, which wrap each account's data key. Default: the
-   * keyring itself (`localKeyProvider(keyring)`). The vault owns it: `close()` closes it.
+   * keyring itself (`localKeyProvider(keyring)`). Given one, new data keys are wrapped by it
+   * and the keyring still unwraps those it wrapped earlier (see `chainKeyProviders`), until
+   * `keys rotate` has moved them. The vault owns it: `close()` closes it.
    */
   keyProvider?: KeyProvider;
   /** Bounds of the in-process cache of unwrapped data keys (count and TTL). */
@@ -107,7 +109,10 @@ export async function openVault(rawStore: VaultStore, keyring: Keyring, options:
     throw error;
   }
   const store = withDeadline(rawStore, options.storeTimeoutMs ?? DEFAULT_STORE_TIMEOUT_MS);
-  const keyProvider = options.keyProvider ?? localKeyProvider(keyring);
+  // The keyring keeps unwrapping what it wrapped, so a store moves to another provider by
+  // `keys rotate` alone.
+  const local = localKeyProvider(keyring);
+  const keyProvider = options.keyProvider === undefined ? local : chainKeyProviders(options.keyProvider, local);
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   try {
     await checkKeyring(store, keyring);

@@ -154,3 +154,36 @@ export function localKeyProvider(keyring: Keyring): KeyProvider {
     },
   };
 }
+
+/**
+ * One provider made of several: `primary` wraps every new data key (and is what `keys rotate`
+ * re-wraps towards); each of the others only unwraps the keys its KEKs wrapped, so a store
+ * moves from one provider to another (the local keyring to an HSM, one KMS to another) by
+ * opening it with the new one first and running `keys rotate`. The vault chains the local
+ * keyring after any provider it is given, so keys the keyring wrapped keep opening.
+ *
+ * @example
+ * ```ts
+ * const provider = chainKeyProviders(await openPkcs11KeyProvider(process.env.CREDVAULT_KEK!), localKeyProvider(keyring));
+ * ```
+ */
+export function chainKeyProviders(primary: KeyProvider, ...others: KeyProvider[]): KeyProvider {
+  const all = [primary, ...others];
+  const owner = (kekId: string) => all.find((provider) => provider.hasKek(kekId));
+  return {
+    kind: primary.kind,
+    primaryKekId: primary.primaryKekId,
+    logsOutages: primary.logsOutages === true,
+    hasKek: (kekId) => owner(kekId) !== undefined,
+    wrap: (dek, context) => primary.wrap(dek, context),
+    async unwrap(wrapped, context) {
+      // A KEK no provider has: the primary answers, with its own opaque failure.
+      return (owner(wrapped.kekId) ?? primary).unwrap(wrapped, context);
+    },
+    async close() {
+      const results = await Promise.allSettled(all.map((provider) => provider.close?.()));
+      const failed = results.find((result): result is PromiseRejectedResult => result.status === 'rejected');
+      if (failed !== undefined) throw failed.reason;
+    },
+  };
+}
