@@ -14,7 +14,8 @@ import {
   type Vault,
   type VaultEvent,
 } from '../../src/index.js';
-import type { AccountRef } from '../../src/core/layout.js';
+import { accountGroup, DATA_KEY, type AccountRef } from '../../src/core/layout.js';
+import { parseDataKeyRecord, unwrapDataKey, type StoredDataKey } from '../../src/core/data-keys.js';
 import { call, startBinding, type RunningServer } from '../http/harness.js';
 import { apiKeySecret, backendSuites, createBackend, keyEntry, marker, tokenSecret, type Backend } from './helpers.js';
 
@@ -24,6 +25,18 @@ const BASE = '/api/v2/public';
 interface Needle {
   label: string;
   text: string;
+  /** Binary needles (a key's raw bytes) are searched as these bytes, not as `text`. */
+  bytes?: Buffer;
+}
+
+/** A key as it could leak: its raw bytes, base64, base64url and hex. */
+function keyNeedles(label: string, key: Buffer): Needle[] {
+  return [
+    { label: `${label} (raw bytes)`, text: key.toString('hex'), bytes: Buffer.from(key) },
+    { label: `${label} (base64)`, text: key.toString('base64') },
+    { label: `${label} (base64url)`, text: key.toString('base64url') },
+    { label: `${label} (hex)`, text: key.toString('hex') },
+  ];
 }
 
 /** Needles for a long value: the whole of it, and windows from its start, middle and end. */
@@ -35,8 +48,8 @@ function longValueNeedles(label: string, value: string): Needle[] {
 function findNeedles(haystacks: Array<{ where: string; bytes: Buffer }>, needles: Needle[]): string[] {
   const found: string[] = [];
   for (const { where, bytes } of haystacks) {
-    for (const { label, text } of needles) {
-      if (bytes.includes(Buffer.from(text, 'utf8'))) found.push(`${label} in ${where}`);
+    for (const { label, text, bytes: raw } of needles) {
+      if (bytes.includes(raw ?? Buffer.from(text, 'utf8'))) found.push(`${label} in ${where}`);
     }
   }
   return found;
@@ -58,9 +71,11 @@ for (const suite of await backendSuites()) {
 
     beforeAll(async () => {
       backend = await createBackend(suite.kind);
+      const k1 = keyEntry('k1');
+      needles.push(...keyNeedles('keyring key k1', Buffer.from(k1.material, 'base64')));
       vault = await createVault({
         store: backend.openStore(),
-        keys: keyEntry('k1').entry,
+        keys: k1.entry,
         log: () => undefined,
         onEvent: (event) => {
           events.push(structuredClone(event));
@@ -147,6 +162,15 @@ for (const suite of await backendSuites()) {
       secret('guessed token', wrong);
       const refused = await call(`${server.url}${BASE}/session/active-linked-account`, { headers: { authorization: `Bearer ${wrong}` } });
       expect(refused.status).toBe(401);
+
+      // Each account's data key, unwrapped: stored only wrapped.
+      for (const ref of [A, B, { ...A, accountId: 'cust-3' }]) {
+        const record = parseDataKeyRecord((await vault.store.get(accountGroup(ref), DATA_KEY))?.value as string);
+        expect(record?.keys).toHaveLength(1);
+        const dataKey = await unwrapDataKey(vault.keyProvider, ref, record?.keys[0] as StoredDataKey);
+        expect(dataKey.key).toHaveLength(32);
+        needles.push(...keyNeedles(`data key of ${ref.accountId}`, dataKey.key));
+      }
     });
 
     afterAll(async () => {
@@ -175,7 +199,18 @@ for (const suite of await backendSuites()) {
       }
     });
 
-    it('no credential value, API key, session token, or secret part of one, is anywhere in the backend', async () => {
+    it('a data key written in the clear would be found (a positive control for the key needles)', async () => {
+      const key = randomBytes(32);
+      await vault.store.put('control', 'key', `{"k":"${key.toString('base64url')}","h":"${key.toString('hex')}"}`);
+      try {
+        const labels = findNeedles(await backend.atRest(), keyNeedles('control key', key)).map((found) => found.replace(/ in .*$/, ''));
+        expect(new Set(labels)).toEqual(new Set(['control key (base64url)', 'control key (hex)']));
+      } finally {
+        await vault.store.remove('control', 'key');
+      }
+    });
+
+    it('no credential value, API key, session token, data key or keyring key, or secret part of one, is anywhere in the backend', async () => {
       expect(findNeedles(await backend.atRest(), needles)).toEqual([]);
     });
 
