@@ -118,8 +118,6 @@ const ZERO_AFTER_MS = 1000;
 interface CachedKey {
   readonly dataKey: DataKey;
   readonly expires: number;
-  /** Whether this entry is the group's current (sealing) key as last read. */
-  current: boolean;
   readonly group: string;
 }
 
@@ -170,34 +168,20 @@ export class DataKeyCache {
     return entry.dataKey;
   }
 
-  /** The live cached current key of `group`. */
-  current(group: string): DataKey | undefined {
-    const ids = this.#byGroup.get(group);
-    if (ids === undefined) return undefined;
-    for (const entry of ids.values()) {
-      if (entry.current) return this.get(group, entry.dataKey.id);
-    }
-    return undefined;
-  }
-
-  /** Holds `dataKey` of `group`; `current` marks it as the one that seals (and unmarks the others). */
-  set(group: string, dataKey: DataKey, current: boolean): void {
+  /**
+   * Holds a copy of `dataKey` of `group`. Which key seals is not the cache's business: the
+   * vault reads the account's data key record on every write and fences the write on it.
+   */
+  set(group: string, dataKey: DataKey): void {
     if (this.maxEntries === 0 || this.ttlMs === 0) return;
     let ids = this.#byGroup.get(group);
-    if (current && ids !== undefined) {
-      for (const entry of ids.values()) entry.current = false;
-    }
-    const existing = ids?.get(dataKey.id);
-    if (existing !== undefined) {
-      // Same id, same key: keep the bytes already held, refresh nothing else but the mark.
-      existing.current = current || existing.current;
-      return;
-    }
+    // Same id, same key: keep the bytes already held.
+    if (ids?.has(dataKey.id) === true) return;
     while (this.#entries.size >= this.maxEntries) this.#evictOldest();
     // The cache zeroes what it evicts, so it keeps its own copy: the caller's buffer (or a
     // provider's) is never wiped under it, and a key set again is a new copy.
     const owned: DataKey = { id: dataKey.id, key: Buffer.from(dataKey.key) };
-    const entry: CachedKey = { dataKey: owned, expires: Date.now() + this.ttlMs, current, group };
+    const entry: CachedKey = { dataKey: owned, expires: Date.now() + this.ttlMs, group };
     this.#entries.set(`${group}\u0000${dataKey.id}`, entry);
     if (ids === undefined) this.#byGroup.set(group, (ids = new Map()));
     ids.set(dataKey.id, entry);

@@ -37,14 +37,14 @@ async function storedKeys(vault: Vault, group: string): Promise<readonly StoredD
   return record.keys;
 }
 
-async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored: StoredDataKey, current: boolean): Promise<DataKey> {
+async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored: StoredDataKey): Promise<DataKey> {
   const cached = vault.dataKeys.get(group, stored.id);
   if (cached !== undefined) return cached;
   // An eviction while the provider answers (the account was deleted meanwhile) must not put
   // the key back: then it is used for this call only.
   const epoch = vault.dataKeys.epoch;
   const dataKey = await shared(vault, `${group}\u0000${stored.id}`, () => providerCall(vault, () => unwrapDataKey(vault.keyProvider, ref, stored)));
-  if (vault.dataKeys.epoch === epoch) vault.dataKeys.set(group, dataKey, current);
+  if (vault.dataKeys.epoch === epoch) vault.dataKeys.set(group, dataKey);
   return dataKey;
 }
 
@@ -128,7 +128,7 @@ export async function sealingKey(vault: Vault, ref: AccountRef, requires: string
   // The cache keeps its own copy; this one is wiped once the caller has sealed with it.
   vault.dataKeys.zeroLater(dataKey.key);
   if (await vault.store.insert(group, DATA_KEY, raw, { requires })) {
-    vault.dataKeys.set(group, dataKey, true);
+    vault.dataKeys.set(group, dataKey);
     return { dataKey, fence: fenceOf(raw) };
   }
   // Another writer gave it one first, or the account is not there.
@@ -140,7 +140,7 @@ async function currentKey(vault: Vault, ref: AccountRef, group: string, raw: str
   const record = parseDataKeyRecord(raw);
   // A record that is not one cannot be repaired here: refusing beats sealing under a new key.
   if (record === undefined) throw unreadable();
-  return unwrapCached(vault, ref, group, record.keys[0] as StoredDataKey, true);
+  return unwrapCached(vault, ref, group, record.keys[0] as StoredDataKey);
 }
 
 /**
@@ -152,9 +152,9 @@ export async function newAccountKey(vault: Vault, ref: AccountRef): Promise<{ da
   return { dataKey, write: { op: 'insert', member: DATA_KEY, value: formatDataKeyRecord({ v: 1, keys: [stored] }) } };
 }
 
-/** Remembers a data key this process just stored for `ref` as its current one (a copy: the given one is wiped shortly). */
+/** Remembers a data key this process just stored for `ref` (a copy: the given one is wiped shortly). */
 export function rememberKey(vault: Vault, ref: AccountRef, dataKey: DataKey): void {
-  vault.dataKeys.set(accountGroup(ref), dataKey, true);
+  vault.dataKeys.set(accountGroup(ref), dataKey);
   vault.dataKeys.zeroLater(dataKey.key);
 }
 
@@ -182,7 +182,7 @@ export async function openFor(vault: Vault, ref: AccountRef, sealed: string, con
     // No such key in the account: it was destroyed with the account (crypto-shredding), or
     // the value was copied here from elsewhere.
     if (keys === undefined || index < 0) throw unreadable();
-    dataKey = await unwrapCached(vault, ref, group, keys[index] as StoredDataKey, index === 0);
+    dataKey = await unwrapCached(vault, ref, group, keys[index] as StoredDataKey);
   }
   return openSealedParts(parts, { keyring: vault.keyring, dataKey }, context);
 }

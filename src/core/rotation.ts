@@ -298,7 +298,7 @@ async function rekeyAccount(
     if (keys[0]?.run !== run) {
       const { dataKey, stored } = await newDataKey(vault.keyProvider, account, run);
       // Cached (a copy) for the re-sealing below, which would otherwise unwrap it again.
-      vault.dataKeys.set(group, dataKey, true);
+      vault.dataKeys.set(group, dataKey);
       dataKey.key.fill(0);
       const next = formatDataKeyRecord({ v: 1, keys: [stored, ...keys] });
       if (!(await vault.store.replace(group, DATA_KEY, raw, next))) {

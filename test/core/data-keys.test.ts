@@ -56,27 +56,25 @@ describe('data key records', () => {
 });
 
 describe('the data key cache', () => {
-  it('holds keys by group and id, knows the current one, and forgets a group on eviction', () => {
+  it('holds keys by group and id, and forgets a group on eviction', () => {
     const cache = new DataKeyCache();
     const a = dataKey();
     const b = dataKey();
-    cache.set('g1', a, true);
-    cache.set('g1', b, false);
+    cache.set('g1', a);
+    cache.set('g1', b);
     expect(cache.get('g1', a.id)).toEqual(a);
+    expect(cache.get('g1', b.id)).toEqual(b);
     expect(cache.get('g2', a.id)).toBeUndefined();
-    expect(cache.current('g1')?.id).toBe(a.id);
-    cache.set('g1', b, true);
-    expect(cache.current('g1')?.id).toBe(b.id);
     cache.evictGroup('g1');
     expect(cache.get('g1', a.id)).toBeUndefined();
-    expect(cache.current('g1')).toBeUndefined();
+    expect(cache.get('g1', b.id)).toBeUndefined();
     expect(cache.size).toBe(0);
   });
 
   it('keeps at most maxEntries, dropping the oldest first', () => {
     const cache = new DataKeyCache({ maxEntries: 3 });
     const keys = Array.from({ length: 5 }, dataKey);
-    keys.forEach((key, i) => cache.set(`g${i}`, key, true));
+    keys.forEach((key, i) => cache.set(`g${i}`, key));
     expect(cache.size).toBe(3);
     expect(cache.get('g0', keys[0]!.id)).toBeUndefined();
     expect(cache.get('g1', keys[1]!.id)).toBeUndefined();
@@ -87,7 +85,7 @@ describe('the data key cache', () => {
     vi.useFakeTimers();
     const cache = new DataKeyCache({ ttlMs: 1000 });
     const key = dataKey();
-    cache.set('g', key, true);
+    cache.set('g', key);
     vi.advanceTimersByTime(999);
     const held = cache.get('g', key.id) as ReturnType<typeof dataKey>;
     expect(held).toEqual(key);
@@ -106,7 +104,7 @@ describe('the data key cache', () => {
 
   it('a TTL or size of 0 keeps nothing; bad bounds are refused', () => {
     const none = new DataKeyCache({ ttlMs: 0 });
-    none.set('g', dataKey(), true);
+    none.set('g', dataKey());
     expect(none.size).toBe(0);
     expect(() => new DataKeyCache({ ttlMs: -1 })).toThrow(/ttlMs/);
     expect(() => new DataKeyCache({ ttlMs: Number.POSITIVE_INFINITY })).toThrow(/ttlMs/);
@@ -117,8 +115,8 @@ describe('the data key cache', () => {
     vi.useFakeTimers();
     const cache = new DataKeyCache();
     const keys = [dataKey(), dataKey()];
-    cache.set('a', keys[0]!, true);
-    cache.set('b', keys[1]!, true);
+    cache.set('a', keys[0]!);
+    cache.set('b', keys[1]!);
     const held = [cache.get('a', keys[0]!.id)!, cache.get('b', keys[1]!.id)!];
     cache.clear();
     expect(cache.size).toBe(0);
@@ -130,11 +128,11 @@ describe('the data key cache', () => {
     vi.useFakeTimers();
     const cache = new DataKeyCache();
     const key = dataKey();
-    cache.set('g', key, true);
+    cache.set('g', key);
     cache.evictGroup('g');
-    cache.set('g', key, true);
+    cache.set('g', key);
     vi.advanceTimersByTime(1100);
-    const current = cache.current('g');
+    const current = cache.get('g', key.id);
     expect(current?.key.equals(key.key)).toBe(true);
     expect(() => sealWithDataKey(current!, 'v', { ...ref, name: 'k' })).not.toThrow();
   });
