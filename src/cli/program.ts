@@ -5,6 +5,7 @@
  */
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
 import type { Vault } from '../core/vault.js';
+import type { KeyProvider } from '../crypto/key-provider.js';
 import type { HandlerOptions } from '../http/handler.js';
 import { VaultError, isVaultError } from '../errors.js';
 import { DEFAULT_STORE_URL, parseStoreUrl } from '../store-url.js';
@@ -133,13 +134,46 @@ async function openCliVault(flags: StoreFlags): Promise<Vault> {
     );
   }
   const namespace = flags.namespace ?? process.env['CREDVAULT_NAMESPACE'];
-  const kek = process.env['CREDVAULT_KEK'];
+  const kek = process.env['CREDVAULT_KEK']?.trim();
   return createVault({
     store,
     keys: resolved.keyring,
     ...(namespace !== undefined && namespace !== '' ? { namespace } : {}),
-    ...(kek !== undefined && kek.trim() !== '' ? { kek: kek.trim() } : {}),
+    ...(kek !== undefined && kek !== '' ? { kek: kek.startsWith(KEK_MODULE) ? await loadKeyProviderModule(kek.slice(KEK_MODULE.length)) : kek } : {}),
   });
+}
+
+/** `CREDVAULT_KEK=module:<path>`: a key provider of your own (a KMS), from a module. */
+const KEK_MODULE = 'module:';
+
+/**
+ * Loads a key provider from a module: its default export is a `KeyProvider`, or a function
+ * (possibly async) returning one. The path is resolved against the working directory.
+ */
+async function loadKeyProviderModule(file: string): Promise<KeyProvider> {
+  const [{ pathToFileURL }, path] = await Promise.all([import('node:url'), import('node:path')]);
+  const where = path.resolve(file);
+  let exported: unknown;
+  try {
+    exported = ((await import(pathToFileURL(where).href)) as { default?: unknown }).default;
+  } catch (error) {
+    if (isVaultError(error)) throw error;
+    throw new VaultError('INVALID_CONFIGURATION', `CREDVAULT_KEK module ${where} could not be loaded (${error instanceof Error ? error.name : 'error'})`);
+  }
+  const provider = typeof exported === 'function' ? await (exported as () => unknown)() : exported;
+  const candidate = provider as Partial<KeyProvider> | undefined;
+  if (
+    typeof candidate !== 'object' ||
+    candidate === null ||
+    typeof candidate.kind !== 'string' ||
+    typeof candidate.primaryKekId !== 'string' ||
+    typeof candidate.wrap !== 'function' ||
+    typeof candidate.unwrap !== 'function' ||
+    typeof candidate.hasKek !== 'function'
+  ) {
+    throw new VaultError('INVALID_CONFIGURATION', `CREDVAULT_KEK module ${where} must export a KeyProvider, or a function returning one, as its default export`);
+  }
+  return candidate as KeyProvider;
 }
 
 /** Runs a provisioning command against a vault, closing it afterwards. */
