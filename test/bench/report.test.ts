@@ -4,8 +4,9 @@
  * comparable from one run to the next.
  */
 import { describe, expect, it } from 'vitest';
-import { renderChart, renderTables, replaceGeneratedSection, targetRows, type BenchResults } from '../../bench/report.js';
+import { mergeResults, renderChart, renderTables, replaceGeneratedSection, targetRows, BENCH_STEPS, type BenchResults, type BenchStep } from '../../bench/report.js';
 import type { HttpRow, Load } from '../../bench/http.js';
+import type { KekFigures, KekResult } from '../../bench/kek.js';
 import type { ReadRow } from '../../bench/reads.js';
 
 const load = (rps: number, p50: number, p99: number): Load => ({ rps, p50, p99, total: rps * 4, non2xx: 0, errors: 0 });
@@ -197,5 +198,194 @@ describe('renderChart', () => {
     ]);
     expect(svg).toContain('>sqlite/koa</text>');
     expect(svg).toContain('>redis/fetch</text>');
+  });
+});
+
+/** KEK figures: each field's rounds as given, the ones a test does not care about one round each. */
+const kekFigures = (figures: Partial<KekFigures>): KekFigures => ({
+  putCached: [1],
+  putCachedConcurrent: [1],
+  putUncached: [1],
+  putUncachedConcurrent: [1],
+  readCached: [1],
+  readCachedConcurrent: [1],
+  readUncached: [1],
+  readUncachedConcurrent: [1],
+  coldMicros: [1],
+  coldMicrosConcurrent: [1],
+  createMicros: [1],
+  unwrapMicros: [1],
+  wrapMicros: [1],
+  ...figures,
+});
+
+const kek: KekResult = {
+  accounts: 1000,
+  created: 200,
+  concurrency: 32,
+  rounds: 3,
+  duration: 2,
+  token: 'SoftHSM2 2.6.1',
+  rows: [
+    {
+      store: 'memory',
+      local: kekFigures({
+        putCached: [40000, 50000, 45000],
+        putCachedConcurrent: [48000],
+        // An even count of rounds: the median is the mean of the middle two.
+        putUncached: [32000, 30000],
+        putUncachedConcurrent: [28000],
+        readCached: [62500],
+        readCachedConcurrent: [90000],
+        readUncached: [40000],
+        readUncachedConcurrent: [38000],
+        coldMicros: [27.5, 30, 25],
+        coldMicrosConcurrent: [50],
+        createMicros: [55.6],
+        unwrapMicros: [8, 6, 7],
+        wrapMicros: [11.25],
+      }),
+      pkcs11: kekFigures({
+        putCached: [43000],
+        putCachedConcurrent: [43000],
+        putUncached: [8000],
+        putUncachedConcurrent: [18000],
+        readCached: [62500],
+        readCachedConcurrent: [94000],
+        readUncached: [16000],
+        readUncachedConcurrent: [19000],
+        coldMicros: [90],
+        coldMicrosConcurrent: [72],
+        createMicros: [194],
+        unwrapMicros: [35],
+        wrapMicros: [45],
+      }),
+    },
+    {
+      store: 'sqlite',
+      // Cache off measured faster than on (fsync noise): a negative saving, and no ratio of it.
+      local: kekFigures({ putCached: [800], putUncached: [1000], readCached: [10000], readUncached: [5000] }),
+      pkcs11: kekFigures({ putCached: [784], putUncached: [950], readCached: [10000], readUncached: [4000] }),
+    },
+  ],
+};
+
+const KEK_HEAD = [
+  '| KEK provider in process (1000 accounts, 1 credential each, cycled; median of 3 rounds of 2 s) | measured | local keyring | PKCS#11 (SoftHSM2 2.6.1) | PKCS#11/local |',
+  '|---|---|---:|---:|---:|',
+];
+
+describe('the KEK table', () => {
+  it("renders each store's medians for both providers and PKCS#11/local, the cache's saving per call derived from the medians", () => {
+    const lines = renderTables({ http: [], core: undefined, scale: [], rotation: [], kek }).split('\n');
+    expect(lines).toEqual([
+      '',
+      ...KEK_HEAD,
+      '| memory | PUTs/s, default cache, 1 caller | 45000 | 43000 | 0.96 |',
+      '| memory | PUTs/s, default cache, 32 callers | 48000 | 43000 | 0.90 |',
+      '| memory | PUTs/s, cache off, 1 caller | 31000 | 8000 | 0.26 |',
+      '| memory | PUTs/s, cache off, 32 callers | 28000 | 18000 | 0.64 |',
+      '| memory | reads/s, default cache, 1 caller | 62500 | 62500 | 1.00 |',
+      '| memory | reads/s, default cache, 32 callers | 90000 | 94000 | 1.04 |',
+      '| memory | reads/s, cache off, 1 caller | 40000 | 16000 | 0.40 |',
+      '| memory | reads/s, cache off, 32 callers | 38000 | 19000 | 0.50 |',
+      // 1e6/31000 - 1e6/45000 = 10.04 µs; 1e6/8000 - 1e6/43000 = 101.74 µs.
+      '| memory | µs per PUT the cache saves, 1 caller | 10.0 | 101.7 | 10.14 |',
+      // 25 - 16 µs; 62.5 - 16 µs.
+      '| memory | µs per read the cache saves, 1 caller | 9.0 | 46.5 | 5.17 |',
+      '| memory | cold first read, µs per account, 1 caller | 27.5 | 90.0 | 3.27 |',
+      '| memory | cold first read, µs per account, 32 callers | 50.0 | 72.0 | 1.44 |',
+      '| memory | `createLinkedAccount` (a data key wrapped), µs per account | 55.6 | 194.0 | 3.49 |',
+      "| memory | the provider's `unwrap` alone, µs per call | 7.0 | 35.0 | 5.00 |",
+      "| memory | the provider's `wrap` alone, µs per call | 11.3 | 45.0 | 4.00 |",
+      '| sqlite | PUTs/s, default cache, 1 caller | 800 | 784 | 0.98 |',
+      '| sqlite | PUTs/s, default cache, 32 callers | 1 | 1 | 1.00 |',
+      '| sqlite | PUTs/s, cache off, 1 caller | 1000 | 950 | 0.95 |',
+      '| sqlite | PUTs/s, cache off, 32 callers | 1 | 1 | 1.00 |',
+      '| sqlite | reads/s, default cache, 1 caller | 10000 | 10000 | 1.00 |',
+      '| sqlite | reads/s, default cache, 32 callers | 1 | 1 | 1.00 |',
+      '| sqlite | reads/s, cache off, 1 caller | 5000 | 4000 | 0.80 |',
+      '| sqlite | reads/s, cache off, 32 callers | 1 | 1 | 1.00 |',
+      '| sqlite | µs per PUT the cache saves, 1 caller | -250.0 | -222.9 |  |',
+      '| sqlite | µs per read the cache saves, 1 caller | 100.0 | 150.0 | 1.50 |',
+      '| sqlite | cold first read, µs per account, 1 caller | 1.0 | 1.0 | 1.00 |',
+      '| sqlite | cold first read, µs per account, 32 callers | 1.0 | 1.0 | 1.00 |',
+      '| sqlite | `createLinkedAccount` (a data key wrapped), µs per account | 1.0 | 1.0 | 1.00 |',
+      "| sqlite | the provider's `unwrap` alone, µs per call | 1.0 | 1.0 | 1.00 |",
+      "| sqlite | the provider's `wrap` alone, µs per call | 1.0 | 1.0 | 1.00 |",
+    ]);
+  });
+
+  it('comes after the CLI table and before the targets, and has no target of its own', () => {
+    const lines = renderTables({ ...results, reads, handler, cli, kek }).split('\n');
+    const at = (line: string) => lines.indexOf(line);
+    expect(at(KEK_HEAD[0] as string)).toBeGreaterThan(at('| `credvault api-key create --org bench --store memory:` | 130 | 2.10 | not met |'));
+    expect(at(KEK_HEAD[0] as string)).toBeLessThan(at(TARGETS_HEAD[0] as string));
+    expect(lines[at(KEK_HEAD[0] as string) - 1]).toBe('');
+    expect(targetRows({ ...results, reads, handler, cli, kek })).toEqual(targetRows({ ...results, reads, handler, cli }));
+  });
+
+  it('leaves the PKCS#11 cells blank and says why when SoftHSM2 was missing, and renders nothing for no rows', () => {
+    const skipped: KekResult = { ...kek, token: undefined, pkcs11Skipped: 'softhsm2-util is not on PATH', rows: [{ store: 'memory', local: kekFigures({ putCached: [45000] }) }] };
+    const lines = renderTables({ http: [], core: undefined, scale: [], rotation: [], kek: skipped }).split('\n');
+    expect(lines.slice(0, 4)).toEqual([
+      '',
+      '| KEK provider in process (1000 accounts, 1 credential each, cycled; median of 3 rounds of 2 s) | measured | local keyring | PKCS#11 (skipped: softhsm2-util is not on PATH) | PKCS#11/local |',
+      '|---|---|---:|---:|---:|',
+      '| memory | PUTs/s, default cache, 1 caller | 45000 |  |  |',
+    ]);
+    expect(lines).toHaveLength(3 + 15);
+    expect(renderTables({ http: [], core: undefined, scale: [], rotation: [], kek: { ...kek, rows: [] } })).toBe('');
+  });
+});
+
+describe('mergeResults', () => {
+  const published: BenchResults = { ...results, reads, handler, cli };
+  const later: BenchResults = {
+    date: '2026-12-07T09:00:00.000Z',
+    machine: '2 cores, Other CPU',
+    duration: 1,
+    connections: 8,
+    rounds: 2,
+    http: [],
+    core: undefined,
+    scale: [],
+    rotation: [],
+    reads: [],
+    handler: undefined,
+    cli: undefined,
+    kek,
+  };
+  const only = (...steps: BenchStep[]) => new Set<BenchStep>(steps);
+
+  it('keeps every step a narrowed run skipped, under the header of the run that measured them, and records when the narrowed steps ran', () => {
+    const merged = mergeResults(published, later, only('kek'));
+    expect(merged).toEqual({ ...published, kek, narrowed: { kek: '2026-12-07T09:00:00.000Z' } });
+    // The published tables all stay; the header names the narrowed run.
+    expect(renderTables(merged)).toBe(renderTables({ ...published, kek }));
+    expect(replaceGeneratedSection('<!-- bench:start -->\n<!-- bench:end -->', merged, 'T')).toBe(
+      '<!-- bench:start -->\nMeasured 2026-11-26 on 2 cores, Test CPU; 4 s per run, 3 rounds, 32 connections; medians. ' +
+        'Tables measured since by narrowed runs (BENCH_SKIP): kek on 2026-12-07.\n\nT\n<!-- bench:end -->',
+    );
+  });
+
+  it('replaces a step a narrowed run measured, even with fewer rows, and keeps the dates of earlier narrowed runs', () => {
+    const first = mergeResults(published, later, only('kek'));
+    const readsAgain: BenchResults = { ...later, date: '2026-12-08T09:00:00.000Z', kek: undefined, reads: reads.slice(1), cli };
+    const second = mergeResults(first, readsAgain, only('reads', 'cli'));
+    expect(second.reads).toEqual(reads.slice(1));
+    expect(second.kek).toEqual(kek);
+    expect(second.http).toEqual(published.http);
+    expect(second.narrowed).toEqual({ kek: '2026-12-07T09:00:00.000Z', reads: '2026-12-08T09:00:00.000Z', cli: '2026-12-08T09:00:00.000Z' });
+    expect(replaceGeneratedSection('<!-- bench:start -->\n<!-- bench:end -->', second, 'T')).toContain(
+      'medians. Tables measured since by narrowed runs (BENCH_SKIP): reads, cli on 2026-12-08; kek on 2026-12-07.\n',
+    );
+  });
+
+  it('publishes a run of every step, or a first run, as it is', () => {
+    const full: BenchResults = { ...later, http: results.http, core: results.core, narrowed: { kek: 'stale' } };
+    const { narrowed: _stale, ...fullWithout } = full;
+    expect(mergeResults({ ...published, narrowed: { kek: '2026-12-07T09:00:00.000Z' } }, full, new Set(BENCH_STEPS))).toEqual(fullWithout);
+    expect(mergeResults(undefined, later, only('kek'))).toEqual(later);
   });
 });

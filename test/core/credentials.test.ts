@@ -9,19 +9,11 @@ import {
   VaultError,
 } from '../../src/index.js';
 import { BACKENDS, openTestVault, type TestVault } from './vaults.js';
+import { rejection } from '../helpers/rejection.js';
 
 const acct = { org: 'acme', environment: 'test', accountId: 'cust-1' };
 
 /** The thrown VaultError, so a test can assert its code and message. */
-async function rejection(call: Promise<unknown>): Promise<VaultError> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VaultError);
-  return error as VaultError;
-}
-
 describe.each(BACKENDS)('credentials on %s', (backend) => {
   let t: TestVault;
   beforeEach(async () => {

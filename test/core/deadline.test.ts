@@ -19,6 +19,7 @@ import {
 } from '../../src/index.js';
 import { createMemoryStore } from '../../adapters/memory.js';
 import { isInProcess, markInProcess } from '../../src/core/store.js';
+import { rejection as failure } from '../helpers/rejection.js';
 
 type Method = Exclude<keyof VaultStore, 'kind'>;
 
@@ -50,15 +51,6 @@ function faultyStore(options: { inProcess?: boolean } = {}) {
 
 const acct = { org: 'acme', environment: 'test', accountId: 'cust-1' };
 const TIMEOUT_MS = 50;
-
-async function failure(call: Promise<unknown>): Promise<VaultError> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VaultError);
-  return error as VaultError;
-}
 
 async function readyVault(): Promise<{ vault: Vault; faults: ReturnType<typeof faultyStore>['faults'] }> {
   const { store, faults } = faultyStore();

@@ -25,18 +25,10 @@ import {
 } from '../../src/index.js';
 import { ACCOUNTS_INDEXED, DEFAULT_APP, META_GROUP, PROFILE, accountGroup, accountIndexEntry } from '../../src/core/layout.js';
 import { BACKENDS, openTestVault, reopenableStore, type Backend, type TestVault } from './vaults.js';
+import { rejection } from '../helpers/rejection.js';
 
 const scope = { org: 'acme', environment: 'test' };
 const ref = (accountId: string, where: { org: string; environment: string } = scope) => ({ ...where, accountId });
-
-async function rejection(call: Promise<unknown>): Promise<VaultError> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VaultError);
-  return error as VaultError;
-}
 
 /** Every live record of the store, for "nothing changed" checks. */
 async function dump(store: VaultStore): Promise<string[]> {

@@ -15,6 +15,7 @@ import {
 import { DATA_KEY_BYTES, isValidKekId, localKeyProvider, wrapAdditionalData, type WrapContext } from '../../src/crypto/key-provider.js';
 import { createKeyring, generateKey, parseKeyring } from '../../src/crypto/keyring.js';
 import { VaultError } from '../../src/errors.js';
+import { rejection } from '../helpers/rejection.js';
 
 const context: SealContext = { org: 'acme', environment: 'test', accountId: 'cust-1', name: 'api_key' };
 const dataKey = (id = randomBytes(8).toString('hex')): DataKey => ({ id, key: randomBytes(32) });
@@ -28,15 +29,6 @@ function thrown(call: () => unknown): VaultError {
     return error as VaultError;
   }
   throw new Error('expected a throw');
-}
-
-async function rejection(call: Promise<unknown>): Promise<VaultError> {
-  const error = await call.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VaultError);
-  return error as VaultError;
 }
 
 describe('cv2: values sealed under a data key', () => {

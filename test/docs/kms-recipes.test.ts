@@ -27,6 +27,7 @@ import {
   type WrapContext,
   type WrappedKey,
 } from '../../src/index.js';
+import { rejection as failure } from '../helpers/rejection.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const RECIPES = ['aws-kms', 'gcp-kms', 'vault-transit'] as const;
@@ -338,15 +339,6 @@ async function loadTransitRecipe(dir: string): Promise<TransitRecipe> {
 const CONTEXT: WrapContext = { org: 'acme', environment: 'test', accountId: 'cust-1', dekId: '0123456789abcdef' };
 
 /** The error `promise` rejects with (failing when it resolves). */
-async function failure(promise: Promise<unknown>): Promise<VaultError> {
-  const outcome = await promise.then(
-    () => undefined,
-    (error: unknown) => error,
-  );
-  expect(outcome).toBeInstanceOf(VaultError);
-  return outcome as VaultError;
-}
-
 describe('the Vault Transit recipe, run against a Transit server', () => {
   const transit = new FakeTransit();
   const dir = mkdtempSync(path.join(os.tmpdir(), 'credvault-kms-recipe-'));

@@ -15,18 +15,10 @@ import {
 import { accountGroup, CREDENTIAL_PREFIX, DATA_KEY, SESSION_PREFIX, type AccountRef } from '../../src/core/layout.js';
 import { parseDataKeyRecord } from '../../src/core/data-keys.js';
 import { backendSuites, createBackend, keyEntry, marker, wrapStore, type Backend } from './helpers.js';
+import { rejection } from '../helpers/rejection.js';
 
 const X: AccountRef = { org: 'acme', environment: 'test', accountId: 'cust-x' };
 const Y: AccountRef = { org: 'acme', environment: 'production', accountId: 'cust/y:1' };
-
-async function rejection(promise: Promise<unknown>): Promise<VaultError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VaultError);
-  return error as VaultError;
-}
 
 for (const suite of await backendSuites(['sqlite', 'redis', 'postgres'])) {
   suite.describe(`keyring refusal and rotation: ${suite.kind}`, () => {

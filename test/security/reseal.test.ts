@@ -25,17 +25,9 @@ import { accountGroup, CREDENTIAL_PREFIX, credentialMember, DATA_KEY, META_GROUP
 import { parseDataKeyRecord, type StoredDataKey } from '../../src/core/data-keys.js';
 import { sealedHeader } from '../../src/crypto/cipher.js';
 import { backendSuites, createBackend, keyEntry, marker, wrapStore, type Backend } from './helpers.js';
+import { rejection } from '../helpers/rejection.js';
 
 const A: AccountRef = { org: 'acme', environment: 'test', accountId: 'cust-a' };
-
-async function rejection(promise: Promise<unknown>): Promise<VaultError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(VaultError);
-  return error as VaultError;
-}
 
 /** The account's stored data keys, current first. */
 async function storedKeys(vault: Vault, ref: AccountRef): Promise<readonly StoredDataKey[]> {
@@ -63,6 +55,28 @@ function gate(): { wait: Promise<void>; open: () => void } {
   let open!: () => void;
   const wait = new Promise<void>((resolve) => (open = resolve));
   return { wait, open };
+}
+
+/**
+ * `inner` with the first `count` batches on `group` held until `release()`: a writer that has
+ * read its data key record and sealed, stopped just before its write. `reached` resolves once
+ * all of them are held.
+ */
+function holdingBatches(inner: VaultStore, group: string, count = 1) {
+  const held = gate();
+  const reached = gate();
+  let holding = count;
+  const store = wrapStore(inner, {
+    async batch(args, forward) {
+      if (holding > 0 && args[0] === group) {
+        holding -= 1;
+        if (holding === 0) reached.open();
+        await held.wait;
+      }
+      return forward();
+    },
+  });
+  return { store, reached: reached.wait, release: held.open };
 }
 
 for (const suite of await backendSuites()) {
@@ -183,25 +197,13 @@ for (const suite of await backendSuites()) {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
       const oldId = (await storedKeys(vault, A))[0]?.id as string;
       // The writer reads the data key record and seals, then its write is held until the reseal is over.
-      const held = gate();
-      const reached = gate();
-      let holding = true;
-      const slow = wrapStore(openStore(), {
-        async batch(args, forward) {
-          if (holding && args[0] === accountGroup(A)) {
-            holding = false;
-            reached.open();
-            await held.wait;
-          }
-          return forward();
-        },
-      });
-      const writer = await open(slow);
+      const slow = holdingBatches(openStore(), accountGroup(A));
+      const writer = await open(slow.store);
       const newer = marker('newer');
       const write = upsertDefaultAppCredential(writer, A, 'api_key', newer);
-      await reached.wait;
+      await slow.reached;
       expect(await rotateKeys(vault, { reseal: true })).toEqual({ rewrapped: 1, resealed: 1, alreadyCurrent: 0 });
-      held.open();
+      slow.release();
       expect(await write).toEqual({ action: 'updated' });
 
       const keys = await storedKeys(vault, A);
@@ -212,26 +214,14 @@ for (const suite of await backendSuites()) {
 
     it('a write that read the data key of an account deleted and created again meanwhile lands under the new account\'s key', async () => {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
-      const held = gate();
-      const reached = gate();
-      let holding = true;
-      const slow = wrapStore(openStore(), {
-        async batch(args, forward) {
-          if (holding && args[0] === accountGroup(A)) {
-            holding = false;
-            reached.open();
-            await held.wait;
-          }
-          return forward();
-        },
-      });
-      const writer = await open(slow);
+      const slow = holdingBatches(openStore(), accountGroup(A));
+      const writer = await open(slow.store);
       const value = marker('late');
       const write = upsertDefaultAppCredential(writer, A, 'other', value);
-      await reached.wait;
+      await slow.reached;
       await deleteLinkedAccount(vault, A);
       await createLinkedAccount(vault, A, { credentials: {} });
-      held.open();
+      slow.release();
       expect(await write).toEqual({ action: 'added' });
       const keys = await storedKeys(vault, A);
       expect(await sealingIds(vault, A)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
@@ -240,26 +230,14 @@ for (const suite of await backendSuites()) {
 
     it('seeded credentials of an account update and a session token, both racing a reseal, are sealed under the key that stays', async () => {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
-      const held = gate();
-      const reached = gate();
-      let holding = 2;
-      const slow = wrapStore(openStore(), {
-        async batch(args, forward) {
-          if (holding > 0 && args[0] === accountGroup(A)) {
-            holding -= 1;
-            if (holding === 0) reached.open();
-            await held.wait;
-          }
-          return forward();
-        },
-      });
-      const writer = await open(slow);
+      const slow = holdingBatches(openStore(), accountGroup(A), 2);
+      const writer = await open(slow.store);
       const seeded = marker('seeded');
       const update = upsertLinkedAccount(writer, A, { credentials: { seeded } });
       const issued = issueSessionToken(writer, A, { forceRefresh: true });
-      await reached.wait;
+      await slow.reached;
       await rotateKeys(vault, { reseal: true });
-      held.open();
+      slow.release();
       await update;
       const { token } = await issued;
       const keys = await storedKeys(vault, A);
