@@ -128,17 +128,20 @@ export interface UnsettledRecord {
 const MAX_PASSES = 3;
 
 /**
- * Re-seals every sealed value in the store under the keyring's primary key, streaming
- * through the store in batches (memory stays flat however large the store). Safe to
- * interrupt and run again: values already under the primary are skipped, and each
- * replacement is a compare-and-swap, so a credential written meanwhile is never
- * overwritten with its older value.
+ * Re-wraps every account's data key under the key provider's primary KEK (one write per
+ * account, however many values it holds), moves values sealed before data keys (`cv1`) onto
+ * their account's data key, and re-seals the canaries under the keyring's primary, streaming
+ * through the store in batches (memory stays flat however large the store). With `reseal`,
+ * every account also gets a new data key, its values are re-sealed under it and the old key
+ * is destroyed. Safe to interrupt and run again: what is current is skipped, and each
+ * replacement is a compare-and-swap, so a value written meanwhile is never overwritten with
+ * its older one.
  *
- * After the first pass, the store is walked again until a whole pass finds nothing under
- * another key (a server still sealing with an old primary, or a record that the first
- * pass's scan did not return, is caught there). Only then are the other keys' canaries
- * removed, so those keys can leave `CREDVAULT_KEYS`. If records remain that cannot be
- * re-sealed, nothing is retired and the call throws `ROTATION_INCOMPLETE`, naming them.
+ * After the first pass, the store is walked again until a whole pass finds nothing to do (a
+ * server still on an old primary, or a record the first pass's scan did not return, is caught
+ * there). Only then are the other keys' and KEKs' canaries removed, so those keys can go. If
+ * records remain that cannot be brought under the primary, nothing is retired and the call
+ * throws `ROTATION_INCOMPLETE`, naming them.
  *
  * @example
  * ```ts
@@ -173,7 +176,8 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
             result.rewrapped += rekeyed.rekeyed;
             result.resealed += rekeyed.resealed;
             if (pass === 1) result.alreadyCurrent += rekeyed.current;
-            outcome = rekeyed.rekeyed + rekeyed.resealed > 0 ? 'changed' : 'current';
+            // Counted just above: 'none' keeps it from being counted again below.
+            outcome = rekeyed.rekeyed + rekeyed.resealed > 0 ? 'changed' : 'none';
           } else outcome = rekeyed;
         }
         if (outcome === 'resealed' || outcome === 'changed' || (typeof outcome === 'number' && outcome > 0)) {
