@@ -1,22 +1,31 @@
 /**
  * The benchmark's outputs, as pure functions from results to text: the Markdown tables
  * (printed, and placed in BENCHMARKS.md between its `bench:start`/`bench:end` markers), the
- * issue's targets judged met or not met, and the SVG bar chart of PUT requests/s. Measures
- * nothing; every figure is the median over rounds (or runs) of one side, and each credvault
- * figure is quoted against the baseline measured beside it in the same run.
+ * issue's targets judged met or not met, and the SVG bar chart of PUT requests/s; and the
+ * merge of a narrowed run's results into the published ones. Measures nothing; every figure
+ * is the median over rounds (or runs) of one side, and each credvault figure is quoted
+ * against the baseline measured beside it in the same run.
  */
 import { MODES, type Mode } from './matrix.js';
 import { CLI_COMMANDS, type CliResult } from './cli.js';
 import type { CoreResult } from './core.js';
 import type { HandlerResult } from './handler.js';
 import type { HttpRow, Load } from './http.js';
+import type { KekFigures, KekResult } from './kek.js';
 import type { ReadRow } from './reads.js';
 import type { RotationRow } from './rotation.js';
 import type { ScaleRow } from './scale.js';
 
+/** The measurements of a run, in the order they run; any of them can be left out with BENCH_SKIP. */
+export const BENCH_STEPS = ['http', 'core', 'scale', 'rotation', 'handler', 'reads', 'cli', 'kek'] as const;
+export type BenchStep = (typeof BENCH_STEPS)[number];
+
 /** Everything one run measured, as bench/results.json holds it. */
 export interface BenchResults {
-  /** ISO 8601: when the run started. */
+  /**
+   * ISO 8601: when the run started; after a narrowed run, when the run started that measured
+   * the figures `narrowed` does not name (the header facts below are that run's too).
+   */
   date: string;
   machine: string;
   duration: number;
@@ -33,6 +42,13 @@ export interface BenchResults {
   handler?: HandlerResult | undefined;
   /** Absent when the CLI measurement was skipped. */
   cli?: CliResult | undefined;
+  /** Absent when the KEK measurement was skipped (and in runs from before it existed). */
+  kek?: KekResult | undefined;
+  /**
+   * The steps whose figures a narrowed run (one with BENCH_SKIP) measured after `date`, each
+   * with that run's start (ISO 8601); absent after a run of every step.
+   */
+  narrowed?: Partial<Record<BenchStep, string>> | undefined;
 }
 
 /** The middle value (the mean of the two middle ones for an even count). */
@@ -138,7 +154,7 @@ function cliFigures(cli: CliResult): { command: string; ms: number; ratio: numbe
 }
 
 /** What a run measured, without its header facts. */
-export type Measured = Pick<BenchResults, 'http' | 'core' | 'scale' | 'rotation' | 'reads' | 'handler' | 'cli'>;
+export type Measured = Pick<BenchResults, 'http' | 'core' | 'scale' | 'rotation' | 'reads' | 'handler' | 'cli' | 'kek'>;
 
 /**
  * Every target of issue 12 the run has figures for, in the order PUT against naive, PUT
@@ -219,9 +235,55 @@ function cliTable(cli: CliResult): string[] {
   ];
 }
 
+/** The columns of the KEK table: the two providers' medians and their ratio (blank where a side is missing). */
+function kekCells(local: number, pkcs11: number | undefined, digits: number): string {
+  if (pkcs11 === undefined) return `${fmt(local, digits)} |  | `;
+  // A ratio of a figure with no sign to it (a saving measured at or below zero) would mean nothing.
+  const ratio = local > 0 && pkcs11 > 0 ? fmt(pkcs11 / local, 2) : '';
+  return `${fmt(local, digits)} | ${fmt(pkcs11, digits)} | ${ratio}`;
+}
+
+/** µs per call the cache saves: the cache-off call's µs less the cached one's (from the medians of calls/s). */
+const savedMicros = (off: readonly number[], on: readonly number[]) => 1e6 / median(off) - 1e6 / median(on);
+
+function kekTable(kek: KekResult): string[] {
+  const c = kek.concurrency;
+  const pkcs11 = kek.pkcs11Skipped === undefined ? `PKCS#11${kek.token === undefined ? '' : ` (${kek.token})`}` : `PKCS#11 (skipped: ${kek.pkcs11Skipped})`;
+  const lines = [
+    `| KEK provider in process (${kek.accounts} accounts, 1 credential each, cycled; median of ${kek.rounds} rounds of ${kek.duration} s) | measured | local keyring | ${pkcs11} | PKCS#11/local |`,
+    '|---|---|---:|---:|---:|',
+  ];
+  type Rate = { [K in keyof KekFigures]: K extends `${string}Micros${string}` ? never : K }[keyof KekFigures];
+  const rates: [Rate, string][] = [
+    ['putCached', 'PUTs/s, default cache, 1 caller'],
+    ['putCachedConcurrent', `PUTs/s, default cache, ${c} callers`],
+    ['putUncached', 'PUTs/s, cache off, 1 caller'],
+    ['putUncachedConcurrent', `PUTs/s, cache off, ${c} callers`],
+    ['readCached', 'reads/s, default cache, 1 caller'],
+    ['readCachedConcurrent', `reads/s, default cache, ${c} callers`],
+    ['readUncached', 'reads/s, cache off, 1 caller'],
+    ['readUncachedConcurrent', `reads/s, cache off, ${c} callers`],
+  ];
+  for (const row of kek.rows) {
+    const side = (figures: KekFigures | undefined, pick: (f: KekFigures) => number) => (figures === undefined ? undefined : pick(figures));
+    const both = (pick: (f: KekFigures) => number, digits: number) => kekCells(pick(row.local), side(row.pkcs11, pick), digits);
+    for (const [field, label] of rates) lines.push(`| ${row.store} | ${label} | ${both((f) => median(f[field]), 0)} |`);
+    lines.push(
+      `| ${row.store} | µs per PUT the cache saves, 1 caller | ${both((f) => savedMicros(f.putUncached, f.putCached), 1)} |`,
+      `| ${row.store} | µs per read the cache saves, 1 caller | ${both((f) => savedMicros(f.readUncached, f.readCached), 1)} |`,
+      `| ${row.store} | cold first read, µs per account, 1 caller | ${both((f) => median(f.coldMicros), 1)} |`,
+      `| ${row.store} | cold first read, µs per account, ${c} callers | ${both((f) => median(f.coldMicrosConcurrent), 1)} |`,
+      `| ${row.store} | \`createLinkedAccount\` (a data key wrapped), µs per account | ${both((f) => median(f.createMicros), 1)} |`,
+      `| ${row.store} | the provider's \`unwrap\` alone, µs per call | ${both((f) => median(f.unwrapMicros), 1)} |`,
+      `| ${row.store} | the provider's \`wrap\` alone, µs per call | ${both((f) => median(f.wrapMicros), 1)} |`,
+    );
+  }
+  return lines;
+}
+
 /**
  * The Markdown tables of a run, one per measurement that ran, in the order http, core,
- * scale, rotation, handler, reads, CLI, then the targets summary. Every table after the HTTP
+ * scale, rotation, handler, reads, CLI, KEK, then the targets summary. Every table after the HTTP
  * one is preceded by a blank line, even when the HTTP table is absent (the output earlier
  * runs published; the tables added since come after theirs).
  */
@@ -234,6 +296,7 @@ export function renderTables(results: Measured): string {
   if (results.handler !== undefined) lines.push('', ...handlerTable(results.handler));
   if (results.reads !== undefined && results.reads.length > 0) lines.push('', ...readsTable(results.reads));
   if (results.cli !== undefined) lines.push('', ...cliTable(results.cli));
+  if (results.kek !== undefined && results.kek.rows.length > 0) lines.push('', ...kekTable(results.kek));
   const targets = targetRows(results);
   if (targets.length > 0) lines.push('', ...targetsTable(targets));
   return lines.join('\n');
@@ -277,12 +340,62 @@ export function renderChart(rows: readonly HttpRow[], run: Pick<BenchResults, 'r
 }
 
 /**
+ * What a run publishes: `current` (what it measured, `ran` naming the steps it ran), with
+ * the figures of every other step kept from `previous` (the results published before), so
+ * a run narrowed with BENCH_SKIP replaces only its own tables. The header facts (date,
+ * machine, duration, rounds, connections) stay those of the run that measured the kept
+ * figures, and `narrowed` records when each step of a narrowed run was measured. A run of
+ * every step, or one with nothing published before, is published as it is.
+ */
+export function mergeResults(previous: BenchResults | undefined, current: BenchResults, ran: ReadonlySet<BenchStep>): BenchResults {
+  if (previous === undefined || BENCH_STEPS.every((step) => ran.has(step))) {
+    const { narrowed: _ignored, ...rest } = current;
+    return rest;
+  }
+  const pick = <S extends BenchStep>(step: S): BenchResults[S] => (ran.has(step) ? current[step] : previous[step]);
+  const narrowed: Partial<Record<BenchStep, string>> = { ...previous.narrowed };
+  for (const step of ran) narrowed[step] = current.date;
+  return {
+    date: previous.date,
+    machine: previous.machine,
+    duration: previous.duration,
+    connections: previous.connections,
+    rounds: previous.rounds,
+    http: pick('http') ?? [],
+    core: pick('core'),
+    scale: pick('scale') ?? [],
+    rotation: pick('rotation') ?? [],
+    reads: pick('reads'),
+    handler: pick('handler'),
+    cli: pick('cli'),
+    kek: pick('kek'),
+    ...(Object.keys(narrowed).length === 0 ? {} : { narrowed }),
+  };
+}
+
+/** The header's note on narrowed runs: `kek on 2026-12-07; reads, cli on 2026-12-05` (latest first), or ''. */
+function narrowedNote(narrowed: BenchResults['narrowed']): string {
+  const byDay = new Map<string, BenchStep[]>();
+  for (const step of BENCH_STEPS) {
+    const day = narrowed?.[step]?.slice(0, 10);
+    if (day !== undefined) byDay.set(day, [...(byDay.get(day) ?? []), step]);
+  }
+  if (byDay.size === 0) return '';
+  const days = [...byDay.keys()].sort().reverse();
+  return ` Tables measured since by narrowed runs (BENCH_SKIP): ${days.map((day) => `${(byDay.get(day) as BenchStep[]).join(', ')} on ${day}`).join('; ')}.`;
+}
+
+/**
  * `doc` (BENCHMARKS.md's text) with its generated section, from `<!-- bench:start -->` to
  * `<!-- bench:end -->`, replaced by the run's header line and `tables`. A text without the
  * markers comes back unchanged.
  */
-export function replaceGeneratedSection(doc: string, run: Pick<BenchResults, 'date' | 'machine' | 'duration' | 'rounds' | 'connections'>, tables: string): string {
-  const generated = `<!-- bench:start -->\nMeasured ${run.date.slice(0, 10)} on ${run.machine}; ${run.duration} s per run, ${run.rounds} rounds, ${run.connections} connections; medians.\n\n${tables}\n<!-- bench:end -->`;
+export function replaceGeneratedSection(
+  doc: string,
+  run: Pick<BenchResults, 'date' | 'machine' | 'duration' | 'rounds' | 'connections'> & { narrowed?: BenchResults['narrowed'] },
+  tables: string,
+): string {
+  const generated = `<!-- bench:start -->\nMeasured ${run.date.slice(0, 10)} on ${run.machine}; ${run.duration} s per run, ${run.rounds} rounds, ${run.connections} connections; medians.${narrowedNote(run.narrowed)}\n\n${tables}\n<!-- bench:end -->`;
   // A function replacement, so a `$` in the tables is never read as a pattern.
   return doc.replace(/<!-- bench:start -->[^]*<!-- bench:end -->/, () => generated);
 }
