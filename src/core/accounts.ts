@@ -13,6 +13,8 @@ import {
   credentialMember,
   CREDENTIAL_PREFIX,
   DEFAULT_APP,
+  appKeyMember,
+  APP_KEY_PRESENT,
   PROFILE,
 } from './layout.js';
 import type { AccountRef, AccountScope } from './layout.js';
@@ -35,8 +37,10 @@ import type { DataKey } from '../crypto/cipher.js';
 import { forgetAccountKeys, newAccountKey, rememberKey, sealFor, sealingKey, type SealingKey } from './envelope.js';
 
 /** Most credentials (or udf fields) one request may set: they share one batch with the profile and default app. */
-// The profile, the data key and the default app take three of a batch's writes.
-const MAX_ENTRIES = MAX_BATCH_WRITES - 3;
+// Four of a batch's writes are not credentials: on creation the profile, the data key, the
+// default app and its key marker; on an update the profile, the data key's fence, the default
+// app and its key marker.
+const MAX_ENTRIES = MAX_BATCH_WRITES - 4;
 
 /** The record of an account's default-app integration. */
 const DEFAULT_APP_RECORD = JSON.stringify({ type: 'default_app' });
@@ -204,10 +208,17 @@ export async function createLinkedAccount(
   return toLinkedAccount(profile, written, credentials === undefined ? undefined : written);
 }
 
-/** The writes that give an account its default app (kept if it has one) and set these credentials in it. */
+/** How many writes {@link defaultAppWrites} puts before the credentials. */
+const DEFAULT_APP_HEAD = 2;
+
+/**
+ * The writes that give an account its default app (kept if it has one), with the marker that
+ * fences credential writes on the current data key, and set these credentials in it.
+ */
 function defaultAppWrites(dataKey: DataKey, ref: AccountRef, credentials: Array<[string, string]>): BatchWrite[] {
   return [
     { op: 'put', member: DEFAULT_APP, value: DEFAULT_APP_RECORD },
+    { op: 'put', member: appKeyMember(dataKey.id), value: APP_KEY_PRESENT },
     ...credentials.map(([name, value]): BatchWrite => ({
       op: 'put',
       member: credentialMember(name),
@@ -302,7 +313,7 @@ export async function upsertLinkedAccount(
     const outcome = await vault.store.batch(group, writes, profileChanges ? { index } : { requires: PROFILE, index });
     if (outcome.committed) {
       // The credentials' results follow the profile's (if any), the fence's and the default app's.
-      results = outcome.results.slice(writes.length - appWrites.length + 2);
+      results = outcome.results.slice(writes.length - appWrites.length + 1 + DEFAULT_APP_HEAD);
       break;
     }
     // The data key record moved: seal again under the key now current.

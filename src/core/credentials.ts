@@ -3,7 +3,7 @@
  * Each credential is one sealed record in the account's group.
  */
 import { VaultError } from '../errors.js';
-import { accountGroup, credentialKeyOf, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE } from './layout.js';
+import { accountGroup, appKeyMember, APP_KEY_PRESENT, credentialKeyOf, credentialMember, CREDENTIAL_PREFIX, DEFAULT_APP, PROFILE } from './layout.js';
 import type { AccountRef } from './layout.js';
 import { actorOf, checkAccountRef, type Principal } from './principal.js';
 import { auditedRemoval } from './events.js';
@@ -61,11 +61,22 @@ export async function upsertDefaultAppCredential(
     if (sealing === undefined) throw await whyNoDefaultApp(vault, ref);
     // Fields named one by one: object spread showed in the profile of every write.
     const sealed = sealFor(sealing.dataKey, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
-    // Conditional on the default app existing at the moment of writing (a write racing the
-    // account's deletion never leaves an orphan), and fenced on the data key record (a value
-    // sealed under a key destroyed meanwhile never lands).
-    const outcome = await vault.store.batch(group, [sealing.fence, { op: 'put', member, value: sealed }], { requires: DEFAULT_APP });
-    if (outcome.committed) result = outcome.results[1] as 'added' | 'updated';
+    // One conditional put: the marker of this data key exists only while the default app does
+    // and this key is the account's current one, so the value never lands under a key destroyed
+    // meanwhile, nor as an orphan of a deleted account.
+    const put = attempt === 0 ? await vault.store.put(group, member, sealed, { requires: appKeyMember(sealing.dataKey.id) }) : 'missing';
+    if (put !== 'missing') {
+      result = put;
+      break;
+    }
+    // No marker: no default app, an account written before markers, or the key moved on. The
+    // batch, fenced on the data key record itself, writes the value and the marker together.
+    const outcome = await vault.store.batch(
+      group,
+      [sealing.fence, { op: 'put', member: appKeyMember(sealing.dataKey.id), value: APP_KEY_PRESENT }, { op: 'put', member, value: sealed }],
+      { requires: DEFAULT_APP },
+    );
+    if (outcome.committed) result = outcome.results[2] as 'added' | 'updated';
     else if (outcome.failed === -1) throw await whyNoDefaultApp(vault, ref);
     else if (attempt + 1 >= MAX_FENCE_ATTEMPTS) throw keyKeptChanging();
   }

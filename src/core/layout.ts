@@ -91,6 +91,15 @@ export const PROFILE = 'profile';
 export const DEFAULT_APP = 'app:default';
 /** The account's data keys, wrapped by the key provider (see `data-keys.ts`). */
 export const DATA_KEY = 'dek';
+/**
+ * Present (value `1`) while the account has a default app and data key `<id>` is its current
+ * one: a credential write requires it, so one conditional put is fenced on both (see
+ * `sealingKey`). Written with the default app and whenever the current key changes.
+ */
+export const APP_KEY_PREFIX = 'app-key:';
+export const appKeyMember = (dekId: string): string => APP_KEY_PREFIX + dekId;
+/** The value of an app-key marker. */
+export const APP_KEY_PRESENT = '1';
 export const CREDENTIAL_PREFIX = 'cred:';
 export const credentialMember = (key: string): string => CREDENTIAL_PREFIX + escapeComponent(key);
 export const SESSION_PREFIX = 'session:';

@@ -28,7 +28,7 @@ import type { BatchWrite, StoreEntry } from './store.js';
 import { DATA_KEY_FORMAT_VERSION, openCredential, sealCredential, sealedHeader, sealedKeyId, type SealContext } from '../crypto/cipher.js';
 import { formatDataKeyRecord, isRunId, newDataKey, newRunId, parseDataKeyRecord, unwrapDataKey, wrapContextOf, type StoredDataKey } from './data-keys.js';
 import { fenceOf, forgetAccountKeys, openFor, sealFor, sealingKey } from './envelope.js';
-import { RESEAL_RUN } from './layout.js';
+import { APP_KEY_PRESENT, appKeyMember, DEFAULT_APP, RESEAL_RUN } from './layout.js';
 
 /** What a rotation did. */
 export interface RotationResult {
@@ -305,7 +305,16 @@ async function rekeyAccount(
       vault.dataKeys.set(group, dataKey);
       dataKey.key.fill(0);
       const next = formatDataKeyRecord({ v: 1, keys: [stored, ...keys] });
-      if (!(await vault.store.replace(group, DATA_KEY, raw, next))) {
+      // The default app's key marker moves to the new key in the same step (credential writes
+      // require it: one sealed under an old key after this no longer lands).
+      const app = await vault.store.get(group, DEFAULT_APP);
+      const writes: BatchWrite[] = [{ op: 'replace', member: DATA_KEY, expected: raw, value: next }];
+      if (app !== undefined) {
+        writes.push({ op: 'replace', member: DEFAULT_APP, expected: app.value, value: app.value });
+        for (const old of keys) writes.push({ op: 'remove', member: appKeyMember(old.id) });
+        writes.push({ op: 'put', member: appKeyMember(stored.id), value: APP_KEY_PRESENT });
+      }
+      if (!(await vault.store.batch(group, writes)).committed) {
         entry = await vault.store.get(group, DATA_KEY);
         continue;
       }

@@ -139,13 +139,16 @@ describe('account writes and their limits', () => {
     const vault = await createVault({ store: createMemoryStore(), keys: `k:${randomBytes(32).toString('base64')}` });
     const ref = { org: 'acme', environment: 'test', accountId: 'many' };
     try {
-      const credentials = Object.fromEntries(Array.from({ length: 998 }, (_, i) => [`k${i}`, 'v']));
+      const credentials = Object.fromEntries(Array.from({ length: 997 }, (_, i) => [`k${i}`, 'v']));
       await expect(createLinkedAccount(vault, ref, { credentials })).rejects.toMatchObject({ code: 'VALIDATION_ERROR' });
       await expect(getLinkedAccount(vault, ref)).rejects.toMatchObject({ code: 'LINKED_ACCOUNT_NOT_FOUND' });
-      // The profile, the data key and the default app take three of the batch's 1000 writes.
-      const fits = Object.fromEntries(Array.from({ length: 997 }, (_, i) => [`k${i}`, 'v']));
+      // The profile, the data key, the default app and its key marker take four of the batch's 1000 writes.
+      const fits = Object.fromEntries(Array.from({ length: 996 }, (_, i) => [`k${i}`, 'v']));
       await createLinkedAccount(vault, ref, { credentials: fits });
-      expect(await listDefaultAppCredentials(vault, ref)).toHaveLength(997);
+      expect(await listDefaultAppCredentials(vault, ref)).toHaveLength(996);
+      // An update that also renames the account fills a batch the same way: profile, fence, app, marker.
+      await upsertLinkedAccount(vault, ref, { name: 'renamed', credentials: fits });
+      expect(await listDefaultAppCredentials(vault, ref)).toHaveLength(996);
     } finally {
       await vault.close();
     }

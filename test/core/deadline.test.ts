@@ -61,7 +61,7 @@ async function readyVault(): Promise<{ vault: Vault; faults: ReturnType<typeof f
 
 // Each operation, and a store method it cannot do without.
 const operations: Array<[string, Method, (vault: Vault) => Promise<unknown>]> = [
-  ['upsertDefaultAppCredential', 'batch', (v) => upsertDefaultAppCredential(v, acct, 'api_key', 'new')],
+  ['upsertDefaultAppCredential', 'put', (v) => upsertDefaultAppCredential(v, acct, 'api_key', 'new')],
   ['getDefaultAppCredential', 'get', (v) => getDefaultAppCredential(v, acct, 'api_key')],
   ['listDefaultAppCredentials', 'list', (v) => listDefaultAppCredentials(v, acct)],
   ['deleteDefaultAppCredential', 'remove', (v) => deleteDefaultAppCredential(v, acct, 'api_key')],

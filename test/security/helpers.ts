@@ -10,7 +10,7 @@ import { createMemoryStore } from '../../adapters/memory.js';
 import { createSqliteStore } from '../../adapters/sqlite.js';
 import { createRedisStore } from '../../adapters/redis.js';
 import { createPostgresStore } from '../../adapters/postgres.js';
-import type { BatchResult, VaultStore } from '../../src/core/store.js';
+import type { BatchResult, PutResult, VaultStore } from '../../src/core/store.js';
 import { namespacePrefix, storageKey } from '../../adapters/kernel.js';
 import { escapeGlob, POSTGRES_URL, REDIS_URL, redisUrlWithRandomDb, runId, serviceSuite } from '../helpers/services.js';
 import { dropSchema } from '../helpers/postgres.js';
@@ -372,10 +372,11 @@ export function tokenSecret(token: string): string {
   return token.slice(token.lastIndexOf('.') + 1);
 }
 
-/** A store that forwards to `inner`, with hooks around `replace` and `batch`. */
+/** A store that forwards to `inner`, with hooks around `put`, `replace` and `batch`. */
 export function wrapStore(
   inner: VaultStore,
   hooks: {
+    put?: (args: Parameters<VaultStore['put']>, forward: () => Promise<PutResult>) => Promise<PutResult>;
     replace?: (args: Parameters<VaultStore['replace']>, forward: () => Promise<boolean>) => Promise<boolean>;
     batch?: (args: Parameters<VaultStore['batch']>, forward: () => Promise<BatchResult>) => Promise<BatchResult>;
   },
@@ -383,7 +384,7 @@ export function wrapStore(
   return {
     kind: inner.kind,
     get: (...a) => inner.get(...a),
-    put: (...a) => inner.put(...a),
+    put: (...a) => (hooks.put ? hooks.put(a, () => inner.put(...a)) : inner.put(...a)),
     insert: (...a) => inner.insert(...a),
     replace: (...a) => (hooks.replace ? hooks.replace(a, () => inner.replace(...a)) : inner.replace(...a)),
     remove: (...a) => inner.remove(...a),

@@ -58,23 +58,25 @@ function gate(): { wait: Promise<void>; open: () => void } {
 }
 
 /**
- * `inner` with the first `count` batches on `group` held until `release()`: a writer that has
- * read its data key record and sealed, stopped just before its write. `reached` resolves once
- * all of them are held.
+ * `inner` with the first `count` writes (puts or batches) on `group` held until `release()`:
+ * a writer that has read its data key record and sealed, stopped just before its write.
+ * `reached` resolves once all of them are held.
  */
-function holdingBatches(inner: VaultStore, group: string, count = 1) {
+function holdingWrites(inner: VaultStore, group: string, count = 1) {
   const held = gate();
   const reached = gate();
   let holding = count;
+  const hold = async <T>(target: string, forward: () => Promise<T>): Promise<T> => {
+    if (holding > 0 && target === group) {
+      holding -= 1;
+      if (holding === 0) reached.open();
+      await held.wait;
+    }
+    return forward();
+  };
   const store = wrapStore(inner, {
-    async batch(args, forward) {
-      if (holding > 0 && args[0] === group) {
-        holding -= 1;
-        if (holding === 0) reached.open();
-        await held.wait;
-      }
-      return forward();
-    },
+    put: (args, forward) => hold(args[0], forward),
+    batch: (args, forward) => hold(args[0], forward),
   });
   return { store, reached: reached.wait, release: held.open };
 }
@@ -155,12 +157,19 @@ for (const suite of await backendSuites()) {
       for (const ref of accounts) {
         await createLinkedAccount(vault, ref, { credentials: { api_key: values.get(ref.accountId) as string, other: marker('o') } });
       }
-      // The store fails after 5 compare-and-swaps of data key records: some accounts are
-      // moved, one may hold two keys (new first), the rest one old key.
+      // The store fails after 5 changes of data key records (a batch that adds the new key
+      // and moves the app marker, or a swap that drops the old key): some accounts are moved,
+      // one may hold two keys (new first), the rest one old key.
       let swaps = 0;
       const failing = wrapStore(openStore(), {
         async replace(args, forward) {
           if (args[1] === DATA_KEY && ++swaps > 5) throw new Error('connection reset by peer');
+          return forward();
+        },
+        async batch(args, forward) {
+          if (args[1].some((write) => write.op === 'replace' && write.member === DATA_KEY && write.expected !== write.value) && ++swaps > 5) {
+            throw new Error('connection reset by peer');
+          }
           return forward();
         },
       });
@@ -201,7 +210,7 @@ for (const suite of await backendSuites()) {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
       const oldId = (await storedKeys(vault, A))[0]?.id as string;
       // The writer reads the data key record and seals, then its write is held until the reseal is over.
-      const slow = holdingBatches(openStore(), accountGroup(A));
+      const slow = holdingWrites(openStore(), accountGroup(A));
       const writer = await open(slow.store);
       const newer = marker('newer');
       const write = upsertDefaultAppCredential(writer, A, 'api_key', newer);
@@ -218,7 +227,7 @@ for (const suite of await backendSuites()) {
 
     it('a write that read the data key of an account deleted and created again meanwhile lands under the new account\'s key', async () => {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
-      const slow = holdingBatches(openStore(), accountGroup(A));
+      const slow = holdingWrites(openStore(), accountGroup(A));
       const writer = await open(slow.store);
       const value = marker('late');
       const write = upsertDefaultAppCredential(writer, A, 'other', value);
@@ -234,7 +243,7 @@ for (const suite of await backendSuites()) {
 
     it('seeded credentials of an account update and a session token, both racing a reseal, are sealed under the key that stays', async () => {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
-      const slow = holdingBatches(openStore(), accountGroup(A), 2);
+      const slow = holdingWrites(openStore(), accountGroup(A), 2);
       const writer = await open(slow.store);
       const seeded = marker('seeded');
       const update = upsertLinkedAccount(writer, A, { credentials: { seeded } });
@@ -252,27 +261,58 @@ for (const suite of await backendSuites()) {
       expect((await issueSessionToken(reader, A)).token).toBe(token);
     });
 
-    it('a write whose fence moves on every attempt gives up with STORE_UNAVAILABLE and writes nothing', async () => {
+    it('a write whose data key moves on every attempt gives up with STORE_UNAVAILABLE and writes nothing', async () => {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
       let attempts = 0;
-      // Before each of the writer's batches, another process moves the record on (a re-wrap each time).
+      // Before each of the writer's writes, another process moves the account on as a reseal
+      // would: the record changes and the key marker goes.
+      const moveOn = async () => {
+        attempts += 1;
+        const current = (await vault.store.get(accountGroup(A), DATA_KEY))?.value as string;
+        // The same keys, another text each time (JSON allows trailing blanks): no fence matches again.
+        expect(await vault.store.replace(accountGroup(A), DATA_KEY, current, `${current} `)).toBe(true);
+        for (const { member } of await vault.store.list(accountGroup(A), 'app-key:')) await vault.store.remove(accountGroup(A), member);
+      };
       const moving = wrapStore(openStore(), {
+        async put(args, forward) {
+          if (args[0] === accountGroup(A)) await moveOn();
+          return forward();
+        },
         async batch(args, forward) {
-          if (args[0] === accountGroup(A)) {
-            attempts += 1;
-            const current = (await vault.store.get(accountGroup(A), DATA_KEY))?.value as string;
-            // The same keys, another text (JSON allows trailing blanks): the fence no longer matches.
-            const moved = current.endsWith(' ') ? current.trimEnd() : `${current} `;
-            expect(await vault.store.replace(accountGroup(A), DATA_KEY, current, moved)).toBe(true);
-          }
+          if (args[0] === accountGroup(A)) await moveOn();
           return forward();
         },
       });
       const writer = await open(moving);
       const error = await rejection(upsertDefaultAppCredential(writer, A, 'never', marker('never')));
       expect(error.code).toBe('STORE_UNAVAILABLE');
-      expect(attempts).toBe(8);
+      // The conditional put, then a fenced batch per attempt.
+      expect(attempts).toBe(1 + 8);
       expect(await vault.store.get(accountGroup(A), credentialMember('never'))).toBeUndefined();
+    });
+
+    it('a re-wrap (same data key, new record text) does not disturb a credential write: one conditional put', async () => {
+      await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
+      const calls: string[] = [];
+      const watching = wrapStore(openStore(), {
+        async put(args, forward) {
+          if (args[0] === accountGroup(A)) {
+            calls.push('put');
+            const current = (await vault.store.get(accountGroup(A), DATA_KEY))?.value as string;
+            await vault.store.replace(accountGroup(A), DATA_KEY, current, `${current} `);
+          }
+          return forward();
+        },
+        async batch(args, forward) {
+          if (args[0] === accountGroup(A)) calls.push('batch');
+          return forward();
+        },
+      });
+      const writer = await open(watching);
+      const value = marker('value');
+      expect(await upsertDefaultAppCredential(writer, A, 'api_key', value)).toEqual({ action: 'updated' });
+      expect(calls).toEqual(['put']);
+      expect(await getDefaultAppCredential(await open(), A, 'api_key')).toBe(value);
     });
   });
 }
