@@ -186,6 +186,20 @@ describe('installed alone (npm install credvault)', () => {
     }
   }, 60_000);
 
+  it('loads credvault/pkcs11 without pkcs11js, which is asked for only when a provider opens', async () => {
+    const script = [
+      "const { openPkcs11KeyProvider, parsePkcs11Uri } = await import('credvault/pkcs11');",
+      "const uri = 'pkcs11:token=t;object=kek-1?module-path=/usr/lib/softhsm/libsofthsm2.so&pin-value=1234';",
+      'console.log(JSON.stringify(parsePkcs11Uri(uri).object));',
+      'await openPkcs11KeyProvider(uri).then(() => console.log("opened"), (error) => console.log(error.code, error.message));',
+    ].join('\n');
+    writeFileSync(path.join(app, 'pkcs11.mjs'), script);
+    const { stdout } = await run(process.execPath, ['pkcs11.mjs'], { cwd: app });
+    const lines = stdout.trim().split('\n');
+    expect(lines[0]).toBe('"kek-1"');
+    expect(lines[1]).toMatch(/^INVALID_CONFIGURATION .*needs the package 'pkcs11js': npm install pkcs11js/);
+  });
+
   it.each([
     [['serve', '--framework', 'koa', '--store', 'memory:'], 'koa'],
     [['serve', '--framework', 'express', '--store', 'memory:'], 'express'],
