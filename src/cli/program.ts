@@ -160,7 +160,16 @@ async function loadKeyProviderModule(file: string): Promise<KeyProvider> {
     if (isVaultError(error)) throw error;
     throw new VaultError('INVALID_CONFIGURATION', `CREDVAULT_KEK module ${where} could not be loaded (${error instanceof Error ? error.name : 'error'})`);
   }
-  const provider = typeof exported === 'function' ? await (exported as () => unknown)() : exported;
+  let provider: unknown = exported;
+  if (typeof exported === 'function') {
+    try {
+      provider = await (exported as () => unknown)();
+    } catch (error) {
+      // Its own words when it chose them (a VaultError); otherwise only what kind of failure.
+      const why = isVaultError(error) ? error.message : error instanceof Error ? error.name : 'error';
+      throw new VaultError('INVALID_CONFIGURATION', `CREDVAULT_KEK module ${where}: its default export failed to make a key provider (${why})`);
+    }
+  }
   const candidate = provider as Partial<KeyProvider> | undefined;
   if (
     typeof candidate !== 'object' ||
@@ -171,7 +180,11 @@ async function loadKeyProviderModule(file: string): Promise<KeyProvider> {
     typeof candidate.unwrap !== 'function' ||
     typeof candidate.hasKek !== 'function'
   ) {
-    throw new VaultError('INVALID_CONFIGURATION', `CREDVAULT_KEK module ${where} must export a KeyProvider, or a function returning one, as its default export`);
+    const missing = ['kind', 'primaryKekId', 'wrap', 'unwrap', 'hasKek'].filter((name) => typeof candidate !== 'object' || candidate === null || !(name in candidate));
+    throw new VaultError(
+      'INVALID_CONFIGURATION',
+      `CREDVAULT_KEK module ${where} must export a KeyProvider, or a function returning one, as its default export${missing.length > 0 && missing.length < 5 ? ` (missing: ${missing.join(', ')})` : ''}`,
+    );
   }
   return candidate as KeyProvider;
 }

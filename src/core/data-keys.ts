@@ -85,6 +85,16 @@ export async function newDataKey(provider: KeyProvider, ref: AccountRef, run?: s
   return { dataKey: { id, key }, stored: run === undefined ? stored : { ...stored, run } };
 }
 
+/** The run id a reseal run's record (JSON `{"id"}`) holds, or `undefined` when it is not one. */
+export const runIdOf = (raw: string): string | undefined => {
+  try {
+    const { id } = JSON.parse(raw) as { id?: unknown };
+    return isRunId(id) ? id : undefined;
+  } catch {
+    return undefined;
+  }
+};
+
 /** A fresh id for a `keys rotate --reseal` run (the same shape as a data key id). */
 export const newRunId = (): string => randomBytes(8).toString('hex');
 

@@ -4,8 +4,8 @@
  */
 import { VaultError, isVaultError } from '../errors.js';
 import { DATA_KEY_FORMAT_VERSION, openSealedParts, parseSealedValue, sealWithDataKey, type DataKey, type SealContext } from '../crypto/cipher.js';
-import { formatDataKeyRecord, newDataKey, parseDataKeyRecord, unwrapDataKey, type StoredDataKey } from './data-keys.js';
-import { DATA_KEY, PROFILE, accountGroup, type AccountRef } from './layout.js';
+import { formatDataKeyRecord, newDataKey, parseDataKeyRecord, runIdOf, unwrapDataKey, type StoredDataKey } from './data-keys.js';
+import { DATA_KEY, META_GROUP, PROFILE, RESEAL_RUN, accountGroup, type AccountRef } from './layout.js';
 import type { BatchWrite } from './store.js';
 import type { Vault } from './vault.js';
 
@@ -52,7 +52,7 @@ async function unwrapCached(vault: Vault, ref: AccountRef, group: string, stored
  * A key provider's answer, with any failure that is not the vault's own error (a KMS SDK's
  * network error, say) reported as the provider being unavailable (503), naming nothing.
  */
-async function providerCall<T>(vault: Vault, call: () => Promise<T>): Promise<T> {
+export async function providerCall<T>(vault: Vault, call: () => Promise<T>): Promise<T> {
   let answer: T;
   try {
     answer = await call();
@@ -108,6 +108,15 @@ export const MAX_FENCE_ATTEMPTS = 8;
 export const keyKeptChanging = (): VaultError =>
   new VaultError('STORE_UNAVAILABLE', "The account's data key kept changing during the write; try again");
 
+/**
+ * The `keys rotate --reseal` run under way, if any: a key made now belongs to it, so the run
+ * does not replace it again (and completes however many accounts are created meanwhile).
+ */
+async function resealRunUnderWay(vault: Vault): Promise<string | undefined> {
+  const record = await vault.store.get(META_GROUP, RESEAL_RUN);
+  return record === undefined ? undefined : runIdOf(record.value);
+}
+
 /** The fence of a write sealed under a key read from the data key record `raw`. */
 export const fenceOf = (raw: string): BatchWrite => ({ op: 'replace', member: DATA_KEY, expected: raw, value: raw });
 
@@ -123,11 +132,14 @@ export async function sealingKey(vault: Vault, ref: AccountRef, requires: string
   // fenced on it, so a key another process destroyed is never sealed under.
   const entry = await vault.store.get(group, DATA_KEY);
   if (entry !== undefined) return { dataKey: await currentKey(vault, ref, group, entry.value), fence: fenceOf(entry.value) };
-  const { dataKey, stored } = await providerCall(vault, () => newDataKey(vault.keyProvider, ref));
+  const run = await resealRunUnderWay(vault);
+  const { dataKey, stored } = await providerCall(vault, () => newDataKey(vault.keyProvider, ref, run));
   const raw = formatDataKeyRecord({ v: 1, keys: [stored] });
-  // The cache keeps its own copy; this one is wiped once the caller has sealed with it.
+  const inserted = await vault.store.insert(group, DATA_KEY, raw, { requires });
+  // The cache keeps its own copy; this one is wiped once the caller has sealed with it (not
+  // before the insert's answer: a slow one must not leave the caller a wiped key).
   vault.dataKeys.zeroLater(dataKey.key);
-  if (await vault.store.insert(group, DATA_KEY, raw, { requires })) {
+  if (inserted) {
     vault.dataKeys.set(group, dataKey);
     return { dataKey, fence: fenceOf(raw) };
   }
@@ -148,7 +160,8 @@ async function currentKey(vault: Vault, ref: AccountRef, group: string, raw: str
  * account never exists without one).
  */
 export async function newAccountKey(vault: Vault, ref: AccountRef): Promise<{ dataKey: DataKey; write: BatchWrite }> {
-  const { dataKey, stored } = await providerCall(vault, () => newDataKey(vault.keyProvider, ref));
+  const run = await resealRunUnderWay(vault);
+  const { dataKey, stored } = await providerCall(vault, () => newDataKey(vault.keyProvider, ref, run));
   return { dataKey, write: { op: 'insert', member: DATA_KEY, value: formatDataKeyRecord({ v: 1, keys: [stored] }) } };
 }
 

@@ -25,9 +25,9 @@ import type { AccountRef } from './layout.js';
 import { CANARY_CONTEXT } from './vault.js';
 import type { Vault } from './vault.js';
 import type { BatchWrite, StoreEntry } from './store.js';
-import { DATA_KEY_FORMAT_VERSION, openCredential, sealCredential, sealedHeader, sealedKeyId, type SealContext } from '../crypto/cipher.js';
-import { formatDataKeyRecord, isRunId, newDataKey, newRunId, parseDataKeyRecord, unwrapDataKey, wrapContextOf, type StoredDataKey } from './data-keys.js';
-import { fenceOf, forgetAccountKeys, openFor, sealFor, sealingKey } from './envelope.js';
+import { DATA_KEY_FORMAT_VERSION, openCredential, sealCredential, sealedHeader, sealedKeyId, type DataKey, type SealContext } from '../crypto/cipher.js';
+import { formatDataKeyRecord, newDataKey, newRunId, runIdOf, parseDataKeyRecord, unwrapDataKey, wrapContextOf, type StoredDataKey } from './data-keys.js';
+import { fenceOf, forgetAccountKeys, openFor, providerCall, sealFor, sealingKey } from './envelope.js';
 import { APP_KEY_PRESENT, appKeyMember, DEFAULT_APP, RESEAL_RUN } from './layout.js';
 
 /** What a rotation did. */
@@ -155,6 +155,9 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
   const primary = vault.keyring.primary.id;
   const result: RotationResult = { rewrapped: 0, resealed: 0, alreadyCurrent: 0 };
   const run = await resealRun(vault, options.reseal === true);
+  if (run !== undefined && options.reseal !== true) {
+    vault.log(`credvault: finishing the reseal run ${run} recorded in the store (a keys rotate --reseal that did not complete): every account gets a new data key`);
+  }
   let walked = 0;
   let unsettled = new Map<string, UnsettledRecord>();
   let verified = false;
@@ -172,7 +175,14 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
         else if (run === undefined) outcome = await rewrapRecord(vault, group, entry);
         else {
           const rekeyed = await rekeyAccount(vault, group, entry, run);
-          if (typeof rekeyed === 'object') {
+          if (typeof rekeyed === 'object' && 'unreadable' in rekeyed) {
+            // Named one by one: the operator must know which records no key opens.
+            const account = parseAccountGroup(group);
+            for (const record of rekeyed.unreadable) {
+              unsettled.set(`${group}}${record}`, { ...(account === undefined ? {} : { account }), record: unescapeComponent(record), reason: 'unreadable' });
+            }
+            outcome = 'none';
+          } else if (typeof rekeyed === 'object') {
             result.rewrapped += rekeyed.rekeyed;
             result.resealed += rekeyed.resealed;
             if (pass === 1) result.alreadyCurrent += rekeyed.current;
@@ -217,7 +227,9 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
   if (!verified) {
     throw new VaultError(
       'ROTATION_INCOMPLETE',
-      `Records sealed under other keys kept appearing after ${MAX_PASSES} passes (is a server still running with an old primary key?), so no key was retired; run it again`,
+      run === undefined
+        ? `Records sealed under other keys kept appearing after ${MAX_PASSES} passes (is a server still running with an old primary key?), so no key was retired; run it again`
+        : `Accounts kept needing a new data key after ${MAX_PASSES} passes (is a server of an earlier release creating accounts?), so the reseal run is not complete; run it again`,
     );
   }
   // Every record now opens under the primary: the other keys' canaries can go, and so can
@@ -240,14 +252,6 @@ export async function rotateKeys(vault: Vault, options: RotationOptions = {}): P
 /** What handling one record came to. */
 type Outcome = number | 'resealed' | 'changed' | 'current' | 'none' | 'busy' | 'unreadable';
 
-const runIdOf = (raw: string): string | undefined => {
-  try {
-    const { id } = JSON.parse(raw) as { id?: unknown };
-    return isRunId(id) ? id : undefined;
-  } catch {
-    return undefined;
-  }
-};
 
 /**
  * The reseal run this rotation takes part in: the one recorded in the store (a run cut off,
@@ -288,7 +292,7 @@ async function rekeyAccount(
   group: string,
   first: StoreEntry,
   run: string,
-): Promise<{ rekeyed: number; resealed: number; current: number } | 'none' | 'busy' | 'unreadable'> {
+): Promise<{ rekeyed: number; resealed: number; current: number } | { unreadable: string[] } | 'none' | 'busy' | 'unreadable'> {
   const account = parseAccountGroup(group);
   if (account === undefined) return 'none';
   let entry: StoreEntry | undefined = first;
@@ -300,18 +304,19 @@ async function rekeyAccount(
     let raw = entry.value;
     let keys = record.keys;
     if (keys[0]?.run !== run) {
-      const { dataKey, stored } = await newDataKey(vault.keyProvider, account, run);
+      const { dataKey, stored } = await providerCall(vault, () => newDataKey(vault.keyProvider, account, run));
       // Cached (a copy) for the re-sealing below, which would otherwise unwrap it again.
       vault.dataKeys.set(group, dataKey);
       dataKey.key.fill(0);
       const next = formatDataKeyRecord({ v: 1, keys: [stored, ...keys] });
-      // The default app's key marker moves to the new key in the same step (credential writes
-      // require it: one sealed under an old key after this no longer lands).
+      // In the same step, the old keys' app-key markers go (whatever this call read of the
+      // default app: one may have been written meanwhile), so no credential write sealed under
+      // an old key lands after this; the new key gets one when the default app is there.
       const app = await vault.store.get(group, DEFAULT_APP);
       const writes: BatchWrite[] = [{ op: 'replace', member: DATA_KEY, expected: raw, value: next }];
+      for (const old of keys) writes.push({ op: 'remove', member: appKeyMember(old.id) });
       if (app !== undefined) {
         writes.push({ op: 'replace', member: DEFAULT_APP, expected: app.value, value: app.value });
-        for (const old of keys) writes.push({ op: 'remove', member: appKeyMember(old.id) });
         writes.push({ op: 'put', member: appKeyMember(stored.id), value: APP_KEY_PRESENT });
       }
       if (!(await vault.store.batch(group, writes)).committed) {
@@ -334,9 +339,15 @@ async function rekeyAccount(
       continue;
     }
     resealed += moved.resealed;
-    if (moved.unreadable > 0) return 'unreadable';
-    // No value is under an old key any more, and none can be written under one: drop them.
-    if (await vault.store.replace(group, DATA_KEY, raw, formatDataKeyRecord({ v: 1, keys: [keys[0] as StoredDataKey] }))) {
+    // The old keys stay (and the run stays open) until these can be opened or are removed.
+    if (moved.unreadable.length > 0) return { unreadable: moved.unreadable };
+    // No value is under an old key any more, and none can be written under one: drop them
+    // (with any marker of theirs, though the re-keying step removed those already).
+    const dropped = await vault.store.batch(group, [
+      { op: 'replace', member: DATA_KEY, expected: raw, value: formatDataKeyRecord({ v: 1, keys: [keys[0] as StoredDataKey] }) },
+      ...keys.slice(1).map((old): BatchWrite => ({ op: 'remove', member: appKeyMember(old.id) })),
+    ]);
+    if (dropped.committed) {
       forgetAccountKeys(vault, account);
       return { rekeyed, resealed, current: 0 };
     }
@@ -356,24 +367,42 @@ async function moveValues(
   group: string,
   raw: string,
   dekId: string,
-): Promise<{ resealed: number; unreadable: number } | 'fence'> {
+): Promise<{ resealed: number; unreadable: string[] } | 'fence'> {
   const sealing = await sealingKey(vault, account);
   if (sealing === undefined) return 'fence';
   if (sealing.dataKey.id !== dekId || (sealing.fence as { expected: string }).expected !== raw) return 'fence';
+  // Held across many awaits: a copy of our own (the one given may be a provider's buffer,
+  // which is wiped a second after its unwrap), wiped when done.
+  const dataKey = { id: sealing.dataKey.id, key: Buffer.from(sealing.dataKey.key) };
+  try {
+    return await moveValuesUnder(vault, account, group, raw, dataKey);
+  } finally {
+    dataKey.key.fill(0);
+  }
+}
+
+async function moveValuesUnder(
+  vault: Vault,
+  account: AccountRef,
+  group: string,
+  raw: string,
+  dataKey: DataKey,
+): Promise<{ resealed: number; unreadable: string[] } | 'fence'> {
+  const dekId = dataKey.id;
   let resealed = 0;
   for (let round = 0; round < MAX_PASSES * 2; round++) {
     let stale = 0;
-    let unreadable = 0;
+    const unreadable: string[] = [];
     for (const { member, entry } of await vault.store.list(group)) {
       const field = sealedField(group, member, entry);
       if (field === undefined || field.account === undefined || underKey(field.sealed, dekId)) continue;
       stale += 1;
       let next: string;
       try {
-        next = field.rebuild(sealFor(sealing.dataKey, await openFor(vault, account, field.sealed, field.context, group), field.context));
+        next = field.rebuild(sealFor(dataKey, await openFor(vault, account, field.sealed, field.context, group), field.context));
       } catch (error) {
         if (isVaultError(error) && error.code === 'DECRYPTION_FAILED') {
-          unreadable += 1;
+          unreadable.push(member);
           continue;
         }
         throw error;
@@ -383,7 +412,7 @@ async function moveValues(
       else if (outcome.failed === 0) return 'fence';
       // else the value changed meanwhile: the next listing looks at it again.
     }
-    if (stale === unreadable) return { resealed, unreadable };
+    if (stale === unreadable.length) return { resealed, unreadable };
   }
   throw new VaultError('ROTATION_INCOMPLETE', `Values of linked account ${account.accountId} kept changing while they were re-sealed; run it again`);
 }
@@ -408,6 +437,9 @@ async function resealRecord(
       // Resealing, the account's values are moved with its key (rekeyAccount).
       return resealing ? 'none' : 'current';
     }
+    // Resealing, an account with a data key record has all its values moved by rekeyAccount
+    // (sealing this one under the key about to be replaced would only count it twice).
+    if (resealing && account !== undefined && (await vault.store.get(group, DATA_KEY)) !== undefined) return 'none';
     let next: string;
     let fence: BatchWrite[] = [];
     try {
@@ -454,10 +486,10 @@ async function rewrapRecord(vault: Vault, group: string, first: StoreEntry): Pro
           keys.push(key);
           continue;
         }
-        const dataKey = await unwrapDataKey(provider, account, key);
-        const wrapped = await provider.wrap(dataKey.key, wrapContextOf(account, key.id));
-        dataKey.key.fill(0);
-        keys.push({ id: key.id, kek: wrapped.kekId, wrapped: wrapped.wrapped });
+        const dataKey = await providerCall(vault, () => unwrapDataKey(provider, account, key));
+        const wrapped = await providerCall(vault, () => provider.wrap(dataKey.key, wrapContextOf(account, key.id))).finally(() => dataKey.key.fill(0));
+        // Everything but the wrap stays, the reseal run that made the key included.
+        keys.push({ ...key, kek: wrapped.kekId, wrapped: wrapped.wrapped });
         rewrapped += 1;
       }
     } catch (error) {

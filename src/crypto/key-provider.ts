@@ -46,7 +46,8 @@ export interface WrappedKey {
  * const provider: KeyProvider = {
  *   kind: 'kms',
  *   primaryKekId: 'kms:alias-credvault',
- *   async wrap(dek, context) { return { kekId: this.primaryKekId, wrapped: await myKms.encrypt(dek, context) }; },
+ *   hasKek: (kekId) => kekId === 'kms:alias-credvault',
+ *   async wrap(dek, context) { return { kekId: 'kms:alias-credvault', wrapped: await myKms.encrypt(dek, context) }; },
  *   async unwrap(wrapped, context) { return myKms.decrypt(wrapped.wrapped, context); },
  * };
  * const vault = await createVault({ store: 'sqlite:./data/credvault.db', kek: provider });
@@ -159,12 +160,14 @@ export function localKeyProvider(keyring: Keyring): KeyProvider {
  * One provider made of several: `primary` wraps every new data key (and is what `keys rotate`
  * re-wraps towards); each of the others only unwraps the keys its KEKs wrapped, so a store
  * moves from one provider to another (the local keyring to an HSM, one KMS to another) by
- * opening it with the new one first and running `keys rotate`. The vault chains the local
- * keyring after any provider it is given, so keys the keyring wrapped keep opening.
+ * opening it with the new one first and running `keys rotate`. The vault itself chains the
+ * local keyring after any provider it is given (so `vault.keyProvider` is such a chain), so
+ * keys the keyring wrapped keep opening without this.
  *
  * @example
  * ```ts
- * const provider = chainKeyProviders(await openPkcs11KeyProvider(process.env.CREDVAULT_KEK!), localKeyProvider(keyring));
+ * // Moving from one KMS key to another: the new one wraps, the old one still unwraps.
+ * const provider = chainKeyProviders(kmsProvider({ key: 'prod-2' }), kmsProvider({ key: 'prod-1' }));
  * ```
  */
 export function chainKeyProviders(primary: KeyProvider, ...others: KeyProvider[]): KeyProvider {

@@ -21,6 +21,14 @@ export interface Pkcs11KeyProviderOptions {
   env?: NodeJS.ProcessEnv;
   /** Where the provider says the token became unavailable and came back; default stderr. */
   log?: (line: string) => void;
+  /**
+   * How many wraps and unwraps may run on the token at once, each on a session of its own
+   * (opened when first needed, then kept and reused), besides the session that logs in and
+   * finds keys; further calls wait their turn. Default 4, at most 1024. Each call in flight
+   * also takes one of libuv's thread pool threads (`UV_THREADPOOL_SIZE`, default 4, shared
+   * with `fs`, `dns.lookup` and `zlib`), so more sessions than threads add no overlap.
+   */
+  sessions?: number;
 }
 
 const IV_BYTES = 12;
@@ -33,6 +41,9 @@ const KEK_PREFIX = 'pkcs11:';
 /** Recovery attempts are at least this far apart, so an outage is not a C_Initialize loop. */
 const RETRY_INTERVAL_MS = 250;
 const AES_256_BYTES = 32;
+const DEFAULT_SESSIONS = 4;
+/** libuv's own cap on its thread pool: more calls than that can never run at once. */
+const MAX_SESSIONS = 1024;
 
 /**
  * Return values meaning the token, the session or a handle is gone (or the session may be
@@ -96,6 +107,19 @@ interface LoadedModule {
   /** Bumped at every C_Finalize: sessions and handles of an earlier generation are gone. */
   generation: number;
   initialized: boolean;
+  /**
+   * Sessions of every provider on the module held by a wrap or unwrap, from just before its
+   * *Init to the end of its call on libuv's thread pool. No C_Finalize while any is: finalising
+   * the library under a call running on another thread is undefined behaviour.
+   */
+  leased: number;
+  /**
+   * Whether this code's C_Initialize, asking for OS locking, set the library up: only then may
+   * calls run on other threads. When other code of the process initialised it first, it may
+   * have asked for no locking (a NULL pInitArgs promises one thread at a time), so wraps and
+   * unwraps stay on the event loop.
+   */
+  threadSafe: boolean;
 }
 
 const modules = new Map<string, LoadedModule>();
@@ -120,11 +144,12 @@ function acquireModule(lib: Pkcs11Js, modulePath: string): LoadedModule {
     const detail = error instanceof Error ? (error.message.split('\n')[0] ?? '') : '';
     throw new VaultError('INVALID_CONFIGURATION', `PKCS#11 module ${modulePath} could not be loaded${detail === '' ? '' : `: ${detail}`}`);
   }
-  const created: LoadedModule = { p11, key, users: 1, generation: 0, initialized: false };
+  const created: LoadedModule = { p11, key, users: 1, generation: 0, initialized: false, leased: 0, threadSafe: false };
   modules.set(key, created);
   return created;
 }
 
+/** Ends a user; the last one finalises the module (every provider closed has waited for its calls, so none is running). */
 function releaseModule(module: LoadedModule): void {
   module.users -= 1;
   if (module.users > 0) return;
@@ -139,14 +164,20 @@ function initializeModule(lib: Pkcs11Js, module: LoadedModule): void {
   if (module.initialized) return;
   try {
     module.p11.C_Initialize({ flags: lib.CKF_OS_LOCKING_OK });
+    module.threadSafe = true;
   } catch (error) {
-    // Initialised by other code in this process: the library state is shared, which is fine.
+    // Initialised by other code in this process: the library state is shared, which is fine,
+    // but whether it locks for several threads is unknown.
     if (!(error instanceof lib.Pkcs11Error && error.code === lib.CKR_CRYPTOKI_ALREADY_INITIALIZED)) throw error;
+    module.threadSafe = false;
   }
   module.initialized = true;
 }
 
-/** C_Finalize then C_Initialize: SoftHSM serves a token that vanished and came back only after this. */
+/**
+ * C_Finalize then C_Initialize: SoftHSM serves a token that vanished and came back only after
+ * this. Only while no session of the module is leased ({@link LoadedModule.leased}).
+ */
 function reinitializeModule(lib: Pkcs11Js, module: LoadedModule): void {
   if (module.initialized) quietly(() => module.p11.C_Finalize());
   module.initialized = false;
@@ -300,11 +331,21 @@ function kekIdOf(label: string): string {
 const labelOf = (kekId: string): string | undefined =>
   typeof kekId === 'string' && kekId.startsWith(KEK_PREFIX) && isValidKekId(kekId) ? kekId.slice(KEK_PREFIX.length) : undefined;
 
-/** A live session with the primary key found and checked. */
+/**
+ * A logged-in session with the primary key found and checked, and the sessions that carry
+ * wraps and unwraps. The login session only finds keys and asks the token, always
+ * synchronously, so it never holds an operation across an await.
+ */
 interface Connection extends TokenSession {
   readonly primary: Handle;
-  /** Keys found by label on this connection (handles last as long as the session). */
+  /** Keys found by label on this connection (object handles hold for every session of the process until C_Finalize). */
   readonly keys: Map<string, Handle>;
+  /** Sessions for wraps and unwraps, open and free. */
+  readonly idle: Handle[];
+  /** Such sessions open on this connection, free or carrying a call. */
+  opened: number;
+  /** Set once the connection is forgotten: a session of it that still carries a call is closed when the call ends. */
+  dropped: boolean;
 }
 
 function connect(lib: Pkcs11Js, module: LoadedModule, uri: Pkcs11Uri, pin: string): Connection {
@@ -338,7 +379,7 @@ function connect(lib: Pkcs11Js, module: LoadedModule, uri: Pkcs11Uri, pin: strin
     if (keyType === undefined || ulong(keyType) !== lib.CKK_AES || valueLength === undefined || ulong(valueLength) !== AES_256_BYTES || !isTrue(encrypt) || !isTrue(decrypt)) {
       throw new OpenFailure('INVALID_CONFIGURATION', `PKCS#11 key '${uri.object}' on token '${uri.token}' is not an AES-256 key allowed to encrypt and decrypt`, `key '${uri.object}' unusable`);
     }
-    return { ...opened, primary, keys: new Map([[uri.object, primary]]) };
+    return { ...opened, primary, keys: new Map([[uri.object, primary]]), idle: [], opened: 0, dropped: false };
   } catch (error) {
     closeTokenSession(module, opened);
     throw error;
@@ -348,6 +389,28 @@ function connect(lib: Pkcs11Js, module: LoadedModule, uri: Pkcs11Uri, pin: strin
 const toVaultError = (error: unknown): unknown => (error instanceof OpenFailure ? new VaultError(error.code, error.message) : error);
 
 const unavailable = (reason: string): VaultError => new VaultError('STORE_UNAVAILABLE', `The key-encryption key is unavailable (PKCS#11: ${reason})`);
+
+const closedError = (): VaultError => new VaultError('STORE_UNAVAILABLE', 'The PKCS#11 key provider is closed');
+
+/** C_Encrypt or C_Decrypt in pkcs11js's callback form. */
+type SinglePart = (session: Handle, input: Buffer, output: Buffer, done: (error: Error | null, data: Buffer) => void) => void;
+
+/**
+ * Runs C_Encrypt or C_Decrypt on libuv's thread pool (pkcs11js's callback form: the token
+ * call runs on a pool thread and `done` on the event loop). The native work reads `input` and
+ * writes `output` through raw pointers without holding either buffer; this callback holds
+ * both, and the binding holds the callback until it has run, so neither can be collected
+ * while the token uses it.
+ */
+function offThread(call: SinglePart, session: Handle, input: Buffer, output: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    call(session, input, output, (error, data) => {
+      void [input, output]; // Named here, so this closure keeps them reachable.
+      if (error) reject(error);
+      else resolve(data);
+    });
+  });
+}
 
 /**
  * Opens a key provider on a PKCS#11 token (an HSM, a KMS, SoftHSM), configured by an
@@ -359,15 +422,22 @@ const unavailable = (reason: string): VaultError => new VaultError('STORE_UNAVAI
  * provider whose primary is `kek-2` still opens `kek-1`'s wraps.
  *
  * Opening throws `INVALID_CONFIGURATION` for a bad URI, a missing PIN, module, token or key,
- * or a refused login (messages never hold the PIN). Later, when the token, the session or
- * a handle is lost, calls reject with `STORE_UNAVAILABLE` (never `DECRYPTION_FAILED`, which
- * is kept for unwraps that do not open while the token is healthy); the provider reconnects
- * by itself (at most once per call, at most every 250 ms) and says on `log` once when the
- * token became unavailable and once when it is back. `hasKek` asks the token (synchronous)
- * and throws `STORE_UNAVAILABLE` when it cannot answer.
+ * a refused login, or a bad `sessions` (messages never hold the PIN). Later, when the token,
+ * the session or a handle is lost, calls reject with `STORE_UNAVAILABLE` (never
+ * `DECRYPTION_FAILED`, which is kept for unwraps that do not open while the token is
+ * healthy); the provider reconnects by itself (at most once per call, at most every 250 ms)
+ * and says on `log` once when the token became unavailable and once when it is back.
+ * `hasKek` asks the token (synchronous) and throws `STORE_UNAVAILABLE` when it cannot answer.
  *
- * Calls are synchronous on one session, so they never overlap; each blocks the event loop
- * for the token's round trip.
+ * `wrap` and `unwrap` do not block the event loop for the token's work: the C_Encrypt or
+ * C_Decrypt runs on libuv's thread pool (its C_EncryptInit or C_DecryptInit, which only sets
+ * the operation up, runs on the event loop just before, on the same session, with nothing in
+ * between). Up to `sessions` of them (default 4) run at once, each on a session of its own,
+ * opened when first needed and reused; more wait their turn. A session whose call failed
+ * because the token or the session went is closed, not reused. `close` refuses new and
+ * waiting calls, waits for those running, then closes every session. When other code of the
+ * process initialised the module before any provider did, its locking is unknown, so the
+ * calls stay on the event loop (synchronous, as with one thread).
  *
  * @example
  * ```ts
@@ -380,6 +450,10 @@ const unavailable = (reason: string): VaultError => new VaultError('STORE_UNAVAI
 export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pkcs11KeyProviderOptions = {}): Promise<KeyProvider> {
   const parsed = typeof uri === 'string' ? parsePkcs11Uri(uri) : uri;
   const primaryKekId = kekIdOf(parsed.object);
+  const sessions = options.sessions ?? DEFAULT_SESSIONS;
+  if (!Number.isInteger(sessions) || sessions < 1 || sessions > MAX_SESSIONS) {
+    throw new VaultError('INVALID_CONFIGURATION', `sessions of a PKCS#11 key provider must be a whole number from 1 to ${MAX_SESSIONS}`);
+  }
   const pin = resolvePkcs11Pin(parsed, options.env);
   const log = options.log ?? ((line: string) => process.stderr.write(`${line}\n`));
   const lib = await loadPkcs11js();
@@ -396,11 +470,61 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
   /** Set while the token is unavailable; `generation` is the module's when it was lost. */
   let outage: { reason: string; lastAttempt: number; generation: number } | undefined;
   let closed = false;
+  let closing: Promise<void> | undefined;
 
-  const lose = (reason: string): VaultError => {
-    const lost = connection;
-    connection = undefined;
-    if (lost !== undefined) quietly(() => lost.generation === module.generation && p11.C_CloseSession(lost.session));
+  // --- Turns: at most `limit` calls hold a session at once -----------------------------
+  /** Calls admitted: holding a session, or about to take one. */
+  let running = 0;
+  /** `sessions`, or fewer after the token refused to open more (CKR_SESSION_COUNT) on this connection. */
+  let limit = sessions;
+  const waiting: Array<{ resolve: () => void; reject: (error: unknown) => void }> = [];
+  /** Set by `close` while it waits for the calls running. */
+  let drained: (() => void) | undefined;
+
+  const pump = (): void => {
+    while (running < limit && waiting.length > 0) {
+      running += 1;
+      waiting.shift()?.resolve();
+    }
+  };
+  /** Undefined when the call may go on now; otherwise its turn (rejected if the provider closes first). */
+  const admit = (): Promise<void> | undefined => {
+    if (closed) throw closedError();
+    if (running < limit) {
+      running += 1;
+      return undefined;
+    }
+    return new Promise((resolve, reject) => waiting.push({ resolve, reject }));
+  };
+  const leave = (): void => {
+    running -= 1;
+    pump();
+    if (running === 0) drained?.();
+  };
+
+  /** Forgets `lost`: closes its free sessions and its login session (those carrying a call close when it ends). */
+  const drop = (lost: Connection): void => {
+    lost.dropped = true;
+    if (connection === lost) connection = undefined;
+    const current = lost.generation === module.generation && module.initialized;
+    for (const session of lost.idle.splice(0)) {
+      lost.opened -= 1;
+      if (current) quietly(() => p11.C_CloseSession(session));
+    }
+    if (current) quietly(() => p11.C_CloseSession(lost.session));
+  };
+
+  /**
+   * The token, a session or a handle is gone: drops `from` (the connection the call used) and
+   * answers STORE_UNAVAILABLE, saying so on `log` once. A call that began on a connection
+   * already dropped (others in flight met the loss first) changes nothing.
+   */
+  const lose = (reason: string, from?: Connection): VaultError => {
+    if (from !== undefined) {
+      if (from.dropped) return unavailable(reason);
+      drop(from);
+    }
+    if (closed) return unavailable(reason);
     if (outage === undefined) log(`credvault: PKCS#11 token '${parsed.token}' is unavailable (${reason}); key operations fail with STORE_UNAVAILABLE until it is back`);
     outage = { reason, lastAttempt: Date.now(), generation: module.generation };
     return unavailable(reason);
@@ -408,18 +532,26 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
 
   /** The live connection, reconnecting (once, if the last attempt is old enough) when there is none. */
   const live = (): Connection => {
-    if (closed) throw new VaultError('STORE_UNAVAILABLE', 'The PKCS#11 key provider is closed');
+    if (closed) throw closedError();
     if (connection !== undefined && connection.generation === module.generation && module.initialized) return connection;
+    if (connection !== undefined) {
+      // Another provider re-initialised the module: every handle of this connection is gone (none is closed: it may be another's now).
+      connection.dropped = true;
+      connection.idle.length = 0;
+      connection = undefined;
+    }
     if (outage !== undefined && Date.now() - outage.lastAttempt < RETRY_INTERVAL_MS) throw unavailable(outage.reason);
-    // Re-initialise only if nobody did since the loss: after another provider did, a new session is enough.
-    const mustReinitialize = outage !== undefined && outage.generation === module.generation;
-    connection = undefined;
+    // Re-initialise only if nobody did since the loss (after another provider did, a new session is enough),
+    // and only while no call of any provider holds a session of the module; otherwise try a new session alone.
+    const mustReinitialize = outage !== undefined && outage.generation === module.generation && module.leased === 0;
     try {
       if (mustReinitialize) reinitializeModule(lib, module);
       connection = connect(lib, module, parsed, pin);
     } catch (error) {
       throw lose(error instanceof OpenFailure ? error.reason : reasonOf(lib, error));
     }
+    limit = sessions;
+    pump();
     if (outage !== undefined) {
       outage = undefined;
       log(`credvault: PKCS#11 token '${parsed.token}' is available again`);
@@ -427,8 +559,60 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
     return connection;
   };
 
+  /**
+   * Waits for the call's turn, then gives it a session of the live connection to itself: a
+   * free one, or a new one. Until {@link release} nothing else uses that session (so its *Init
+   * and its operation follow each other alone), and `module.leased` keeps C_Finalize away.
+   */
+  const begin = async (): Promise<{ current: Connection; session: Handle }> => {
+    for (;;) {
+      const turn = admit();
+      if (turn !== undefined) await turn;
+      let current: Connection;
+      try {
+        current = live();
+      } catch (error) {
+        leave();
+        throw error;
+      }
+      let session = current.idle.pop();
+      if (session === undefined) {
+        try {
+          // Read-only is enough to use the key: the login is the process's, for every session of the token.
+          session = p11.C_OpenSession(current.slot, lib.CKF_SERIAL_SESSION);
+        } catch (error) {
+          leave();
+          const reason = reasonOf(lib, error);
+          // The token opens no more sessions for this process: go on with those this connection has, fewer at once.
+          if (reason === 'CKR_SESSION_COUNT' && current.opened > 0) {
+            limit = Math.min(limit, current.opened);
+            continue;
+          }
+          throw lose(reason, current);
+        }
+        current.opened += 1;
+      }
+      module.leased += 1;
+      return { current, session };
+    }
+  };
+
+  /** Ends a call's hold on `session`: kept for the next call if it and its connection are sound, else closed. */
+  const release = (current: Connection, session: Handle, sound: boolean): void => {
+    module.leased -= 1;
+    if (sound && !closed && !current.dropped) {
+      current.idle.push(session);
+    } else {
+      current.opened -= 1;
+      if (current.generation === module.generation && module.initialized) quietly(() => p11.C_CloseSession(session));
+    }
+    leave();
+  };
+
   /** Undefined when the token answers and still holds `label`; otherwise why not. */
   const unhealthy = (current: Connection, label: string): string | undefined => {
+    // Dropped meanwhile by another call: its login session is closed, and its handle may be another session's now.
+    if (current.dropped) return outage?.reason ?? 'CKR_SESSION_CLOSED';
     try {
       p11.C_GetSessionInfo(current.session);
       p11.C_GetTokenInfo(current.slot);
@@ -440,20 +624,21 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
 
   /** The handle of the secret key labelled `label`, found once per connection; undefined if the token has none. */
   const keyHandle = (current: Connection, label: string): Handle | undefined => {
+    if (current.dropped) throw unavailable(outage?.reason ?? 'CKR_SESSION_CLOSED');
     const cached = current.keys.get(label);
     if (cached !== undefined) return cached;
     let found: Handle[];
     try {
       found = findSecretKeys(lib, p11, current.session, label);
     } catch (error) {
-      throw lose(reasonOf(lib, error));
+      throw lose(reasonOf(lib, error), current);
     }
     // SoftHSM answers a search on a vanished token with nothing: ask the token before saying "absent".
     if (found.length === 0) {
       try {
         p11.C_GetTokenInfo(current.slot);
       } catch (error) {
-        throw lose(reasonOf(lib, error));
+        throw lose(reasonOf(lib, error), current);
       }
       return undefined;
     }
@@ -468,6 +653,12 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
     const parameter: pkcs11js.GcmParams = { type: lib.CK_PARAMS_GCM, iv, ivBits: IV_BYTES * 8, aad, tagBits: TAG_BYTES * 8 };
     return { mechanism: lib.CKM_AES_GCM, parameter };
   };
+  /** C_Encrypt on libuv's thread pool, or on the event loop when the module may not be called from several threads. */
+  const encrypt = (session: Handle, input: Buffer, output: Buffer): Promise<Buffer> =>
+    module.threadSafe ? offThread((...args) => p11.C_Encrypt(...args), session, input, output) : Promise.resolve(p11.C_Encrypt(session, input, output));
+  /** C_Decrypt, likewise. */
+  const decrypt = (session: Handle, input: Buffer, output: Buffer): Promise<Buffer> =>
+    module.threadSafe ? offThread((...args) => p11.C_Decrypt(...args), session, input, output) : Promise.resolve(p11.C_Decrypt(session, input, output));
 
   return {
     kind: 'pkcs11',
@@ -483,18 +674,24 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
       if (!Buffer.isBuffer(dek) || dek.length !== DATA_KEY_BYTES) throw new VaultError('INTERNAL', `A data key is ${DATA_KEY_BYTES} bytes`);
       const aad = wrapAdditionalData(primaryKekId, context);
       const iv = randomFillSync(Buffer.allocUnsafe(IV_BYTES));
-      const current = live();
-      let sealed: Buffer;
+      const { current, session } = await begin();
+      let sound = false;
       try {
-        p11.C_EncryptInit(current.session, gcm(iv, aad), current.primary);
-        // Exactly ciphertext plus tag: a smaller buffer would leave the operation active.
-        sealed = p11.C_Encrypt(current.session, dek, Buffer.alloc(SEALED_BYTES));
-      } catch (error) {
-        // Encrypting with a key found and checked at connect fails only when the token or session does.
-        throw lose(reasonOf(lib, error));
+        let sealed: Buffer;
+        try {
+          p11.C_EncryptInit(session, gcm(iv, aad), current.primary);
+          // Exactly ciphertext plus tag: a smaller buffer would leave the operation active.
+          sealed = await encrypt(session, dek, Buffer.alloc(SEALED_BYTES));
+        } catch (error) {
+          // Encrypting with a key found and checked at connect fails only when the token or session does.
+          throw lose(reasonOf(lib, error), current);
+        }
+        sound = true;
+        if (sealed.length !== SEALED_BYTES) throw new VaultError('INTERNAL', `PKCS#11 AES-GCM gave ${sealed.length} bytes for a data key, not ${SEALED_BYTES}`);
+        return { kekId: primaryKekId, wrapped: Buffer.concat([iv, sealed]).toString('base64url') };
+      } finally {
+        release(current, session, sound);
       }
-      if (sealed.length !== SEALED_BYTES) throw new VaultError('INTERNAL', `PKCS#11 AES-GCM gave ${sealed.length} bytes for a data key, not ${SEALED_BYTES}`);
-      return { kekId: primaryKekId, wrapped: Buffer.concat([iv, sealed]).toString('base64url') };
     },
     async unwrap(wrapped: WrappedKey, context: WrapContext): Promise<Buffer> {
       const label = labelOf(wrapped.kekId);
@@ -504,36 +701,53 @@ export async function openPkcs11KeyProvider(uri: string | Pkcs11Uri, options: Pk
       // The last character may carry stray bits Buffer.from drops: only the canonical text is accepted.
       if (bytes.length !== WRAPPED_BYTES || bytes.toString('base64url') !== text) throw unwrapFailed();
       const aad = wrapAdditionalData(wrapped.kekId, context);
-      const current = live();
-      const key = keyHandle(current, label);
-      if (key === undefined) throw unwrapFailed();
+      const { current, session } = await begin();
+      let sound = false;
       // SoftHSM wants room for the whole input (it holds the tag back); too small would leave the operation active.
       const out = Buffer.alloc(SEALED_BYTES);
-      let opened: Buffer;
       try {
-        p11.C_DecryptInit(current.session, gcm(bytes.subarray(0, IV_BYTES), aad), key);
-        opened = p11.C_Decrypt(current.session, bytes.subarray(IV_BYTES), out);
-      } catch (error) {
-        const reason = reasonOf(lib, error);
-        // SoftHSM says CKR_GENERAL_ERROR both for a wrong tag and for a vanished token: ask the token which.
-        if (!GONE.has(reason) && unhealthy(current, label) === undefined) throw unwrapFailed();
-        throw lose(reason);
-      }
-      if (opened.length !== DATA_KEY_BYTES) {
+        const key = keyHandle(current, label);
+        if (key === undefined) {
+          sound = true;
+          throw unwrapFailed();
+        }
+        let opened: Buffer;
+        try {
+          p11.C_DecryptInit(session, gcm(bytes.subarray(0, IV_BYTES), aad), key);
+          opened = await decrypt(session, bytes.subarray(IV_BYTES), out);
+        } catch (error) {
+          const reason = reasonOf(lib, error);
+          // SoftHSM says CKR_GENERAL_ERROR both for a wrong tag and for a vanished token: ask the token which.
+          // (A single-part C_Decrypt that fails ends its operation, so the session stays usable.)
+          if (!GONE.has(reason) && unhealthy(current, label) === undefined) {
+            sound = true;
+            throw unwrapFailed();
+          }
+          throw lose(reason, current);
+        }
+        sound = true;
+        if (opened.length !== DATA_KEY_BYTES) throw unwrapFailed();
+        return Buffer.from(opened);
+      } finally {
         out.fill(0);
-        throw unwrapFailed();
+        release(current, session, sound);
       }
-      const dek = Buffer.from(opened);
-      out.fill(0);
-      return dek;
     },
-    async close(): Promise<void> {
-      if (closed) return;
-      closed = true;
-      const last = connection;
-      connection = undefined;
-      if (last !== undefined) closeTokenSession(module, last);
-      releaseModule(module);
+    close(): Promise<void> {
+      closing ??= (async () => {
+        closed = true;
+        for (const waiter of waiting.splice(0)) waiter.reject(closedError());
+        if (running > 0) await new Promise<void>((resolve) => (drained = resolve));
+        const last = connection;
+        connection = undefined;
+        if (last !== undefined) {
+          last.dropped = true;
+          if (last.generation === module.generation && module.initialized) for (const session of last.idle.splice(0)) quietly(() => p11.C_CloseSession(session));
+          closeTokenSession(module, last);
+        }
+        releaseModule(module);
+      })();
+      return closing;
     },
   };
 }
