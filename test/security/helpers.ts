@@ -10,7 +10,7 @@ import { createMemoryStore } from '../../adapters/memory.js';
 import { createSqliteStore } from '../../adapters/sqlite.js';
 import { createRedisStore } from '../../adapters/redis.js';
 import { createPostgresStore } from '../../adapters/postgres.js';
-import type { BatchResult, PutResult, VaultStore } from '../../src/core/store.js';
+import type { BatchResult, PutResult, ScanPage, StoreEntry, VaultStore } from '../../src/core/store.js';
 import { namespacePrefix, storageKey } from '../../adapters/kernel.js';
 import { escapeGlob, POSTGRES_URL, REDIS_URL, redisUrlWithRandomDb, runId, serviceSuite } from '../helpers/services.js';
 import { dropSchema } from '../helpers/postgres.js';
@@ -372,10 +372,12 @@ export function tokenSecret(token: string): string {
   return token.slice(token.lastIndexOf('.') + 1);
 }
 
-/** A store that forwards to `inner`, with hooks around `put`, `replace` and `batch`. */
+/** A store that forwards to `inner`, with hooks around `get`, `scan`, `put`, `replace` and `batch`. */
 export function wrapStore(
   inner: VaultStore,
   hooks: {
+    get?: (args: Parameters<VaultStore['get']>, forward: () => Promise<StoreEntry | undefined>) => Promise<StoreEntry | undefined>;
+    scan?: (args: Parameters<VaultStore['scan']>, forward: () => Promise<ScanPage>) => Promise<ScanPage>;
     put?: (args: Parameters<VaultStore['put']>, forward: () => Promise<PutResult>) => Promise<PutResult>;
     replace?: (args: Parameters<VaultStore['replace']>, forward: () => Promise<boolean>) => Promise<boolean>;
     batch?: (args: Parameters<VaultStore['batch']>, forward: () => Promise<BatchResult>) => Promise<BatchResult>;
@@ -383,7 +385,7 @@ export function wrapStore(
 ): VaultStore {
   return {
     kind: inner.kind,
-    get: (...a) => inner.get(...a),
+    get: (...a) => (hooks.get ? hooks.get(a, () => inner.get(...a)) : inner.get(...a)),
     put: (...a) => (hooks.put ? hooks.put(a, () => inner.put(...a)) : inner.put(...a)),
     insert: (...a) => inner.insert(...a),
     replace: (...a) => (hooks.replace ? hooks.replace(a, () => inner.replace(...a)) : inner.replace(...a)),
@@ -393,7 +395,7 @@ export function wrapStore(
     batch: (...a) => (hooks.batch ? hooks.batch(a, () => inner.batch(...a)) : inner.batch(...a)),
     increment: (...a) => inner.increment(...a),
     purgeExpired: (...a) => inner.purgeExpired(...a),
-    scan: (...a) => inner.scan(...a),
+    scan: (...a) => (hooks.scan ? hooks.scan(a, () => inner.scan(...a)) : inner.scan(...a)),
     readIndex: (...a) => inner.readIndex(...a),
     close: () => inner.close(),
   };

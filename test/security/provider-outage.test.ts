@@ -12,6 +12,7 @@ import {
   createVault,
   getDefaultAppCredential,
   localKeyProvider,
+  rotateKeys,
   VaultError,
   type KeyProvider,
   type Vault,
@@ -120,6 +121,24 @@ describe('a key provider that cannot be reached', () => {
     quiet.state.down = false;
     expect((await second.create('z')).status).toBe(200);
     expect(second.lines).toEqual([]);
+  });
+
+  it('keys rotate meets the same outage: STORE_UNAVAILABLE naming nothing of the provider, said once, and completes once it is back', async () => {
+    const { provider, state } = flakyProvider();
+    const { lines, create, vault } = await serving('express', provider);
+    expect((await create('acct')).status).toBe(200);
+    vault.dataKeys.clear();
+    state.down = true;
+    const error = await rotateKeys(vault, { reseal: true }).then(
+      () => undefined,
+      (e: unknown) => e as VaultError,
+    );
+    expect(error?.code).toBe('STORE_UNAVAILABLE');
+    expect(error?.message).not.toMatch(/ECONNREFUSED|10\.1\.2\.3|SECRETTOKEN/);
+    expect(lines.filter((line) => /unavailable/.test(line))).toHaveLength(1);
+    state.down = false;
+    expect(await rotateKeys(vault)).toMatchObject({ rewrapped: 1 });
+    expect(lines.at(-1)).toBe('credvault: the kms key provider is available again');
   });
 
   it('an unwrap that fails as DECRYPTION_FAILED is not an outage: nothing is logged as one', async () => {

@@ -178,28 +178,34 @@ for (const suite of await backendSuites()) {
       expect(error.code).toBe('STORE_UNAVAILABLE');
       const run = JSON.parse((await vault.store.get(META_GROUP, RESEAL_RUN))?.value as string) as { id: string };
       const movedBefore = new Map<string, string>();
-      let finishedBefore = 0;
       for (const ref of accounts) {
         const keys = await storedKeys(vault, ref);
         if (keys[0]?.run === run.id) movedBefore.set(ref.accountId, keys[0].id);
-        if (keys[0]?.run === run.id && keys.length === 1) finishedBefore += 1;
         // Half-way or not, every value opens.
         expect(await getDefaultAppCredential(vault, ref, 'api_key')).toBe(values.get(ref.accountId));
       }
       expect(movedBefore.size).toBeGreaterThan(0);
       expect(movedBefore.size).toBeLessThan(accounts.length);
 
-      const result = await rotateKeys(await open());
-      expect(result.rewrapped).toBe(accounts.length - movedBefore.size);
-      // Accounts the cut run had finished are counted once as current, and only they.
-      expect(result.alreadyCurrent).toBe(finishedBefore);
-      const after = await open();
+      // The rerun also moves to a new primary KEK: re-wrapping keeps each key's run, so no
+      // account the cut run moved is re-keyed again.
+      const k2 = keyEntry('k2');
+      const rerun = await createVault({ store: openStore(), keys: `${k2.entry},${k1.entry}`, log: () => undefined });
+      opened.push(rerun);
+      const result = await rotateKeys(rerun);
+      // Unmoved accounts get a new key (wrapped under k2 at once), moved ones a re-wrap: one each.
+      expect(result.rewrapped).toBe(accounts.length);
+      // Accounts the cut run had finished were only re-wrapped: none is current under the new KEK.
+      expect(result.alreadyCurrent).toBe(0);
+      const after = await createVault({ store: openStore(), keys: k2.entry, log: () => undefined });
+      opened.push(after);
       for (const ref of accounts) {
         const keys = await storedKeys(after, ref);
         expect(keys).toHaveLength(1);
         expect(keys[0]?.run).toBe(run.id);
-        // An account moved before the cut keeps the key it got then.
+        // An account moved before the cut keeps the key it got then; every key is under the new KEK.
         if (movedBefore.has(ref.accountId)) expect(keys[0]?.id).toBe(movedBefore.get(ref.accountId));
+        expect(keys[0]?.kek).toBe('local:k2');
         expect(await sealingIds(after, ref)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
         expect(await getDefaultAppCredential(after, ref, 'api_key')).toBe(values.get(ref.accountId));
       }
@@ -260,6 +266,112 @@ for (const suite of await backendSuites()) {
       expect(await getDefaultAppCredential(reader, A, 'seeded')).toBe(seeded);
       expect((await issueSessionToken(reader, A)).token).toBe(token);
     });
+
+    it('a default app (and its key marker) written between the reseal reading it and re-keying: a late write still lands under the key that stays', async () => {
+      await createLinkedAccount(vault, A); // no default app yet
+      const group = accountGroup(A);
+      // A writer that read the old data key record, held just before its write.
+      const slow = holdingWrites(openStore(), group);
+      const writer = await open(slow.store);
+      const late = marker('late');
+      await upsertLinkedAccount(vault, A, { credentials: { first: marker('first') } });
+      const write = upsertDefaultAppCredential(writer, A, 'late', late);
+      await slow.reached;
+      // The window: the rotation reads the default app as absent (this hook answers so, once),
+      // and an account update writes it, with the old key's marker, before the re-keying step.
+      let raced = false;
+      const racing = wrapStore(openStore(), {
+        async get(args, forward) {
+          if (!raced && args[0] === group && args[1] === 'app:default') {
+            raced = true;
+            const seeded = marker('seeded');
+            await upsertLinkedAccount(vault, A, { credentials: { seeded } });
+            return undefined;
+          }
+          return forward();
+        },
+      });
+      const rotating = await open(racing);
+      await rotateKeys(rotating, { reseal: true });
+      expect(raced).toBe(true);
+      slow.release();
+      await write;
+      const keys = await storedKeys(vault, A);
+      expect(keys).toHaveLength(1);
+      expect(await sealingIds(vault, A)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+      // The one marker left names the key that stays.
+      expect((await vault.store.list(group, 'app-key:')).map((item) => item.member)).toEqual([`app-key:${keys[0]?.id}`]);
+      expect(await getDefaultAppCredential(await open(), A, 'late')).toBe(late);
+    });
+
+    it('accounts created on every page of a reseal get a key of its run: the run completes, nothing is re-keyed twice', async () => {
+      for (let i = 0; i < 4; i++) await createLinkedAccount(vault, { ...A, accountId: `seed-${i}` }, { credentials: { k: marker('k') } });
+      let created = 0;
+      const busy = wrapStore(openStore(), {
+        async scan(args, forward) {
+          created += 1;
+          await createLinkedAccount(vault, { ...A, accountId: `busy-${created}` }, { credentials: { k: marker('busy') } });
+          return forward();
+        },
+      });
+      const result = await rotateKeys(await open(busy), { reseal: true, batchSize: 3 });
+      expect(created).toBeGreaterThan(3);
+      // The 4 accounts that predate the run got new keys; the ones created during it already had one.
+      expect(result.rewrapped).toBe(4);
+      expect(await vault.store.get(META_GROUP, RESEAL_RUN)).toBeUndefined();
+      for (let i = 1; i <= created; i++) {
+        const keys = await storedKeys(vault, { ...A, accountId: `busy-${i}` });
+        expect(keys).toHaveLength(1);
+        expect(keys[0]?.run).toMatch(/^[0-9a-f]{16}$/);
+      }
+    });
+
+    it('a value no key opens is named as itself, and its account keeps its old key (and the run stays open) until it is dealt with', async () => {
+      await createLinkedAccount(vault, A, { credentials: { good: marker('good'), broken: marker('broken') } });
+      const oldId = (await storedKeys(vault, A))[0]?.id;
+      const sealed = (await vault.store.get(accountGroup(A), credentialMember('broken')))?.value as string;
+      // One flipped character in the ciphertext part: no key opens it.
+      const at = sealed.length - 30;
+      await backend.writeSealed(accountGroup(A), credentialMember('broken'), `${sealed.slice(0, at)}${sealed[at] === 'A' ? 'B' : 'A'}${sealed.slice(at + 1)}`);
+      const error = await rejection(rotateKeys(vault, { reseal: true }));
+      expect(error.code).toBe('ROTATION_INCOMPLETE');
+      expect(error.message).toContain('acme/test/cust-a cred:broken (unreadable)');
+      expect(error.message).not.toContain(' dek ');
+      expect((await storedKeys(vault, A)).map((key) => key.id)).toContain(oldId);
+      expect(await vault.store.get(META_GROUP, RESEAL_RUN)).toBeDefined();
+      // Removed, the run completes.
+      await vault.store.remove(accountGroup(A), credentialMember('broken'));
+      await rotateKeys(vault);
+      expect((await storedKeys(vault, A)).map((key) => key.id)).not.toContain(oldId);
+      expect(await vault.store.get(META_GROUP, RESEAL_RUN)).toBeUndefined();
+    });
+
+    it('values written before data keys (cv1) are re-sealed once by a reseal, and counted once', async () => {
+      await createLinkedAccount(vault, A, { credentials: { current: marker('current') } });
+      const { sealCredential } = await import('../../src/crypto/cipher.js');
+      const legacy = { one: marker('one'), two: marker('two') };
+      for (const [name, value] of Object.entries(legacy)) {
+        await vault.store.put(accountGroup(A), credentialMember(name), sealCredential(vault.keyring, value, { ...A, name }));
+      }
+      expect(await rotateKeys(vault, { reseal: true })).toEqual({ rewrapped: 1, resealed: 3, alreadyCurrent: 0 });
+      const keys = await storedKeys(vault, A);
+      expect(await sealingIds(vault, A)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+      for (const [name, value] of Object.entries(legacy)) expect(await getDefaultAppCredential(await open(), A, name)).toBe(value);
+    });
+
+    it('a reseal whose store answers slowly, with the data key cache off, re-seals with a key that stays intact', async () => {
+      await createLinkedAccount(vault, A, { credentials: Object.fromEntries(Array.from({ length: 5 }, (_, i) => [`k${i}`, marker(`v${i}`)])) });
+      const slow = wrapStore(openStore(), {
+        async batch(args, forward) {
+          await new Promise((resolve) => setTimeout(resolve, 300));
+          return forward();
+        },
+      });
+      const cold = await createVault({ store: slow, keys: k1.entry, log: () => undefined, dataKeyCache: { maxEntries: 0 } });
+      opened.push(cold);
+      expect(await rotateKeys(cold, { reseal: true })).toMatchObject({ rewrapped: 1, resealed: 5 });
+      for (let i = 0; i < 5; i++) expect(await getDefaultAppCredential(await open(), A, `k${i}`)).toMatch(new RegExp(`^v${i}-`));
+    }, 20_000);
 
     it('a write whose data key moves on every attempt gives up with STORE_UNAVAILABLE and writes nothing', async () => {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
