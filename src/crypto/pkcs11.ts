@@ -429,15 +429,16 @@ function offThread(call: SinglePart, session: Handle, input: Buffer, output: Buf
  * and says on `log` once when the token became unavailable and once when it is back.
  * `hasKek` asks the token (synchronous) and throws `STORE_UNAVAILABLE` when it cannot answer.
  *
- * `wrap` and `unwrap` do not block the event loop for the token's work: the C_Encrypt or
- * C_Decrypt runs on libuv's thread pool (its C_EncryptInit or C_DecryptInit, which only sets
- * the operation up, runs on the event loop just before, on the same session, with nothing in
- * between). Up to `sessions` of them (default 4) run at once, each on a session of its own,
- * opened when first needed and reused; more wait their turn. A session whose call failed
- * because the token or the session went is closed, not reused. `close` refuses new and
- * waiting calls, waits for those running, then closes every session. When other code of the
- * process initialised the module before any provider did, its locking is unknown, so the
- * calls stay on the event loop (synchronous, as with one thread).
+ * `wrap` and `unwrap` run their C_Encrypt or C_Decrypt on libuv's thread pool, off the event
+ * loop. Their C_EncryptInit or C_DecryptInit, which pkcs11js 2.1 offers only synchronously,
+ * runs on the event loop just before, on the same session, with nothing in between: a token
+ * that works or goes to the device at Init (SoftHSM decrypts the key object there) still
+ * blocks the loop for that part. Up to `sessions` calls (default 4) run at once, each on a
+ * session of its own, opened when first needed and reused; more wait their turn. A session
+ * whose call failed because the token or the session went is closed, not reused. `close`
+ * refuses new and waiting calls, waits for those running, then closes every session. When
+ * other code of the process initialised the module before any provider did, its locking is
+ * unknown, so the calls stay on the event loop (synchronous, as with one thread).
  *
  * @example
  * ```ts

@@ -1,3 +1,4 @@
+import { createHook } from 'node:async_hooks';
 import { randomBytes } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -9,7 +10,7 @@ import type { KeyProvider, WrapContext, WrappedKey } from '../../src/crypto/key-
 import { formatPkcs11Uri, parsePkcs11Uri } from '../../src/crypto/pkcs11-uri.js';
 import { generatePkcs11Kek, openPkcs11KeyProvider, type Pkcs11KeyProviderOptions } from '../../src/crypto/pkcs11.js';
 import { createSoftHsmToken, SOFTHSM_MODULE, softhsmSuite, type SoftHsmToken } from '../helpers/softhsm.js';
-import { settle, sleep, waitFor } from '../helpers/wait.js';
+import { settle, sleep, waitFor, type Settled } from '../helpers/wait.js';
 
 const softhsm = softhsmSuite();
 
@@ -36,6 +37,7 @@ softhsm.describe('PKCS#11 key provider on SoftHSM2', () => {
   const open = async (object: string, options: Pkcs11KeyProviderOptions = {}): Promise<KeyProvider> => {
     const log = options.log;
     const provider = await openPkcs11KeyProvider(token.uri(object, `env:${PIN_VAR}`), {
+      ...options,
       env,
       log: (line) => {
         said.push(line);
@@ -102,6 +104,90 @@ softhsm.describe('PKCS#11 key provider on SoftHSM2', () => {
     bytes[at] = (bytes[at] ?? 0) ^ 0x01;
     return { kekId: wrapped.kekId, wrapped: bytes.toString('base64url') };
   };
+
+  /**
+   * Sessions open on the token in this process, counted through pkcs11js beside the providers
+   * (one of them must be open). SoftHSM numbers sessions and objects from one counter and
+   * never reuses a number, so a new probe session's handle, `probe`, bounds every handle given
+   * out so far: the sessions opened between two counts are the difference of their probes less one.
+   */
+  const tokenSessions = (): { open: number; probe: bigint } => {
+    const p11 = new pkcs11js.PKCS11();
+    p11.load(SOFTHSM_MODULE);
+    try {
+      const slot = p11.C_GetSlotList(true).find((candidate) => p11.C_GetTokenInfo(candidate).label.trim() === LABEL);
+      if (slot === undefined) throw new Error('test token not found');
+      const probeSession = p11.C_OpenSession(slot, pkcs11js.CKF_SERIAL_SESSION);
+      p11.C_CloseSession(probeSession);
+      const probe = probeSession.readBigUInt64LE(0);
+      const handle = Buffer.alloc(probeSession.length);
+      let open = 0;
+      for (let number = 1n; number < probe; number++) {
+        handle.writeBigUInt64LE(number);
+        try {
+          p11.C_GetSessionInfo(handle);
+          open += 1;
+        } catch {
+          // An object's number, or a session closed since.
+        }
+      }
+      return { open, probe };
+    } finally {
+      p11.close();
+    }
+  };
+
+  /**
+   * Watches pkcs11js's thread-pool calls (async resources of type 'Worker': queued by the
+   * binding, their callback run on the event loop once the token call is done): how many
+   * there were, and the most queued or running at once.
+   */
+  const watchPoolCalls = () => {
+    const pending = new Set<number>();
+    let total = 0;
+    let most = 0;
+    const hook = createHook({
+      init(id, type) {
+        if (type !== 'Worker') return;
+        pending.add(id);
+        total += 1;
+        most = Math.max(most, pending.size);
+      },
+      before(id) {
+        pending.delete(id);
+      },
+    }).enable();
+    return () => {
+      hook.disable();
+      return { total, most };
+    };
+  };
+
+  /** Counts event-loop turns (a setImmediate chain) until the returned function is called. */
+  const countTurns = () => {
+    let turns = 0;
+    let ticking = true;
+    const tick = () => {
+      if (!ticking) return;
+      turns += 1;
+      setImmediate(tick);
+    };
+    setImmediate(tick);
+    return () => {
+      ticking = false;
+      return turns;
+    };
+  };
+
+  /** `count` accounts, each with its context, a data key, and that key wrapped by `provider`. */
+  const accounts = async (provider: KeyProvider, count: number) =>
+    Promise.all(
+      Array.from({ length: count }, async (_, n) => {
+        const own: WrapContext = { ...context, accountId: `acct-burst-${n}`, dekId: `dek-burst-${n}` };
+        const dek = newDek();
+        return { context: own, dek, wrapped: await provider.wrap(dek, own) };
+      }),
+    );
 
   beforeAll(async () => {
     token = createSoftHsmToken({ label: LABEL, pin: PIN });
@@ -357,5 +443,221 @@ softhsm.describe('PKCS#11 key provider on SoftHSM2', () => {
     // The module is finalised and loads again for the next provider.
     const next = await open('kek-1');
     expect(await next.unwrap(wrapped, context)).toEqual(dek);
+  });
+
+  it('runs 200 wraps and unwraps at once on sessions of its own, on the thread pool: each gives its own answer', async () => {
+    const provider = await open('kek-1', { sessions: 3 });
+    const before = tokenSessions();
+    const owned = await accounts(provider, 8);
+    const rewrapped: Array<{ account: (typeof owned)[number]; wrapped: WrappedKey }> = [];
+    const call = async (i: number): Promise<string> => {
+      const account = owned[i % owned.length]!;
+      if (i % 4 === 0) {
+        rewrapped.push({ account, wrapped: await provider.wrap(account.dek, account.context) });
+        return 'wrap';
+      }
+      if (i % 10 === 5) {
+        // Another account's context: refused, while the calls around it succeed.
+        const other = owned[(i + 1) % owned.length]!;
+        expect((await rejection(provider.unwrap(account.wrapped, other.context))).code).toBe('DECRYPTION_FAILED');
+        return 'wrong context';
+      }
+      expect(await provider.unwrap(account.wrapped, account.context)).toEqual(account.dek);
+      return 'unwrap';
+    };
+    const poolCalls = watchPoolCalls();
+    const turns = countTurns();
+    const done = await Promise.all(Array.from({ length: 200 }, (_, i) => call(i)));
+    const turnsDuring = turns();
+    const pool = poolCalls();
+    expect(done.filter((kind) => kind === 'wrap')).toHaveLength(50);
+    expect(done.filter((kind) => kind === 'wrong context')).toHaveLength(20);
+    expect(done.filter((kind) => kind === 'unwrap')).toHaveLength(130);
+    // Every token call went to libuv's thread pool (synchronous calls would make none), and
+    // three were out at once: the second and third began before the first was back.
+    expect(pool).toEqual({ total: 200, most: 3 });
+    // The event loop kept turning while the burst ran (synchronous calls would finish it in one turn).
+    expect(turnsDuring).toBeGreaterThanOrEqual(20);
+    // Three sessions opened for its calls (lazily: for the 8 first wraps), and no more: the same ones reused since.
+    const after = tokenSessions();
+    expect(after.open - before.open).toBe(3);
+    expect(after.probe - before.probe - 1n).toBe(3n);
+
+    // What the burst wrapped opens, all at once again, on the same sessions.
+    const opened = await Promise.all(rewrapped.map(({ account, wrapped }) => provider.unwrap(wrapped, account.context)));
+    opened.forEach((dek, n) => expect(dek).toEqual(rewrapped[n]?.account.dek));
+    const later = tokenSessions();
+    expect(later.open).toBe(after.open);
+    expect(later.probe - after.probe - 1n).toBe(0n);
+  });
+
+  it('keeps to its bound of sessions: 4 by default, one call on the token at a time with sessions: 1; refuses a bad bound', async () => {
+    for (const sessions of [0, -1, 1.5, 1025, Number.NaN]) {
+      const error = await rejection(openPkcs11KeyProvider(token.uri('kek-1', `env:${PIN_VAR}`), { env, sessions }));
+      expect(error.code).toBe('INVALID_CONFIGURATION');
+      expect(error.message).toContain('sessions');
+    }
+    const single = await open('kek-1', { sessions: 1 });
+    const owned = await accounts(single, 4);
+    const before = tokenSessions();
+    // Its login session and the one session its calls take turns on.
+    expect(before.open).toBe(2);
+    let poolCalls = watchPoolCalls();
+    await Promise.all(Array.from({ length: 60 }, async (_, i) => {
+      const account = owned[i % owned.length]!;
+      expect(await single.unwrap(account.wrapped, account.context)).toEqual(account.dek);
+    }));
+    expect(poolCalls()).toEqual({ total: 60, most: 1 });
+    const after = tokenSessions();
+    expect(after.open).toBe(2);
+    expect(after.probe - before.probe - 1n).toBe(0n);
+    await single.close?.();
+
+    const byDefault = await open('kek-1');
+    poolCalls = watchPoolCalls();
+    await Promise.all(Array.from({ length: 60 }, async (_, i) => {
+      const account = owned[i % owned.length]!;
+      expect(await byDefault.unwrap(account.wrapped, account.context)).toEqual(account.dek);
+    }));
+    expect(poolCalls()).toEqual({ total: 60, most: 4 });
+    expect(tokenSessions().open).toBe(5);
+  });
+
+  it('answers STORE_UNAVAILABLE, never DECRYPTION_FAILED, to the calls of a burst the token vanishes under, says so once, and recovers', async () => {
+    const lines: string[] = [];
+    const provider = await open('kek-1', { log: (line) => lines.push(line) });
+    const owned = await accounts(provider, 8);
+    type Outcome = { account: (typeof owned)[number]; wrap: boolean; result: Settled<WrappedKey | Buffer> };
+    let settled = 0;
+    const burst = (onSettled: () => void): Promise<Outcome[]> =>
+      Promise.all(
+        Array.from({ length: 200 }, async (_, i) => {
+          const account = owned[i % owned.length]!;
+          const wrap = i % 3 === 0;
+          const result = await settle(async () => {
+            try {
+              return wrap ? await provider.wrap(account.dek, account.context) : await provider.unwrap(account.wrapped, account.context);
+            } finally {
+              onSettled();
+            }
+          });
+          return { account, wrap, result };
+        }),
+      );
+    const check = async (outcomes: Outcome[]): Promise<number> => {
+      let ok = 0;
+      for (const { account, wrap, result } of outcomes) {
+        if (!result.ok) {
+          expect(result.error).toBe('VaultError STORE_UNAVAILABLE');
+          continue;
+        }
+        ok += 1;
+        if (wrap) expect(await provider.unwrap(result.value as WrappedKey, account.context)).toEqual(account.dek);
+        else expect(result.value).toEqual(account.dek);
+      }
+      return ok;
+    };
+
+    let outcomes: Outcome[];
+    try {
+      outcomes = await burst(() => {
+        settled += 1;
+        if (settled === 20) token.hide();
+      });
+    } finally {
+      token.restore();
+    }
+    const failed = outcomes.filter(({ result }) => !result.ok);
+    // The calls settled before the token went succeeded; those after it failed, each STORE_UNAVAILABLE (checked after recovery).
+    expect(outcomes.length - failed.length).toBeGreaterThanOrEqual(20);
+    expect(failed.length).toBeGreaterThanOrEqual(170);
+    expect(lines).toHaveLength(1);
+    expect(lines[0]).toMatch(/^credvault: PKCS#11 token 'credvault' is unavailable \(CKR_[A-Z_]+\)/);
+
+    const [first] = owned;
+    await waitFor(async () => (await settle(() => provider.unwrap(first!.wrapped, first!.context))).ok, 'the provider to reconnect');
+    expect(await check(outcomes)).toBe(outcomes.length - failed.length);
+    expect(await check(await burst(() => undefined))).toBe(200);
+    expect(lines).toHaveLength(2);
+    expect(lines[1]).toBe("credvault: PKCS#11 token 'credvault' is available again");
+    // The sessions of before the loss are gone; a login session and 4 for calls again.
+    expect(tokenSessions().open).toBe(5);
+  });
+
+  it('close() during a burst waits for the calls on the token, refuses the waiting ones and later calls with STORE_UNAVAILABLE, and closes every session', async () => {
+    const anchor = await open('kek-1');
+    const base = tokenSessions().open;
+    const lines: string[] = [];
+    const provider = await open('kek-1', { log: (line) => lines.push(line) });
+    const owned = await accounts(provider, 8);
+    expect(tokenSessions().open).toBe(base + 1 + 4);
+    let settledCount = 0;
+    let closing: Promise<void> | undefined;
+    let settledAtClose: number | undefined;
+    let sessionsAtClose: number | undefined;
+    const outcomes = await Promise.all(
+      Array.from({ length: 200 }, async (_, i) => {
+        const account = owned[i % owned.length]!;
+        const result = await settle(async () => {
+          try {
+            return await provider.unwrap(account.wrapped, account.context);
+          } finally {
+            settledCount += 1;
+            if (settledCount === 20) {
+              closing = provider.close?.();
+              void closing?.then(() => {
+                settledAtClose = settledCount;
+                sessionsAtClose = tokenSessions().open;
+              });
+            }
+          }
+        });
+        return { account, result };
+      }),
+    );
+    await closing;
+    // When close resolved, every call had settled and every session of the provider was closed.
+    expect(settledAtClose).toBe(200);
+    expect(sessionsAtClose).toBe(base);
+    let ok = 0;
+    for (const { account, result } of outcomes) {
+      if (result.ok) {
+        ok += 1;
+        expect(result.value).toEqual(account.dek);
+      } else {
+        expect(result.error).toBe('VaultError STORE_UNAVAILABLE');
+      }
+    }
+    expect(ok).toBeGreaterThanOrEqual(20);
+    expect(ok).toBeLessThan(200);
+    const [first] = owned;
+    expect((await rejection(provider.unwrap(first!.wrapped, first!.context))).code).toBe('STORE_UNAVAILABLE');
+    expect((await rejection(provider.wrap(first!.dek, first!.context))).code).toBe('STORE_UNAVAILABLE');
+    await provider.close?.();
+    // Closing is no outage; and the module, still used by the anchor, was not finalised.
+    expect(lines).toEqual([]);
+    expect(await anchor.unwrap(first!.wrapped, first!.context)).toEqual(first!.dek);
+  });
+
+  it('keeps its calls on the event loop when other code of the process initialised the module first, its locking unknown', async () => {
+    // Every provider of the earlier tests is closed, so the library is finalised: initialise it as other code might, with no locking.
+    const foreign = new pkcs11js.PKCS11();
+    foreign.load(SOFTHSM_MODULE);
+    foreign.C_Initialize();
+    try {
+      const provider = await open('kek-1');
+      const owned = await accounts(provider, 4);
+      const poolCalls = watchPoolCalls();
+      await Promise.all(
+        Array.from({ length: 40 }, async (_, i) => {
+          const account = owned[i % owned.length]!;
+          expect(await provider.unwrap(account.wrapped, account.context)).toEqual(account.dek);
+        }),
+      );
+      expect(poolCalls().total).toBe(0);
+      await provider.close?.();
+    } finally {
+      foreign.close();
+    }
   });
 });
