@@ -63,8 +63,12 @@ export async function measureRotation(settings: RotationSettings): Promise<Rotat
   for (const count of settings.sizes) {
     const file = path.join(settings.dir, `rotate-${count}.db`);
     settings.log(`rotation: seeding ${count} credentials sealed under the old key`);
-    await seedSqlite(file, NAMESPACE, count, (accountId, name) =>
-      sealCredential(old, `sk_live_${accountId}_${name}`, { org: SEED_ORG, environment: SEED_ENVIRONMENT, accountId, name }),
+    await seedSqlite(
+      file,
+      NAMESPACE,
+      count,
+      (accountId, name) => sealCredential(old, `sk_live_${accountId}_${name}`, { org: SEED_ORG, environment: SEED_ENVIRONMENT, accountId, name }),
+      { accounts: true },
     );
     const result = await rotateInChild(file, keys);
     if (result.rotated !== count) throw new Error(`rotation re-sealed ${result.rotated} of ${count}`);
