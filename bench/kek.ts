@@ -30,6 +30,7 @@ import { generatePkcs11Kek } from '../src/crypto/pkcs11.js';
 import type { Vault } from '../src/core/vault.js';
 import type { AccountRef } from '../src/core/layout.js';
 import type { KeyProvider, WrapContext, WrappedKey } from '../src/crypto/key-provider.js';
+import { opsPerSecond } from './reads.js';
 
 /** The key providers compared; `local` is the baseline of every ratio. */
 export const KEK_PROVIDERS = ['local', 'pkcs11'] as const;
@@ -210,25 +211,6 @@ async function openSubject(store: string, provider: KekProvider, cached: boolean
   return { vault, refs, expected };
 }
 
-/**
- * `callers` loops doing `op` on the accounts in turn until `seconds` have passed; operations
- * per second. Each loop looks at the clock after every call (a timer could not fire between
- * calls that never leave the microtask queue).
- */
-async function runFor(op: (i: number) => Promise<void>, accounts: number, callers: number, seconds: number): Promise<number> {
-  const started = performance.now();
-  const end = started + seconds * 1000;
-  let done = 0;
-  let next = 0;
-  const caller = async () => {
-    while (performance.now() < end) {
-      await op(next++ % accounts);
-      done++;
-    }
-  };
-  await Promise.all(Array.from({ length: callers }, caller));
-  return done / ((performance.now() - started) / 1000);
-}
 
 const putOf = (subject: Subject) => async (i: number) => {
   const value = freshValue();
@@ -298,14 +280,14 @@ function figuresOf(settings: KekSettings, created: number): Figure[] {
   return [
     ['coldMicros', (pair) => coldMicros(pair.cached, 1)],
     ['coldMicrosConcurrent', (pair) => coldMicros(pair.cached, concurrency)],
-    ['putCached', (pair) => runFor(putOf(pair.cached), accounts, 1, duration)],
-    ['putUncached', (pair) => runFor(putOf(pair.uncached), accounts, 1, duration)],
-    ['readCached', (pair) => runFor(readOf(pair.cached), accounts, 1, duration)],
-    ['readUncached', (pair) => runFor(readOf(pair.uncached), accounts, 1, duration)],
-    ['putCachedConcurrent', (pair) => runFor(putOf(pair.cached), accounts, concurrency, duration)],
-    ['putUncachedConcurrent', (pair) => runFor(putOf(pair.uncached), accounts, concurrency, duration)],
-    ['readCachedConcurrent', (pair) => runFor(readOf(pair.cached), accounts, concurrency, duration)],
-    ['readUncachedConcurrent', (pair) => runFor(readOf(pair.uncached), accounts, concurrency, duration)],
+    ['putCached', (pair) => opsPerSecond(putOf(pair.cached), accounts, 1, duration)],
+    ['putUncached', (pair) => opsPerSecond(putOf(pair.uncached), accounts, 1, duration)],
+    ['readCached', (pair) => opsPerSecond(readOf(pair.cached), accounts, 1, duration)],
+    ['readUncached', (pair) => opsPerSecond(readOf(pair.uncached), accounts, 1, duration)],
+    ['putCachedConcurrent', (pair) => opsPerSecond(putOf(pair.cached), accounts, concurrency, duration)],
+    ['putUncachedConcurrent', (pair) => opsPerSecond(putOf(pair.uncached), accounts, concurrency, duration)],
+    ['readCachedConcurrent', (pair) => opsPerSecond(readOf(pair.cached), accounts, concurrency, duration)],
+    ['readUncachedConcurrent', (pair) => opsPerSecond(readOf(pair.uncached), accounts, concurrency, duration)],
     // On the vault without a cache, so the cached vault's cache holds only the measured accounts.
     ['createMicros', (pair, tag) => createMicros(pair.uncached, created, tag)],
     ['unwrapMicros', (pair) => providerMicros(pair.cached.vault.keyProvider, PROBE_CALLS, true)],
@@ -347,8 +329,8 @@ export async function measureKek(settings: KekSettings): Promise<KekResult> {
         for (const provider of providers) {
           const pair = pairs[provider] as Pair;
           for (const subject of [pair.cached, pair.uncached]) {
-            await runFor(putOf(subject), settings.accounts, settings.concurrency, WARM_UP_SECONDS);
-            await runFor(readOf(subject), settings.accounts, settings.concurrency, WARM_UP_SECONDS);
+            await opsPerSecond(putOf(subject), settings.accounts, settings.concurrency, WARM_UP_SECONDS);
+            await opsPerSecond(readOf(subject), settings.accounts, settings.concurrency, WARM_UP_SECONDS);
           }
         }
         const figures = figuresOf(settings, created);

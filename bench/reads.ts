@@ -164,27 +164,41 @@ async function naiveSide(store: string, list: readonly Target[], settings: ReadS
 }
 
 /**
- * `callers` loops reading targets in turn until `seconds` have passed; reads/s. Each loop
- * looks at the clock after every read (a timer could not fire between reads that never leave
- * the microtask queue), and every value read is checked, so a side that reads wrongly fails
- * the run instead of looking fast.
+ * `callers` loops doing `op` on items `0..count-1` in turn until `seconds` have passed;
+ * operations per second. Each loop looks at the clock after every call (a timer could not
+ * fire between calls that never leave the microtask queue).
  */
-async function readFor(read: Reader, list: readonly Target[], callers: number, seconds: number): Promise<number> {
+export async function opsPerSecond(op: (i: number) => Promise<void>, count: number, callers: number, seconds: number): Promise<number> {
   const started = performance.now();
   const end = started + seconds * 1000;
   let done = 0;
   let next = 0;
   const caller = async () => {
     while (performance.now() < end) {
-      const t = list[next++ % list.length] as Target;
-      const value = await read(t);
-      // The value is a secret of the benchmark's own making, but stays out of the message anyway.
-      if (value !== t.value) throw new Error(`read of ${t.ref.accountId}/${t.key} returned the wrong value`);
+      await op(next++ % count);
       done++;
     }
   };
   await Promise.all(Array.from({ length: callers }, caller));
   return done / ((performance.now() - started) / 1000);
+}
+
+/**
+ * Reads/s of `read` over `list` (see {@link opsPerSecond}). Every value read is checked, so a
+ * side that reads wrongly fails the run instead of looking fast.
+ */
+function readFor(read: Reader, list: readonly Target[], callers: number, seconds: number): Promise<number> {
+  return opsPerSecond(
+    async (i) => {
+      const t = list[i] as Target;
+      const value = await read(t);
+      // The value is a secret of the benchmark's own making, but stays out of the message anyway.
+      if (value !== t.value) throw new Error(`read of ${t.ref.accountId}/${t.key} returned the wrong value`);
+    },
+    list.length,
+    callers,
+    seconds,
+  );
 }
 
 /** One row per store: both sides seeded first, then the rounds, alternating which side goes first. */
