@@ -238,6 +238,63 @@ export const revokeSessionTokenResponse = z
   .object({ success: z.literal(true), revoked_count: z.union([z.literal(0), z.literal(1)]) })
   .meta({ id: 'RevokeSessionTokenResponse' });
 
+export const FIELD_TYPES = ['text', 'password', 'textarea', 'select', 'number', 'url', 'email'] as const;
+
+const fieldOption = z
+  .strictObject({
+    label: z.string().min(1, { error: 'must not be empty' }).max(200, { error: 'must be at most 200 characters' }),
+    value: z.string().min(1, { error: 'must not be empty' }).max(1024, { error: 'must be at most 1024 characters' }),
+  })
+  .meta({ id: 'DefaultAppFieldOption' });
+
+const shortText = (max: number) =>
+  z
+    .string({ error: 'must be a string' })
+    .max(max, { error: `must be at most ${max} characters` })
+    .refine((s) => !CONTROL.test(s), { error: 'must not contain control characters' });
+
+/** One field of the default app, as the embedding server declares it (and as it is served). */
+export const defaultAppFieldSchema = z
+  .strictObject({
+    name: credentialKeySchema.meta({ description: 'The credential key the field is stored under.' }),
+    type: z.enum(FIELD_TYPES, { error: `must be one of ${FIELD_TYPES.join(', ')}` }),
+    required: z.boolean({ error: 'must be true or false' }).optional(),
+    label: shortText(200).optional(),
+    placeholder: shortText(200).optional(),
+    help_text: shortText(1000).optional(),
+    options: z.array(fieldOption).min(1, { error: 'must list at least one option' }).max(200).optional(),
+  })
+  .meta({ id: 'DefaultAppFieldDefinition' });
+
+/** The default app the Connect page asks for: its name and fields. */
+export const defaultAppDefinitionSchema = z.strictObject({
+  name: shortText(200).refine((s) => s.trim() !== '', { error: 'must not be empty' }),
+  fields: z.array(defaultAppFieldSchema).min(1, { error: 'must declare at least one field' }).max(100, { error: 'must declare at most 100 fields' }),
+});
+
+export const defaultAppFieldsResponse = z
+  .strictObject({
+    name: z.string().nullable().meta({ description: "The default app's name, or null when the server declares no fields." }),
+    fields: z
+      .array(
+        defaultAppFieldSchema.extend({
+          required: z.boolean(),
+          label: z.string(),
+          is_set: z.boolean().meta({ description: 'Whether a value is stored under this field (never the value).' }),
+        }),
+      )
+      .meta({ description: 'The fields the server declares, in order.' }),
+    set: z.array(z.string()).meta({ description: 'Every credential key stored for the account, declared or not, sorted. Names only.' }),
+  })
+  .meta({ id: 'DefaultAppFields' });
+
+export const connectUrlResponse = z
+  .strictObject({
+    url: z.string().meta({ description: 'The Connect page, with a short-lived page token in its fragment (never in its path or query).' }),
+    expires_in: z.number().int().meta({ description: 'Seconds until the page token expires.' }),
+  })
+  .meta({ id: 'ConnectUrlResponse' });
+
 export const errorEnvelopeSchema = z
   .object({
     status_code: z.number().int(),
