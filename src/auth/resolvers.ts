@@ -43,6 +43,8 @@ export function resolveSessionToken(): AuthResolver {
       accountId: identity.accountId,
       actor: { type: 'session_token', tokenId: identity.tokenId },
       token,
+      tokenId: identity.tokenId,
+      ...(identity.purpose === undefined ? {} : { purpose: identity.purpose }),
     };
   };
 }

@@ -13,11 +13,22 @@ export interface AuthRequest {
  * Who is calling, as a resolver established it.
  * - `api_key`: acts for a whole org and environment; the linked account comes from the
  *   path, the body, or `linked_account_id` (header or query).
- * - `session`: acts for exactly one linked account.
+ * - `session`: acts for exactly one linked account. `purpose: 'connect'` marks a page
+ *   token (from `POST /connect-url`), which only the Connect page's own endpoints accept.
  */
 export type Caller =
   | { kind: 'api_key'; org: string; environment: Environment; actor: Actor }
-  | { kind: 'session'; org: string; environment: Environment; accountId: string; actor: Actor; token?: string };
+  | {
+      kind: 'session';
+      org: string;
+      environment: Environment;
+      accountId: string;
+      actor: Actor;
+      token?: string;
+      /** The identity the built-in resolver verified (absent from custom resolvers' callers). */
+      tokenId?: string;
+      purpose?: 'connect';
+    };
 
 /**
  * Turns a request into a {@link Caller}. Returns `undefined` when the request carries no

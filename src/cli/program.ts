@@ -36,6 +36,12 @@ interface ServeFlags extends StoreFlags {
   maxAuthFailures?: number;
   authFailureWindow?: number;
   trustProxyHops: number;
+  appConfig?: string;
+  connectPath?: string;
+  frameAncestors?: string[];
+  publicUrl?: string;
+  pageTokenTtl?: number;
+  logRequests?: boolean;
 }
 
 /** Set to 1 to accept a key file that group or others may access (as --allow-insecure-key-file). */
@@ -225,6 +231,12 @@ export function buildProgram(): Command {
     .option('--auth-failure-window <seconds>', 'length of the failed-authentication window (default 300)', positiveInt('auth-failure-window', 604_800))
     .option('--no-key-id-limit', 'count failed authentications per client address only, not also per API key id')
     .option('--trust-proxy-hops <n>', 'reverse proxies in front to trust; with N > 0 the client address is read from X-Forwarded-For', wholeNumber('trust-proxy-hops', 100), 0)
+    .option('--app-config <file>', 'JSON file declaring the default app ({"name","fields":[...],"theme"?}); turns on the Connect page')
+    .option('--connect-path <path>', 'where the Connect page is served (default /connect)')
+    .option('--frame-ancestors <origins>', 'origins that may embed the Connect page in a frame, comma-separated (default: none)', originList)
+    .option('--public-url <url>', 'the public URL connect links start with (default: http:// and the request Host)')
+    .option('--page-token-ttl <seconds>', 'lifetime of a Connect page token (default 900)', positiveInt('page-token-ttl', 86_400))
+    .option('--log-requests', 'print one line per request on stderr: method, path and query, status, time')
     .action(async (flags: ServeFlags) => {
       await serve(flags);
     });
@@ -398,6 +410,45 @@ async function rotateWithProgress(vault: Vault, batchSize: number, reseal: boole
   }
 }
 
+/** `--frame-ancestors`: origins separated by commas or spaces. */
+function originList(raw: string): string[] {
+  const list = raw.split(/[\s,]+/).filter((item) => item !== '');
+  if (list.length === 0) throw new InvalidArgumentError('frame-ancestors must name at least one origin.');
+  return list;
+}
+
+/**
+ * The default app and Connect settings of `--app-config` and the Connect flags. The file
+ * holds the default app (`name`, `fields`) and optionally the page's `theme`.
+ */
+async function connectOptions(flags: ServeFlags): Promise<Pick<HandlerOptions, 'defaultApp' | 'connect'>> {
+  const connect: NonNullable<HandlerOptions['connect']> = {};
+  if (flags.connectPath !== undefined) connect.path = flags.connectPath;
+  if (flags.frameAncestors !== undefined) connect.frameAncestors = flags.frameAncestors;
+  if (flags.publicUrl !== undefined) connect.publicUrl = flags.publicUrl;
+  if (flags.pageTokenTtl !== undefined) connect.tokenTtlSeconds = flags.pageTokenTtl;
+  if (flags.appConfig === undefined) {
+    if (Object.keys(connect).length > 0) {
+      throw new VaultError('INVALID_CONFIGURATION', 'The Connect flags need --app-config (the default app and its fields)');
+    }
+    return {};
+  }
+  const { readFile } = await import('node:fs/promises');
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(await readFile(flags.appConfig, 'utf8'));
+  } catch (error) {
+    const why = error instanceof SyntaxError ? 'is not valid JSON' : `cannot be read (${(error as { code?: string }).code ?? 'error'})`;
+    throw new VaultError('INVALID_CONFIGURATION', `--app-config ${flags.appConfig} ${why}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new VaultError('INVALID_CONFIGURATION', `--app-config ${flags.appConfig} must hold a JSON object: {"name","fields"}`);
+  }
+  const { theme, ...defaultApp } = parsed as Record<string, unknown>;
+  if (theme !== undefined) connect.theme = theme as NonNullable<typeof connect.theme>;
+  return { defaultApp: defaultApp as unknown as NonNullable<HandlerOptions['defaultApp']>, connect };
+}
+
 /** The handler options the serve flags set; unset flags keep the handler's defaults. */
 function serveHandlerOptions(flags: ServeFlags): HandlerOptions {
   return {
@@ -438,7 +489,11 @@ async function serve(flags: ServeFlags): Promise<void> {
   const [{ createApiServer, drainServer }, { anyApiKeyCreated }] = await Promise.all([import('./server.js'), import('../core/api-keys.js')]);
   let server: Awaited<ReturnType<typeof createApiServer>>;
   try {
-    server = await createApiServer(vault, flags.framework ?? defaultFramework(), serveHandlerOptions(flags));
+    server = await createApiServer(vault, flags.framework ?? defaultFramework(), {
+      ...serveHandlerOptions(flags),
+      ...(await connectOptions(flags)),
+      ...(flags.logRequests === true ? { logRequests: (line: string) => process.stderr.write(`${line}\n`) } : {}),
+    });
   } catch (error) {
     // A framework that is not installed, say: the open store must not keep the process alive.
     await vault.close().catch(() => undefined);

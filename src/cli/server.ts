@@ -44,9 +44,27 @@ export interface ServerOptions {
   keepAliveTimeoutMs?: number;
   /** The default bound of {@link drainServer} for this server, in ms. Default 10 000. */
   drainTimeoutMs?: number;
+  /** Called with one line per finished request: method, path and query as sent, status, time. Off by default. */
+  logRequests?: (line: string) => void;
 }
 
 export type ApiServerOptions = HandlerOptions & ServerOptions;
+
+/**
+ * One line per request once its answer is sent (or the client went away). Paths and queries
+ * never carry a secret: tokens and keys travel in headers, the Connect page's in a fragment.
+ */
+function logEachRequest(server: http.Server, log: (line: string) => void): void {
+  server.prependListener('request', (req: http.IncomingMessage, res: http.ServerResponse) => {
+    const started = performance.now();
+    res.once('close', () => {
+      const status = res.writableFinished ? String(res.statusCode) : 'aborted';
+      // Node refuses control characters in the request line; escape anything else unprintable anyway.
+      const target = (req.url ?? '').replace(/[^\x21-\x7e]/g, (c) => encodeURIComponent(c));
+      log(`credvault: ${req.method ?? '-'} ${target} ${status} ${(performance.now() - started).toFixed(1)}ms`);
+    });
+  });
+}
 
 /** Errors that only say the client closed its connection early. */
 const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_PREMATURE_CLOSE']);
@@ -58,7 +76,7 @@ const CLIENT_GONE = new Set(['ECONNRESET', 'EPIPE', 'ECONNABORTED', 'ERR_STREAM_
  * {@link drainServer} can shut it down within a bound.
  */
 export async function createApiServer(vault: Vault, framework: Framework, options: ApiServerOptions = {}): Promise<http.Server> {
-  const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, drainTimeoutMs, ...handlerOptions } = options;
+  const { headersTimeoutMs, requestTimeoutMs, keepAliveTimeoutMs, drainTimeoutMs, logRequests, ...handlerOptions } = options;
   const requestTimeout = requestTimeoutMs ?? 30_000;
   const serverOptions: http.ServerOptions = {
     headersTimeout: Math.min(headersTimeoutMs ?? 15_000, requestTimeout),
@@ -128,6 +146,7 @@ export async function createApiServer(vault: Vault, framework: Framework, option
   if (framework === 'fastify') attachHeaderInspection(server);
   else hardenNodeServer(server);
   trackConnections(server, drainTimeoutMs ?? DEFAULT_DRAIN_TIMEOUT_MS);
+  if (logRequests !== undefined) logEachRequest(server, logRequests);
   return server;
 }
 

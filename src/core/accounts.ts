@@ -245,17 +245,20 @@ export async function upsertLinkedAccount(
   vault: Vault,
   principal: Principal,
   input: CreateLinkedAccountInput = {},
+  options: { create?: boolean } = {},
 ): Promise<UpsertedLinkedAccount> {
   const ref = checkAccountRef(principal);
   const group = accountGroup(ref);
   const existing = await vault.store.get(group, PROFILE);
   if (existing === undefined) {
+    // `create: false`: an update only, never bringing back an account deleted meanwhile.
+    if (options.create === false) throw accountNotFound(ref);
     try {
       return { account: await createLinkedAccount(vault, principal, input), created: true };
     } catch (error) {
       // Lost a race with another creator: carry on as an update.
       if (!(error instanceof VaultError && error.code === 'LINKED_ACCOUNT_EXISTS')) throw error;
-      return upsertLinkedAccount(vault, principal, input);
+      return upsertLinkedAccount(vault, principal, input, options);
     }
   }
   const name = input.name === undefined ? undefined : parseInput(accountNameSchema, input.name, 'name');

@@ -82,6 +82,8 @@ function sealedField(group: string, member: string, entry: StoreEntry): SealedFi
   }
   if (member.startsWith(SESSION_PREFIX)) {
     const record = JSON.parse(entry.value) as SessionTokenRecord;
+    // Page tokens keep only a hash: nothing sealed to move.
+    if (record.sealed === undefined) return undefined;
     const tokenId = sessionTokenIdOf(member);
     return {
       sealed: record.sealed,

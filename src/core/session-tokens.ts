@@ -24,14 +24,20 @@ export interface IssuedSessionToken {
 export interface SessionIdentity extends AccountRef {
   environment: Environment;
   tokenId: string;
+  /** `connect` for a page token (see {@link issuePageToken}); absent for a session token. */
+  purpose?: 'connect';
 }
 
 /** Stored in the account's own group, so deleting the account takes its tokens along. */
 export interface SessionTokenRecord {
   /** Hash of the secret part, for checking. */
   hash: string;
-  /** The whole token, sealed, so a still-valid token can be handed out again. */
-  sealed: string;
+  /** The whole token, sealed, so a still-valid token can be handed out again (session tokens only). */
+  sealed?: string;
+  /** `connect` for a page token, which is never handed out again. */
+  purpose?: 'connect';
+  /** A page token's session token: the page token works only while that one does. */
+  parent?: string;
 }
 
 // cvs_<account locator>.<128-bit id>.<256-bit secret>, all base64url. The locator names
@@ -77,11 +83,7 @@ export async function issueSessionToken(
     const reusable = await findReusableToken(vault, account, Math.min(MIN_REUSE_SECONDS, ttlSeconds / 2));
     if (reusable !== undefined) return reusable;
   }
-  const locator = Buffer.from(JSON.stringify([account.org, account.environment, account.accountId])).toString('base64url');
-  const tokenId = randomToken(16);
-  const secret = randomToken(32);
-  const token = `cvs_${locator}.${tokenId}.${secret}`;
-  const hash = hashSecret(secret);
+  const { token, tokenId, hash } = mintToken(account);
   for (let attempt = 0; ; attempt++) {
     const sealing = await sealingKey(vault, account);
     if (sealing === undefined) throw unknownAccount(account);
@@ -107,6 +109,51 @@ export async function issueSessionToken(
   return { token, expiresIn: ttlSeconds };
 }
 
+/** A fresh token for an account: the token, its id, and the hash of its secret. */
+function mintToken(account: AccountRef): { token: string; tokenId: string; hash: string } {
+  const locator = Buffer.from(JSON.stringify([account.org, account.environment, account.accountId])).toString('base64url');
+  const tokenId = randomToken(16);
+  const secret = randomToken(32);
+  return { token: `cvs_${locator}.${tokenId}.${secret}`, tokenId, hash: hashSecret(secret) };
+}
+
+/**
+ * Issues a page token for the account of a verified session token: the token a Connect
+ * page URL carries. It lives `ttlSeconds` at most, and never beyond its session token;
+ * it works only while that session token does (revoking it ends the page at once), and
+ * only where the HTTP layer accepts page tokens. Stored as a hash alone: never handed out again.
+ *
+ * @throws VaultError `INVALID_SESSION_TOKEN` when the session token has just ended; `UNKNOWN_LINKED_ACCOUNT` when the account is gone
+ * @example
+ * ```ts
+ * const session = await verifySessionToken(vault, token);
+ * const page = await issuePageToken(vault, session, 900); // { token, expiresIn <= 900 }
+ * ```
+ */
+export async function issuePageToken(vault: Vault, session: SessionIdentity, ttlSeconds: number): Promise<IssuedSessionToken> {
+  if (session.purpose !== undefined) throw new VaultError('FORBIDDEN', 'A page token cannot issue another page token');
+  const account: AccountRef = { org: session.org, environment: session.environment, accountId: session.accountId };
+  const group = accountGroup(account);
+  const parent = await vault.store.get(group, sessionMember(session.tokenId));
+  if (parent === undefined) throw invalidToken();
+  const parentLeft = parent.expiresAt === undefined ? ttlSeconds : Math.floor((parent.expiresAt - Date.now()) / 1000);
+  const lifetime = Math.min(ttlSeconds, parentLeft);
+  if (lifetime < 1) throw invalidToken();
+  const { token, tokenId, hash } = mintToken(account);
+  const record: SessionTokenRecord = { hash, purpose: 'connect', parent: session.tokenId };
+  const outcome = await vault.store.batch(
+    group,
+    [{ op: 'insert', member: sessionMember(tokenId), value: JSON.stringify(record), ttlMs: lifetime * 1000 }],
+    { requires: PROFILE },
+  );
+  if (!outcome.committed) throw unknownAccount(account);
+  vault.sweepExpired();
+  await vault.emit({ type: 'session_token.issued', ...account, actor: { type: 'session_token', tokenId: session.tokenId } }, () =>
+    vault.store.remove(group, sessionMember(tokenId)),
+  );
+  return { token, expiresIn: lifetime };
+}
+
 async function findReusableToken(
   vault: Vault,
   account: AccountRef,
@@ -116,6 +163,8 @@ async function findReusableToken(
   const sessions = await vault.store.list(accountGroup(account), SESSION_PREFIX);
   let best: (typeof sessions)[number] | undefined;
   for (const item of sessions) {
+    // Page tokens are single-purpose: never handed out as session tokens.
+    if ((JSON.parse(item.entry.value) as SessionTokenRecord).purpose !== undefined) continue;
     const remaining = (item.entry.expiresAt ?? 0) - now;
     if (remaining > minRemainingSeconds * 1000 && (best === undefined || (item.entry.expiresAt ?? 0) > (best.entry.expiresAt ?? 0))) {
       best = item;
@@ -124,7 +173,7 @@ async function findReusableToken(
   if (best === undefined) return undefined;
   const tokenId = sessionTokenIdOf(best.member);
   const record = JSON.parse(best.entry.value) as SessionTokenRecord;
-  const token = await openFor(vault, account, record.sealed, sessionTokenSealContext(account, tokenId));
+  const token = await openFor(vault, account, record.sealed as string, sessionTokenSealContext(account, tokenId));
   return { token, expiresIn: Math.floor(((best.entry.expiresAt ?? now) - now) / 1000) };
 }
 
@@ -158,7 +207,15 @@ export async function verifySessionToken(vault: Vault, token: string): Promise<S
   if (entry === undefined) throw invalidToken();
   const record = JSON.parse(entry.value) as SessionTokenRecord;
   if (!secretsEqual(hashSecret(parsed.secret), record.hash)) throw invalidToken();
-  return { ...parsed.account, environment: parsed.account.environment as Environment, tokenId: parsed.tokenId };
+  const identity: SessionIdentity = { ...parsed.account, environment: parsed.account.environment as Environment, tokenId: parsed.tokenId };
+  if (record.purpose === 'connect') {
+    // A page token ends with its session token: revoked, expired or its account deleted.
+    if (record.parent === undefined || (await vault.store.get(accountGroup(parsed.account), sessionMember(record.parent))) === undefined) {
+      throw invalidToken();
+    }
+    identity.purpose = 'connect';
+  }
+  return identity;
 }
 
 /**

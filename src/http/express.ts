@@ -44,7 +44,8 @@ export function credvaultExpress(vault: Vault, options: HandlerOptions = {}): Re
         ...(req.body !== undefined ? { parsedBody: req.body as unknown } : { body: () => readNodeBody(req, handler.bodyLimitBytes) }),
       })
       .then((response) => {
-        res.status(response.status).set(response.headers).type('application/json').send(JSON.stringify(response.body));
+        if (response.raw !== undefined) res.status(response.status).set(response.headers).send(response.raw);
+        else res.status(response.status).set(response.headers).type('application/json').send(JSON.stringify(response.body));
       }, next);
   };
 }

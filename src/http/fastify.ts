@@ -35,6 +35,8 @@ export const credvaultFastify: FastifyPluginAsync<CredvaultFastifyOptions> = asy
   fastify.addContentTypeParser('*', (_request, _payload, done) => done(null, undefined));
   const route = handler.basePath === '' ? '/*' : `${handler.basePath}/*`;
   const urls = handler.basePath === '' ? [route] : [handler.basePath, route];
+  // The Connect page and its files, when it is on.
+  if (handler.connectPath !== undefined) urls.push(handler.connectPath, `${handler.connectPath}/*`);
   // The document's own path, unless the base path's routes already take it.
   const openApiPath = handlerOptions.openApiPath;
   if (openApiPath !== undefined && handler.basePath !== '' && !openApiPath.startsWith(`${handler.basePath}/`) && openApiPath !== handler.basePath) {
@@ -54,6 +56,7 @@ export const credvaultFastify: FastifyPluginAsync<CredvaultFastifyOptions> = asy
         query: queryStart === -1 ? '' : request.url.slice(queryStart + 1),
         body: () => readNodeBody(request.raw, handler.bodyLimitBytes),
       });
+      if (response.raw !== undefined) return reply.code(response.status).headers(response.headers).send(response.raw);
       return reply
         .code(response.status)
         .headers(response.headers)

@@ -79,6 +79,7 @@ export function credvaultFetch(
       headerDefects: info?.headerDefects,
       body: () => readWebBody(request, handler.bodyLimitBytes),
     });
+    if (response.raw !== undefined) return new Response(response.raw, { status: response.status, headers: response.headers });
     return new Response(JSON.stringify(response.body), {
       status: response.status,
       headers: { ...response.headers, 'content-type': 'application/json; charset=utf-8' },

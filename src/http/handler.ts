@@ -11,6 +11,8 @@ import type { VaultErrorCode } from '../errors.js';
 import { openApiDocument } from './openapi.js';
 import { STRICT_HEADERS, type StrictHeader } from './node.js';
 import { FailedAuthLimiter, type FailedAuthLimitOptions } from '../auth/limiter.js';
+import { checkDefaultApp, type DefaultAppDefinition } from '../connect/app.js';
+import { pageFile, pageHeaders, settleConnect, type ConnectOptions, type ConnectSettings } from '../connect/page.js';
 
 /** A request as any framework can describe it. */
 export interface HandlerRequest {
@@ -43,11 +45,13 @@ export interface HandlerRequest {
   headerDefects?: readonly string[] | undefined;
 }
 
-/** What to send back. `body` is always a JSON value. */
+/** What to send back: `body` as JSON, unless `raw` is set (the Connect page's files). */
 export interface HandlerResponse {
   status: number;
   headers: Record<string, string>;
   body: unknown;
+  /** A body to send as it is, with the `content-type` in `headers`; `body` is then unused. */
+  raw?: string;
 }
 
 export interface HandlerOptions {
@@ -76,13 +80,24 @@ export interface HandlerOptions {
    * with 0 (the default) it is the socket's peer, and `X-Forwarded-For` is ignored.
    */
   trustProxyHops?: number;
+  /**
+   * The default app's name and fields, which its customers fill in on the Connect page.
+   * With it, the page is served (see `connect`), `POST /connect-url` hands out links to
+   * it, and session tokens may write only these fields, with values that fit them.
+   * Checked when the handler is built.
+   */
+  defaultApp?: DefaultAppDefinition;
+  /** Where and how the Connect page is served (it needs `defaultApp`). */
+  connect?: ConnectOptions;
 }
 
 /** The framework-agnostic API: one function from request to response. */
 export interface CredvaultHandler {
   readonly basePath: string;
   readonly bodyLimitBytes: number;
-  /** Whether `path` falls under the base path (bindings pass other paths on). */
+  /** The Connect page's path, when the page is on. */
+  readonly connectPath: string | undefined;
+  /** Whether `path` falls under the base path (or is the Connect page's); bindings pass other paths on. */
   owns(path: string): boolean;
   handle(request: HandlerRequest): Promise<HandlerResponse>;
 }
@@ -145,6 +160,15 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
 
   const openApiPath = options.openApiPath;
   let openApi: unknown;
+  const app = options.defaultApp === undefined ? undefined : checkDefaultApp(options.defaultApp);
+  if (app === undefined && options.connect !== undefined) {
+    throw new VaultError('INVALID_CONFIGURATION', 'The Connect page (connect) needs the default app\'s fields (defaultApp)');
+  }
+  const connect = app === undefined ? undefined : settleConnect(options.connect);
+  if (connect !== undefined && (connect.path === basePath || connect.path.startsWith(`${basePath}/`) || basePath === '')) {
+    throw new VaultError('INVALID_CONFIGURATION', `connect.path (${connect.path}) must lie outside the API's base path`);
+  }
+  const onPage = (path: string) => connect !== undefined && (path === connect.path || path.startsWith(`${connect.path}/`));
   const limiter = options.failedAuthLimit === false ? undefined : new FailedAuthLimiter(vault.store, options.failedAuthLimit);
   const trustProxyHops = options.trustProxyHops ?? 0;
   // The very lists the document shows, for this handler's settings.
@@ -152,9 +176,10 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
     routes.map((route) => [route, new Set(answerableErrors(route, { failedAuthLimit: limiter !== undefined }))]),
   );
   const owns = (path: string) =>
-    basePath === '' || path === basePath || path.startsWith(`${basePath}/`) || path === openApiPath;
+    basePath === '' || path === basePath || path.startsWith(`${basePath}/`) || path === openApiPath || onPage(path);
 
   async function dispatch(request: HandlerRequest): Promise<HandlerResponse> {
+    if (connect !== undefined && onPage(request.path)) return servePage(connect, request);
     if (request.path === openApiPath) {
       if (request.method.toUpperCase() !== 'GET') {
         throw new VaultError('METHOD_NOT_ALLOWED', `Method ${request.method.toUpperCase()} is not allowed on ${openApiPath}; allowed: GET`, {
@@ -199,6 +224,32 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
     }
   }
 
+  function servePage(settings: ConnectSettings, request: HandlerRequest): HandlerResponse {
+    const method = request.method.toUpperCase();
+    const file = pageFile(settings, basePath, request.path.slice(settings.path.length));
+    if (file === undefined) throw new VaultError('ROUTE_NOT_FOUND', `No route for ${method} ${request.path}`);
+    if (method !== 'GET') {
+      throw new VaultError('METHOD_NOT_ALLOWED', `Method ${method} is not allowed on ${request.path}; allowed: GET`, { details: { allow: 'GET' } });
+    }
+    return { status: 200, headers: pageHeaders(settings, file.contentType), body: undefined, raw: file.body };
+  }
+
+  /** The connect URL for a page token: the public URL, or this request's own origin. */
+  function connectUrlFor(request: HandlerRequest, auth: AuthRequest, token: string): string {
+    const settings = connect as ConnectSettings;
+    let origin = settings.publicUrl;
+    if (origin === undefined) {
+      const host = auth.headers['host'];
+      if (host === undefined || !HOST.test(host)) {
+        throw new VaultError('VALIDATION_ERROR', 'The Host header must name this server (host or host:port) to build a connect URL');
+      }
+      const forwarded = trustProxyHops > 0 ? auth.headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() : undefined;
+      origin = `${forwarded === 'https' ? 'https' : 'http'}://${host}`;
+    }
+    // The fragment never reaches a server: not this one's logs, a proxy's, nor a Referer.
+    return `${origin}${settings.path}#token=${encodeURIComponent(token)}`;
+  }
+
   async function runRoute(route: Route, compiled: CompiledPath, match: RegExpExecArray, request: HandlerRequest): Promise<HandlerResponse> {
     checkRequestTarget(request);
     checkStrictHeaders(request);
@@ -211,13 +262,17 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
       vault,
       auth,
       params,
-      caller: () => authenticate(auth, route.auth, clientAddress(request, auth, trustProxyHops)),
+      caller: () => authenticate(auth, route, clientAddress(request, auth, trustProxyHops)),
       body: () => parseBody(request, bodyLimitBytes),
+      app,
+      pageTokenTtlSeconds: connect?.tokenTtlSeconds,
+      connectUrl: (token) => connectUrlFor(request, auth, token),
     });
     return { status: 200, headers: {}, body };
   }
 
-  async function authenticate(auth: AuthRequest, kind: RouteAuth, address: string | undefined): Promise<Caller> {
+  async function authenticate(auth: AuthRequest, route: Route, address: string | undefined): Promise<Caller> {
+    const kind = route.auth;
     const addressSubject = address !== undefined && address !== '' ? `ip:${address}` : undefined;
     let caller: Caller;
     try {
@@ -238,12 +293,16 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
       throw answer;
     }
     if (kind !== 'either' && caller.kind !== kind) throw new VaultError('FORBIDDEN', WRONG_KIND[kind]);
+    if (caller.kind === 'session' && caller.purpose === 'connect' && route.pageToken !== true) {
+      throw new VaultError('FORBIDDEN', "This is a Connect page token: it works only for the page's own requests; use a session token");
+    }
     return caller;
   }
 
   return {
     basePath,
     bodyLimitBytes,
+    connectPath: connect?.path,
     owns,
     async handle(request) {
       try {
@@ -336,6 +395,9 @@ function checkRequestTarget(request: HandlerRequest): void {
     throw new VaultError('VALIDATION_ERROR', 'The request path and query must be ASCII; percent-encode other characters as UTF-8');
   }
 }
+
+/** A Host header: a name or IPv4 address, or a bracketed IPv6 address, with an optional port. */
+const HOST = /^(?:[A-Za-z0-9.-]{1,253}|\[[0-9A-Fa-f:.]{2,45}\])(?::\d{1,5})?$/;
 
 // eslint-disable-next-line no-control-regex
 const isAscii = (text: string) => /^[\x00-\x7f]*$/.test(text);

@@ -42,6 +42,10 @@ export function credvaultKoa(vault: Vault, options: HandlerOptions = {}): Middle
     });
     ctx.status = response.status;
     ctx.set(response.headers);
+    if (response.raw !== undefined) {
+      ctx.body = response.raw;
+      return;
+    }
     ctx.type = 'application/json';
     ctx.body = JSON.stringify(response.body);
   };

@@ -114,6 +114,7 @@ function operation(route: Route, options: AnswerOptions): JsonObject {
     description: route.description,
     security: SECURITY[route.auth],
   };
+  if (route.extension === true) op['x-credvault-extension'] = true;
   if (parameters.length > 0) op['parameters'] = parameters;
   if (route.body !== undefined) {
     op['requestBody'] = { required: true, content: { 'application/json': { schema: ref(route.body) } } };

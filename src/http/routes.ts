@@ -13,7 +13,9 @@ import {
   upsertLinkedAccount,
   type CreateLinkedAccountInput,
 } from '../core/accounts.js';
-import { issueSessionToken, revokeSessionToken } from '../core/session-tokens.js';
+import { issuePageToken, issueSessionToken, revokeSessionToken } from '../core/session-tokens.js';
+import { listDefaultAppCredentials } from '../core/credentials.js';
+import { fieldValueProblem, type SettledDefaultApp } from '../connect/app.js';
 import { DEFAULT_MAX_VALUE_BYTES, linkedAccountIdSchema, parseInput } from '../core/validation.js';
 import type { AccountRef } from '../core/layout.js';
 import type { Principal } from '../core/principal.js';
@@ -37,6 +39,12 @@ export interface RouteContext {
   caller: () => Promise<Caller>;
   /** Reads and parses the JSON body. */
   body: () => Promise<unknown>;
+  /** The default app the server declares, if any. */
+  app: SettledDefaultApp | undefined;
+  /** Lifetime of Connect page tokens, when the page is on. */
+  pageTokenTtlSeconds: number | undefined;
+  /** The Connect page's URL carrying `token` (only when the page is on). */
+  connectUrl: (token: string) => string;
 }
 
 /** One endpoint: its contract (for validation and for the OpenAPI document) and its operation. */
@@ -57,6 +65,10 @@ export interface Route {
    * session token naming another account than its own is refused (403).
    */
   namesAccount?: boolean;
+  /** Also takes a Connect page token (a session token does everywhere a session is taken). */
+  pageToken?: boolean;
+  /** Not part of the upstream contract: a credvault extension (marked so in the document). */
+  extension?: boolean;
   query?: ReadonlyArray<QueryParam<unknown>>;
   body?: z.ZodType;
   response: z.ZodType;
@@ -187,6 +199,20 @@ function accountInput(fields: AccountBody | undefined, name: string | undefined)
   return input;
 }
 
+/**
+ * Holds a credential write to the declared default app: a session token (the customer)
+ * writes only declared fields; anyone's value for a declared field must fit it.
+ */
+function checkDeclaredField(app: SettledDefaultApp, caller: Caller, key: string, value: unknown): void {
+  const field = app.byName.get(key);
+  if (field === undefined) {
+    if (caller.kind === 'session') throw new VaultError('VALIDATION_ERROR', `'${key}' is not a field of ${app.name}`);
+    return;
+  }
+  const problem = fieldValueProblem(field, String(value));
+  if (problem !== undefined) throw new VaultError('VALIDATION_ERROR', problem);
+}
+
 const accountView = async (vault: Vault, ref: AccountRef) => wire.linkedAccountToWire(await getLinkedAccount(vault, ref));
 
 export const routes: readonly Route[] = [
@@ -202,16 +228,19 @@ export const routes: readonly Route[] = [
     pathParams: keyParam,
     linkedAccountParam: true,
     namesAccount: true,
+    pageToken: true,
     body: schemas.credentialValueBody,
     response: schemas.credentialActionResponse,
     errors: ['LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND'],
     async run(context) {
-      const principal = credentialPrincipal(await context.caller(), context.auth);
+      const caller = await context.caller();
+      const principal = credentialPrincipal(caller, context.auth);
       const raw = await context.body();
       // The common body, an object with a string value the schema surely accepts, skips the
       // schema (the core checks the value again); anything else gets the schema's verdict.
       const value = isPlainObject(raw) && surelyValidValue(raw['value']) ? raw['value'] : checkedBody(schemas.credentialValueBody, raw).raw['value'];
       const key = context.params['key'] as string;
+      if (context.app !== undefined) checkDeclaredField(context.app, caller, key, value);
       return wire.credentialActionToWire(key, await upsertDefaultAppCredential(context.vault, principal, key, value));
     },
   },
@@ -226,6 +255,7 @@ export const routes: readonly Route[] = [
     pathParams: keyParam,
     linkedAccountParam: true,
     namesAccount: true,
+    pageToken: true,
     response: schemas.genericSuccessResponse,
     errors: ['LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND', 'CREDENTIAL_NOT_FOUND'],
     async run(context) {
@@ -384,6 +414,7 @@ export const routes: readonly Route[] = [
     summary: 'Revoke the session token that authenticates this request',
     description: 'The token stops working at once, on every server sharing the store. The body is not used.',
     auth: 'session',
+    pageToken: true,
     response: schemas.revokeSessionTokenResponse,
     errors: [],
     async run(context) {
@@ -400,13 +431,68 @@ export const routes: readonly Route[] = [
     operationId: 'getLinkedAccountBySessionToken',
     tag: 'Linked Accounts',
     summary: "Read the session token's linked account",
-    description: 'For front ends that hold only a session token.',
+    description: 'For front ends that hold only a session token (or a Connect page token).',
     auth: 'session',
+    pageToken: true,
     response: schemas.linkedAccountResponse,
     errors: ['LINKED_ACCOUNT_NOT_FOUND'],
     async run(context) {
       const caller = await context.caller();
       return accountView(context.vault, sessionPrincipal(caller as Extract<Caller, { kind: 'session' }>, undefined));
+    },
+  },
+  {
+    method: 'GET',
+    path: '/linked-account/default-app/auth-credentials',
+    operationId: 'getDefaultAppAuthCredentialFields',
+    tag: 'Credentials',
+    summary: "The default app's fields, and which credentials are set",
+    description:
+      "credvault extension. The name and fields the server declares for its default app (as the Connect page shows them), each with whether a value is stored under it, and the names of every stored credential. Never a value. With an org API key, name the account in the `linked_account_id` header or query parameter.",
+    auth: 'either',
+    linkedAccountParam: true,
+    namesAccount: true,
+    pageToken: true,
+    extension: true,
+    response: schemas.defaultAppFieldsResponse,
+    errors: ['LINKED_ACCOUNT_NOT_FOUND'],
+    async run(context) {
+      const principal = credentialPrincipal(await context.caller(), context.auth);
+      const stored = await listDefaultAppCredentials(context.vault, principal);
+      return wire.defaultAppFieldsToWire(context.app, stored.map((item) => item.key));
+    },
+  },
+  {
+    method: 'POST',
+    path: '/connect-url',
+    operationId: 'createConnectUrl',
+    tag: 'Session Tokens',
+    summary: 'A link to the Connect page, where the customer enters their credentials',
+    description:
+      "credvault extension (upstream has the path; this request and answer are credvault's). Answers the URL of this server's Connect page for the session token's linked account, giving the account a default app if it has none. The URL carries a page token in its fragment (never in its path or query, which servers and proxies log): it lives a few minutes (never beyond the session token), works only for the page's own requests, and ends when the session token is revoked. 404 when the server declares no default app fields. The body is not used.",
+    auth: 'session',
+    // Refold serves this path too; the excerpt we follow does not describe it, so its shape here is ours.
+    extension: true,
+    response: schemas.connectUrlResponse,
+    errors: ['ROUTE_NOT_FOUND', 'LINKED_ACCOUNT_NOT_FOUND'],
+    async run(context) {
+      const caller = await context.caller();
+      if (context.app === undefined || context.pageTokenTtlSeconds === undefined) {
+        throw new VaultError('ROUTE_NOT_FOUND', 'The Connect page is not enabled on this server: it declares no default app fields');
+      }
+      if (caller.kind !== 'session' || caller.tokenId === undefined) {
+        throw new VaultError('FORBIDDEN', 'Only a credvault session token can open the Connect page');
+      }
+      const principal = sessionPrincipal(caller, undefined);
+      const account = await getLinkedAccount(context.vault, principal);
+      // The page writes through the default app: give the account one (never re-creating it).
+      if (account.defaultApp === undefined) await upsertLinkedAccount(context.vault, principal, { credentials: {} }, { create: false });
+      const page = await issuePageToken(
+        context.vault,
+        { org: caller.org, environment: caller.environment, accountId: caller.accountId, tokenId: caller.tokenId },
+        context.pageTokenTtlSeconds,
+      );
+      return wire.connectUrlToWire(context.connectUrl(page.token), page.expiresIn);
     },
   },
 ];

@@ -15,6 +15,7 @@ import {
 } from '../core/validation.js';
 import { DEFAULT_ACCOUNT_PAGE_LIMIT, MAX_ACCOUNT_PAGE_LIMIT } from '../core/accounts.js';
 import { enumQuery, integerQuery, unsupportedQuery } from './query.js';
+import { defaultAppFieldSchema } from '../connect/app.js';
 
 // The core's input rules (core/validation.ts) as zod schemas, for the bodies and the document;
 // test/core/validation.test.ts holds each to the same verdicts and words as its rule.
@@ -237,40 +238,6 @@ export const sessionTokenResponse = z
 export const revokeSessionTokenResponse = z
   .object({ success: z.literal(true), revoked_count: z.union([z.literal(0), z.literal(1)]) })
   .meta({ id: 'RevokeSessionTokenResponse' });
-
-export const FIELD_TYPES = ['text', 'password', 'textarea', 'select', 'number', 'url', 'email'] as const;
-
-const fieldOption = z
-  .strictObject({
-    label: z.string().min(1, { error: 'must not be empty' }).max(200, { error: 'must be at most 200 characters' }),
-    value: z.string().min(1, { error: 'must not be empty' }).max(1024, { error: 'must be at most 1024 characters' }),
-  })
-  .meta({ id: 'DefaultAppFieldOption' });
-
-const shortText = (max: number) =>
-  z
-    .string({ error: 'must be a string' })
-    .max(max, { error: `must be at most ${max} characters` })
-    .refine((s) => !CONTROL.test(s), { error: 'must not contain control characters' });
-
-/** One field of the default app, as the embedding server declares it (and as it is served). */
-export const defaultAppFieldSchema = z
-  .strictObject({
-    name: credentialKeySchema.meta({ description: 'The credential key the field is stored under.' }),
-    type: z.enum(FIELD_TYPES, { error: `must be one of ${FIELD_TYPES.join(', ')}` }),
-    required: z.boolean({ error: 'must be true or false' }).optional(),
-    label: shortText(200).optional(),
-    placeholder: shortText(200).optional(),
-    help_text: shortText(1000).optional(),
-    options: z.array(fieldOption).min(1, { error: 'must list at least one option' }).max(200).optional(),
-  })
-  .meta({ id: 'DefaultAppFieldDefinition' });
-
-/** The default app the Connect page asks for: its name and fields. */
-export const defaultAppDefinitionSchema = z.strictObject({
-  name: shortText(200).refine((s) => s.trim() !== '', { error: 'must not be empty' }),
-  fields: z.array(defaultAppFieldSchema).min(1, { error: 'must declare at least one field' }).max(100, { error: 'must declare at most 100 fields' }),
-});
 
 export const defaultAppFieldsResponse = z
   .strictObject({

@@ -7,6 +7,7 @@ import type { CreatedApiKey } from '../core/api-keys.js';
 import type { CredentialInfo, UpsertResult } from '../core/credentials.js';
 import type { RotationResult } from '../core/rotation.js';
 import type { IssuedSessionToken } from '../core/session-tokens.js';
+import type { SettledDefaultApp } from '../connect/app.js';
 
 /** The default-app integration as an account answer lists it: never its credentials. */
 export interface WireIntegration {
@@ -133,3 +134,36 @@ export const createdApiKeyToWire = (created: CreatedApiKey) => ({
 export const apiKeyRevokedToWire = () => ({ revoked: true as const });
 
 export const rotationResultToWire = ({ rewrapped, resealed, alreadyCurrent }: RotationResult) => ({ rewrapped, resealed, already_current: alreadyCurrent });
+
+/** One declared field as the fields endpoint answers it. */
+export interface WireDefaultAppField {
+  name: string;
+  type: string;
+  required: boolean;
+  label: string;
+  placeholder?: string;
+  help_text?: string;
+  options?: Array<{ label: string; value: string }>;
+  is_set: boolean;
+}
+
+/** The default app's fields for a caller: declared fields with whether each is set, and every stored name. */
+export function defaultAppFieldsToWire(
+  app: SettledDefaultApp | undefined,
+  stored: readonly string[],
+): { name: string | null; fields: WireDefaultAppField[]; set: string[] } {
+  const set = new Set(stored);
+  return {
+    name: app?.name ?? null,
+    fields: (app?.fields ?? []).map((field) => {
+      const out: WireDefaultAppField = { name: field.name, type: field.type, required: field.required, label: field.label, is_set: set.has(field.name) };
+      if (field.placeholder !== undefined) out.placeholder = field.placeholder;
+      if (field.help_text !== undefined) out.help_text = field.help_text;
+      if (field.options !== undefined) out.options = field.options.map((option) => ({ label: option.label, value: option.value }));
+      return out;
+    }),
+    set: [...stored].sort(),
+  };
+}
+
+export const connectUrlToWire = (url: string, expiresIn: number): { url: string; expires_in: number } => ({ url, expires_in: expiresIn });

@@ -10,7 +10,7 @@ import { describe, expect, it } from 'vitest';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 
-type Layer = 'errors' | 'crypto' | 'core' | 'store-contract' | 'auth' | 'http' | 'root' | 'cli' | 'testing' | 'adapters' | 'bench';
+type Layer = 'errors' | 'crypto' | 'core' | 'store-contract' | 'auth' | 'connect' | 'http' | 'root' | 'cli' | 'testing' | 'client' | 'adapters' | 'bench';
 
 /** One import: from a file to a file, both relative to the repository root. */
 export interface Edge {
@@ -25,12 +25,12 @@ function layerOf(file: string): Layer | undefined {
   if (file === 'src/errors.ts' || file === 'src/optional-peers.ts') return 'errors';
   if (file === 'src/core/store.ts') return 'store-contract';
   if (/^src\/[^/]+\.ts$/.test(file)) return 'root';
-  const match = /^(src\/(crypto|core|auth|http|cli|testing)|adapters|bench)\//.exec(file);
+  const match = /^(src\/(crypto|core|auth|connect|http|cli|testing|client)|adapters|bench)\//.exec(file);
   if (match === null) return undefined;
   return (match[2] ?? match[1]) as Layer;
 }
 
-const BELOW_ROOT: Layer[] = ['errors', 'crypto', 'core', 'store-contract', 'auth', 'http'];
+const BELOW_ROOT: Layer[] = ['errors', 'crypto', 'core', 'store-contract', 'auth', 'connect', 'http'];
 
 /** What each layer may import statically. */
 const ALLOWED: Record<Layer, Layer[]> = {
@@ -40,7 +40,11 @@ const ALLOWED: Record<Layer, Layer[]> = {
   'store-contract': ['errors', 'store-contract'],
   adapters: ['errors', 'store-contract', 'adapters'],
   auth: ['errors', 'crypto', 'core', 'store-contract', 'auth'],
-  http: ['errors', 'crypto', 'core', 'store-contract', 'auth', 'http'],
+  // The Connect page's declarations and assets: below the HTTP layer that serves them.
+  connect: ['errors', 'core', 'connect'],
+  http: ['errors', 'crypto', 'core', 'store-contract', 'auth', 'connect', 'http'],
+  // The browser client: types only from the HTTP schemas (test/client checks its build imports nothing).
+  client: ['http', 'client'],
   root: [...BELOW_ROOT, 'root'],
   cli: [...BELOW_ROOT, 'root', 'testing', 'cli'],
   testing: ['errors', 'store-contract', 'testing'],

@@ -17,11 +17,16 @@ const UPSTREAM_OPERATION_IDS = [
   'revokeLinkedAccountSessionToken',
   'getLinkedAccountBySessionToken',
 ];
+/** credvault's own operations, each marked `x-credvault-extension` in the document. */
+const EXTENSION_OPERATION_IDS = ['getDefaultAppAuthCredentialFields', 'createConnectUrl'];
 const METHODS = ['GET', 'PUT', 'POST', 'DELETE', 'PATCH'];
 
 type Doc = {
   openapi: string;
-  paths: Record<string, Record<string, { operationId: string; responses: Record<string, unknown>; security: unknown[] }>>;
+  paths: Record<
+    string,
+    Record<string, { operationId: string; responses: Record<string, unknown>; security: unknown[]; 'x-credvault-extension'?: boolean }>
+  >;
   components: { securitySchemes: Record<string, { type: string }>; schemas: Record<string, unknown> };
 };
 
@@ -50,8 +55,11 @@ describe('OpenAPI document', () => {
 
   it('is OpenAPI 3.1 with the upstream operation ids and both security schemes', () => {
     expect(document.openapi).toBe('3.1.0');
-    const ids = Object.values(document.paths).flatMap((ops) => Object.values(ops).map((op) => op.operationId));
-    expect(ids.sort()).toEqual([...UPSTREAM_OPERATION_IDS].sort());
+    const operations = Object.values(document.paths).flatMap((ops) => Object.values(ops));
+    const upstream = operations.filter((op) => op['x-credvault-extension'] !== true).map((op) => op.operationId);
+    const extensions = operations.filter((op) => op['x-credvault-extension'] === true).map((op) => op.operationId);
+    expect(upstream.sort()).toEqual([...UPSTREAM_OPERATION_IDS].sort());
+    expect(extensions.sort()).toEqual([...EXTENSION_OPERATION_IDS].sort());
     expect(document.components.securitySchemes['OrgApiKey']).toMatchObject({ type: 'apiKey', in: 'header', name: 'x-api-key' });
     expect(document.components.securitySchemes['LinkedAccountToken']).toMatchObject({ type: 'http', scheme: 'bearer' });
   });
