@@ -92,6 +92,10 @@ export function checkDefaultApp(input: unknown): SettledDefaultApp {
   const fields: SettledField[] = [];
   for (const [index, field] of parsed.data.fields.entries()) {
     const where = `defaultApp.fields.${index}`;
+    // A URL path resolves these segments away: no browser can address them (`credvault/client` refuses them).
+    if (field.name === '.' || field.name === '..') {
+      throw new VaultError('INVALID_CONFIGURATION', `${where}.name: '${field.name}' cannot be a field name (a URL path resolves it away)`);
+    }
     if (seen.has(field.name)) throw new VaultError('INVALID_CONFIGURATION', `${where}.name: '${field.name}' is declared twice`);
     seen.add(field.name);
     if (field.type === 'select' && field.options === undefined) {

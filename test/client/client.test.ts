@@ -15,17 +15,12 @@ import {
   type Vault,
 } from '../../src/index.js';
 import { createApiServer, type ApiServerOptions } from '../../src/cli/server.js';
-import { closedPort, expectNoSecret, failure, listen, routeExists, type Listening } from './helpers.js';
+import { closedPort, expectNoSecret, failure, listen, type Listening } from './helpers.js';
 
 const BASE = '/api/v2/public';
 const ACME = { org: 'acme', environment: 'test' } as const;
 const CREDENTIALS = `${BASE}/linked-account/default-app/auth-credentials`;
 
-// The endpoints the Connect work adds; their tests run once the server has them.
-const hasFields = await routeExists('GET', '/linked-account/default-app/auth-credentials');
-const hasConnectUrl = await routeExists('POST', '/connect-url', {
-  defaultApp: { name: 'Probe', fields: [{ name: 'api_key', type: 'password' }] },
-});
 
 /** Every token handed to a client here, and every error a client threw: checked against each other at the end. */
 const tokens = new Set<string>();
@@ -220,7 +215,7 @@ describe('createCredvaultClient against a real server', () => {
     await fails(doomed.upsertCredential('after_revoke', 'x'), expected);
     await fails(doomed.deleteCredential('api_key'), expected);
     await fails(doomed.revoke(), expected);
-    if (hasFields) await fails(doomed.fields(), expected);
+    await fails(doomed.fields(), expected);
     expect(await names('cust-1')).not.toContain('after_revoke');
     expect(await stored('cust-1', 'api_key')).toBe('sk_live_second');
   });
@@ -359,7 +354,7 @@ describe('failures that are not the API’s envelope', () => {
   });
 });
 
-describe.skipIf(!hasFields)('fields() (GET /linked-account/default-app/auth-credentials)', () => {
+describe('fields() (GET /linked-account/default-app/auth-credentials)', () => {
   it('on a server without a default app: no name, no fields, and every stored name, sorted', async () => {
     const { client } = await sessionClient('cust-2');
     await client.upsertCredential('b_key', 'value-b');
@@ -370,14 +365,14 @@ describe.skipIf(!hasFields)('fields() (GET /linked-account/default-app/auth-cred
   });
 });
 
-describe.skipIf(!hasConnectUrl)('connectUrl() (POST /connect-url)', () => {
+describe('connectUrl() (POST /connect-url)', () => {
   it('on a server without a default app: 404 RESOURCE_NOT_FOUND', async () => {
     const { client } = await sessionClient('cust-2');
     await fails(client.connectUrl(), { status_code: 404, error: 'RESOURCE_NOT_FOUND' });
   });
 });
 
-describe.skipIf(!hasFields || !hasConnectUrl)('with a default app declared: fields(), connectUrl() and the page token', () => {
+describe('with a default app declared: fields(), connectUrl() and the page token', () => {
   let app: Listening;
   let client: CredvaultClient;
   let page: CredvaultClient;
@@ -385,7 +380,7 @@ describe.skipIf(!hasFields || !hasConnectUrl)('with a default app declared: fiel
 
   beforeAll(async () => {
     // Typed loosely until HandlerOptions declares `defaultApp`; the server checks it either way.
-    const options: ApiServerOptions & { defaultApp?: unknown } = {
+    const options: ApiServerOptions = {
       logError: (line) => logged.push(line),
       defaultApp: {
         name: 'Acme CRM',

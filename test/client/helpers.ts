@@ -1,10 +1,9 @@
-/** What the client tests share: failures taken apart, a leak check, small servers and a route probe. */
+/** What the client tests share: failures taken apart, a leak check, and small servers. */
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { expect } from 'vitest';
 import { CredvaultError } from '../../src/client/index.js';
-import { createHandler, createLinkedAccount, createVault, DEFAULT_BASE_PATH, issueSessionToken } from '../../src/index.js';
 
 /**
  * Awaits `promise`, expects a {@link CredvaultError} with these fields, and returns it.
@@ -61,24 +60,4 @@ export async function closedPort(): Promise<number> {
   const probe = await listen(http.createServer());
   await probe.close();
   return probe.port;
-}
-
-/**
- * Whether the handler routes `method path` (under the base path) at all: an unknown route
- * answers 404 "No route for ...". Asked of a throwaway vault with a valid session token, so
- * that tests of endpoints still being built can wait for them rather than fail or be faked.
- */
-export async function routeExists(method: string, path: string, options: Record<string, unknown> = {}): Promise<boolean> {
-  const vault = await createVault({ store: 'memory:' });
-  try {
-    const ref = { org: 'probe', environment: 'test', accountId: 'probe-1' };
-    await createLinkedAccount(vault, ref, { credentials: {} });
-    const { token } = await issueSessionToken(vault, ref);
-    const handler = createHandler(vault, { failedAuthLimit: false, logError: () => undefined, ...options });
-    const response = await handler.handle({ method, path: `${DEFAULT_BASE_PATH}${path}`, headers: { authorization: `Bearer ${token}` } });
-    const body = response.body as { message?: unknown } | undefined;
-    return !(response.status === 404 && typeof body?.message === 'string' && body.message.startsWith('No route for'));
-  } finally {
-    await vault.close();
-  }
 }
