@@ -63,6 +63,8 @@ export type { AuthRequest, AuthResolver, Caller } from './auth/index.js';
 export { createHandler, DEFAULT_BASE_PATH } from './http/handler.js';
 export type { CredvaultHandler, HandlerOptions, HandlerRequest, HandlerResponse } from './http/handler.js';
 export type { ErrorEnvelope } from './http/errors.js';
+export type { DefaultAppDefinition, DefaultAppField, DefaultAppFieldType } from './connect/app.js';
+export type { ConnectOptions, ConnectTheme } from './connect/page.js';
 export { DEFAULT_BODY_LIMIT_BYTES } from './http/body.js';
 export { parseKeyring, generateKey } from './crypto/index.js';
 export type { Keyring } from './crypto/index.js';

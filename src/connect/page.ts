@@ -118,7 +118,7 @@ const STATIC: Record<string, { file: string; contentType: string }> = {
   'connect.js': { file: 'connect.js', contentType: 'text/javascript; charset=utf-8' },
   'connect.css': { file: 'connect.css', contentType: 'text/css; charset=utf-8' },
   // Served so the browser's own favicon request does not end in a 404 on the console.
-  'icon.svg': { file: 'icon.svg', contentType: 'image/svg+xml' },
+  'icon.svg': { file: 'icon.svg', contentType: 'image/svg+xml; charset=utf-8' },
 };
 
 const cache = new Map<string, string>();
@@ -137,7 +137,7 @@ function readOnce(key: string, read: () => string): string {
  * run through TypeScript (tests), the one `npm run build` wrote.
  */
 function clientBuild(): string {
-  for (const candidate of ['../client/index.js', '../../../dist/src/client/index.js']) {
+  for (const candidate of ['../client/index.js', '../../dist/src/client/index.js']) {
     try {
       return readFileSync(new URL(candidate, import.meta.url), 'utf8');
     } catch {

@@ -136,9 +136,10 @@ export async function issuePageToken(vault: Vault, session: SessionIdentity, ttl
   const group = accountGroup(account);
   const parent = await vault.store.get(group, sessionMember(session.tokenId));
   if (parent === undefined) throw invalidToken();
-  const parentLeft = parent.expiresAt === undefined ? ttlSeconds : Math.floor((parent.expiresAt - Date.now()) / 1000);
-  const lifetime = Math.min(ttlSeconds, parentLeft);
-  if (lifetime < 1) throw invalidToken();
+  const parentLeftMs = parent.expiresAt === undefined ? Infinity : parent.expiresAt - Date.now();
+  if (parentLeftMs <= 0) throw invalidToken();
+  // Rounded up to whole seconds; verifying checks the session token anyway, so the page ends with it.
+  const lifetime = Math.min(ttlSeconds, Math.ceil(parentLeftMs / 1000));
   const { token, tokenId, hash } = mintToken(account);
   const record: SessionTokenRecord = { hash, purpose: 'connect', parent: session.tokenId };
   const outcome = await vault.store.batch(

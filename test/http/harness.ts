@@ -43,6 +43,11 @@ export async function startBinding(binding: BindingName, vault: Vault, options: 
     app.all(base, forward);
     app.all(`${base}/*`, forward);
     if (options.openApiPath !== undefined) app.all(options.openApiPath, forward);
+    if (options.defaultApp !== undefined) {
+      const page = options.connect?.path ?? '/connect';
+      app.all(page, forward);
+      app.all(`${page}/*`, forward);
+    }
     app.all('*', (c) => c.json({ outside: true }, 418));
     const server = serve({ fetch: app.fetch, port: 0, hostname: '127.0.0.1' }) as http.Server;
     await new Promise<void>((resolve) => (server.listening ? resolve() : server.once('listening', () => resolve())));
