@@ -12,6 +12,7 @@ import { auditedRemoval, type Actor } from './events.js';
 import { hashSecret, randomToken, secretsEqual } from '../crypto/secrets.js';
 import type { SealContext } from '../crypto/cipher.js';
 import { keyKeptChanging, MAX_FENCE_ATTEMPTS, openFor, sealFor, sealingKey } from './envelope.js';
+import { accountNotFound } from './credentials.js';
 
 /** An issued (or handed back) session token. */
 export interface IssuedSessionToken {
@@ -123,7 +124,7 @@ function mintToken(account: AccountRef): { token: string; tokenId: string; hash:
  * it works only while that session token does (revoking it ends the page at once), and
  * only where the HTTP layer accepts page tokens. Stored as a hash alone: never handed out again.
  *
- * @throws VaultError `INVALID_SESSION_TOKEN` when the session token has just ended; `UNKNOWN_LINKED_ACCOUNT` when the account is gone
+ * @throws VaultError `INVALID_SESSION_TOKEN` when the session token has just ended; `LINKED_ACCOUNT_NOT_FOUND` when the account is gone
  * @example
  * ```ts
  * const session = await verifySessionToken(vault, token);
@@ -147,7 +148,7 @@ export async function issuePageToken(vault: Vault, session: SessionIdentity, ttl
     [{ op: 'insert', member: sessionMember(tokenId), value: JSON.stringify(record), ttlMs: lifetime * 1000 }],
     { requires: PROFILE },
   );
-  if (!outcome.committed) throw unknownAccount(account);
+  if (!outcome.committed) throw accountNotFound(account);
   vault.sweepExpired();
   await vault.emit({ type: 'session_token.issued', ...account, actor: { type: 'session_token', tokenId: session.tokenId } }, () =>
     vault.store.remove(group, sessionMember(tokenId)),

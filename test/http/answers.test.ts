@@ -123,6 +123,8 @@ describe.each(BINDINGS)('every answer is documented, and every documented answer
   let vault: Vault;
   let store: ReturnType<typeof faultyStore>;
   let server: RunningServer;
+  /** The same binding with no default app declared: POST /connect-url answers 404 there. */
+  let plainServer: RunningServer;
   let doc: Doc;
   let apiKey: string;
   let token: string;
@@ -148,12 +150,15 @@ describe.each(BINDINGS)('every answer is documented, and every documented answer
       trustProxyHops: 1,
       failedAuthLimit: { maxFailures: MAX_FAILURES },
       logError: (line) => logged.push(line),
+      defaultApp: { name: 'Acme CRM', fields: [{ name: 'api_key', type: 'password', required: true }] },
     });
+    plainServer = await startBinding(binding, vault, { failedAuthLimit: false, logError: (line) => logged.push(line) });
     doc = (await send(server.url, 'GET', '/openapi.json', {})).body as unknown as Doc;
     ajv.addSchema(doc, 'doc');
   });
   afterAll(async () => {
     await server?.close();
+    await plainServer?.close();
     await vault?.close();
   });
 
@@ -313,6 +318,58 @@ describe.each(BINDINGS)('every answer is documented, and every documented answer
       ok: () => ({ headers: bearer(token) }),
       rows: [
         { row: "a custom resolver's session for an account that does not exist", status: 404, error: 'INVALID_LINKED_ACCOUNT_ID', run: () => call('GET', '/session/active-linked-account', { 'x-test': 'ghost' }) },
+      ],
+    },
+    {
+      operationId: 'getDefaultAppAuthCredentialFields',
+      method: 'GET',
+      path: '/linked-account/default-app/auth-credentials',
+      auth: 'either',
+      body: false,
+      ok: () => ({ headers: bearer(token) }),
+      rows: [
+        { row: 'no linked_account_id with an API key', status: 400, error: 'MISSING_LINKED_ACCOUNT_ID', run: () => call('GET', '/linked-account/default-app/auth-credentials', key()) },
+        { row: 'a session token naming another account', status: 403, error: 'FORBIDDEN', run: () => call('GET', '/linked-account/default-app/auth-credentials?linked_account_id=other', bearer(token)) },
+        { row: 'an unknown account', status: 404, error: 'INVALID_LINKED_ACCOUNT_ID', run: () => call('GET', '/linked-account/default-app/auth-credentials', key({ linked_account_id: 'nobody' })) },
+      ],
+    },
+    {
+      operationId: 'createConnectUrl',
+      method: 'POST',
+      path: '/connect-url',
+      auth: 'session',
+      body: false,
+      ok: () => ({ headers: bearer(token) }),
+      rows: [
+        { row: 'a session from a custom resolver, with no credvault token', status: 403, error: 'FORBIDDEN', run: () => call('POST', '/connect-url', { 'x-test': 'ghost' }) },
+        {
+          row: 'a Connect page token',
+          status: 403,
+          error: 'FORBIDDEN',
+          async run() {
+            const first = await call('POST', '/connect-url', bearer(token));
+            const url = new URL((first.body as { url: string }).url);
+            return call('POST', '/connect-url', bearer(new URLSearchParams(url.hash.slice(1)).get('token') as string));
+          },
+        },
+        {
+          row: 'a server that declares no default app',
+          status: 404,
+          error: 'RESOURCE_NOT_FOUND',
+          run: () => send(plainServer.url, 'POST', `${BASE}/connect-url`, bearer(token)),
+        },
+        {
+          row: 'the account deleted while the page token is issued',
+          status: 404,
+          error: 'INVALID_LINKED_ACCOUNT_ID',
+          async run() {
+            const ref = { ...ACME, accountId: fresh('vanishing') };
+            await createLinkedAccount(vault, ref, { credentials: {} });
+            const doomed = (await issueSessionToken(vault, ref)).token;
+            store.beforeBatch = () => deleteLinkedAccount(vault, ref);
+            return call('POST', '/connect-url', bearer(doomed));
+          },
+        },
       ],
     },
   ];
