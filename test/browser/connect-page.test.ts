@@ -488,7 +488,7 @@ suite.describe('Connect page in Chromium', () => {
       expectNoTokenInServerOutput();
     });
 
-    it('keeps an empty required field from being sent, and the server refuses it too', async () => {
+    it('keeps an empty required field from being sent, the server refuses bad values too, and the page shows why', async () => {
       const account = 'cust-required';
       await linkedAccount(account);
       const { token } = await sessionToken(account);
@@ -534,6 +534,16 @@ suite.describe('Connect page in Chromium', () => {
         expect({ key, status: answer.status, error: answer.body.error }).toEqual({ key, status: 400, error: 'VALIDATION_ERROR' });
       }
       expect(await stored(account)).toEqual({});
+
+      // A value the server refuses through the form: its message next to that field, the page still usable.
+      await page.getByLabel('API key').fill('sk_required_case');
+      await page.getByLabel('Account email').fill('not an address');
+      await page.getByLabel('API key').press('Enter');
+      await page.locator('#error-account_email').filter({ hasText: /\S/ }).waitFor({ state: 'visible', timeout: 10_000 });
+      await waitForState(page, 'ready');
+      await expect(page.locator('#success').isVisible()).resolves.toBe(false);
+      expect(await stored(account)).toEqual({ api_key: 'sk_required_case', region: 'eu' });
+
       await expectClean(watch, { allowStatuses: [400] });
       expectNoTokenInServerOutput();
     });
