@@ -28,29 +28,12 @@ import {
   type WrappedKey,
 } from '../../src/index.js';
 import { rejection as failure } from '../helpers/rejection.js';
+import { createTypeChecker, recipeBlock } from './readme-code.js';
 
 const ROOT = path.resolve(import.meta.dirname, '../..');
 const RECIPES = ['aws-kms', 'gcp-kms', 'vault-transit'] as const;
 type Recipe = (typeof RECIPES)[number];
 const SECTION = '## Key-encryption keys in a KMS';
-
-/**
- * The code of the ```ts block right after `<!-- recipe: NAME -->`. Throws when the marker is
- * missing or repeated, when no ts fence follows it, or when the block is empty.
- */
-function recipeBlock(markdown: string, name: string): string {
-  const marker = `<!-- recipe: ${name} -->`;
-  const lines = markdown.split(/\r?\n/);
-  const at = lines.findIndex((line) => line.trim() === marker);
-  if (at < 0) throw new Error(`README has no ${marker} marker`);
-  if (lines.findIndex((line, index) => index > at && line.trim() === marker) >= 0) throw new Error(`README has ${marker} more than once`);
-  if (lines[at + 1]?.trim() !== '```ts') throw new Error(`${marker} is not followed by a \`\`\`ts fence`);
-  const end = lines.findIndex((line, index) => index > at + 1 && line.trim() === '```');
-  if (end < 0) throw new Error(`the block after ${marker} is not closed`);
-  const code = lines.slice(at + 2, end).join('\n');
-  if (code.trim() === '') throw new Error(`the block after ${marker} is empty`);
-  return `${code}\n`;
-}
 
 const readme = readFileSync(path.join(ROOT, 'README.md'), 'utf8');
 const blocks = new Map<Recipe, string>();
@@ -69,50 +52,8 @@ const blockOf = (name: Recipe): string => blocks.get(name) ?? recipeBlock(readme
 /** Where each block is checked: a file that exists only in memory, inside the project. */
 const virtualFile = (name: string) => path.join(ROOT, 'test', 'docs', `readme-recipe-${name}.ts`);
 
-let previous: ts.Program | undefined;
-
-/**
- * Type-checks `sources` (file name -> code) together, with the project's tsconfig options and
- * `credvault` mapped to src/index.ts (as a user's `import ... from 'credvault'`); one line per
- * diagnostic in those files or in the options.
- */
-function typeCheck(sources: ReadonlyMap<string, string>): string[] {
-  const config = ts.readConfigFile(path.join(ROOT, 'tsconfig.json'), (file) => ts.sys.readFile(file));
-  if (config.error !== undefined) return [ts.flattenDiagnosticMessageText(config.error.messageText, '\n')];
-  const converted = ts.convertCompilerOptionsFromJson((config.config as { compilerOptions: unknown }).compilerOptions, ROOT);
-  const options: ts.CompilerOptions = {
-    ...converted.options,
-    noEmit: true,
-    declaration: false,
-    sourceMap: false,
-    types: ['node'],
-    baseUrl: ROOT,
-    paths: { credvault: ['./src/index.ts'] },
-  };
-  delete options.outDir;
-  const host = ts.createCompilerHost(options, true);
-  const { fileExists, readFile, getSourceFile } = host;
-  host.fileExists = (file) => sources.has(file) || fileExists.call(host, file);
-  host.readFile = (file) => sources.get(file) ?? readFile.call(host, file);
-  host.getSourceFile = (file, language, onError, shouldCreate) => {
-    const text = sources.get(file);
-    return text === undefined ? getSourceFile.call(host, file, language, onError, shouldCreate) : ts.createSourceFile(file, text, language, true);
-  };
-  // Reusing the last program spares re-reading the SDKs' declarations.
-  const program = ts.createProgram({ rootNames: [...sources.keys()], options, host, ...(previous === undefined ? {} : { oldProgram: previous }) });
-  previous = program;
-  const diagnostics: ts.Diagnostic[] = [...converted.errors, ...program.getOptionsDiagnostics(), ...program.getGlobalDiagnostics()];
-  for (const file of sources.keys()) {
-    const source = program.getSourceFile(file);
-    if (source === undefined) {
-      diagnostics.push({ category: ts.DiagnosticCategory.Error, code: 0, file: undefined, start: undefined, length: undefined, messageText: `${file} is not in the program` });
-      continue;
-    }
-    diagnostics.push(...program.getSyntacticDiagnostics(source), ...program.getSemanticDiagnostics(source));
-  }
-  const formatHost: ts.FormatDiagnosticsHost = { getCanonicalFileName: (file) => file, getCurrentDirectory: () => ROOT, getNewLine: () => '\n' };
-  return diagnostics.map((diagnostic) => ts.formatDiagnostic(diagnostic, formatHost).trim());
-}
+const checker = createTypeChecker({ credvault: ['./src/index.ts'] });
+const typeCheck = (sources: ReadonlyMap<string, string>) => checker.check(sources);
 
 describe('the README KMS recipes', () => {
   it('has each recipe marker, each followed by a non-empty ts block, in its own section', () => {
@@ -148,7 +89,7 @@ describe('the README KMS recipes', () => {
     const sources = new Map(RECIPES.map((name) => [virtualFile(name), blockOf(name)]));
     expect(typeCheck(sources)).toEqual([]);
     // `credvault` was the local source, not a build in dist/, and the SDKs their own types.
-    const files = previous?.getSourceFiles().map((file) => path.relative(ROOT, file.fileName)) ?? [];
+    const files = checker.program()?.getSourceFiles().map((file) => path.relative(ROOT, file.fileName)) ?? [];
     expect(files).toContain(path.join('src', 'index.ts'));
     expect(files.filter((file) => file.startsWith(`dist${path.sep}`))).toEqual([]);
     expect(files.some((file) => file.includes(path.join('node_modules', '@aws-sdk', 'client-kms', '')))).toBe(true);
