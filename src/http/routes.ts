@@ -213,6 +213,19 @@ function checkDeclaredField(app: SettledDefaultApp, caller: Caller, key: string,
   if (problem !== undefined) throw new VaultError('VALIDATION_ERROR', problem);
 }
 
+/** Account input whose seeded credentials are held to the declared fields, as a credential write is. */
+function declaredInput(context: RouteContext, caller: Caller, input: CreateLinkedAccountInput): CreateLinkedAccountInput {
+  const app = context.app;
+  if (app === undefined || input.credentials === undefined) return input;
+  for (const key of Object.keys(input.credentials)) {
+    const value = input.credentials[key];
+    // Values of other types are the core's to refuse, with its own message.
+    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') checkDeclaredField(app, caller, key, value);
+    else if (caller.kind === 'session' && !app.byName.has(key)) checkDeclaredField(app, caller, key, '');
+  }
+  return input;
+}
+
 const accountView = async (vault: Vault, ref: AccountRef) => wire.linkedAccountToWire(await getLinkedAccount(vault, ref));
 
 export const routes: readonly Route[] = [
@@ -305,7 +318,7 @@ export const routes: readonly Route[] = [
       const accountId = bodyAccountId(data);
       if (accountId === undefined) throw new VaultError('VALIDATION_ERROR', 'account_id (or linked_account_id) is required');
       return wire.linkedAccountToWire(
-        await createLinkedAccount(context.vault, apiKeyPrincipal(caller, accountId), accountInput(raw as AccountBody, data.name)),
+        await createLinkedAccount(context.vault, apiKeyPrincipal(caller, accountId), declaredInput(context, caller, accountInput(raw as AccountBody, data.name))),
       );
     },
   },
@@ -343,7 +356,7 @@ export const routes: readonly Route[] = [
         if (value !== undefined) fields[field] = value as never;
       }
       const name = data.payload?.name ?? data.name;
-      return wire.upsertedLinkedAccountToWire(await upsertLinkedAccount(context.vault, principal, accountInput(fields, name)));
+      return wire.upsertedLinkedAccountToWire(await upsertLinkedAccount(context.vault, principal, declaredInput(context, caller, accountInput(fields, name))));
     },
   },
   {

@@ -380,12 +380,33 @@ describe('the fields endpoint and writes held to the declared fields', () => {
     expect(await getDefaultAppCredential(vault, ref, 'seats')).toBe('12');
   });
 
+  it('holds credentials seeded through PUT and POST /linked-account to the declared fields the same way', async () => {
+    const account = (headers: Record<string, string>, method: string, body: unknown) =>
+      call(`${server.url}${BASE}/linked-account`, { method, headers: { ...headers, 'content-type': 'application/json' }, body: JSON.stringify(body) });
+    const before = (await listDefaultAppCredentials(vault, ref)).map((c) => [c.key, c.updatedAt]);
+    for (const credentials of [{ other: 'x' }, { region: 'mars' }, { region: 'eu', other: 'x' }, { other: { nested: 1 } }]) {
+      const answer = await account(bearer(token), 'PUT', { name: 'renamed', your_app: { auth_credentials: credentials } });
+      expect({ credentials, status: answer.status, error: (answer.body as { error: string }).error }).toEqual({ credentials, status: 400, error: 'VALIDATION_ERROR' });
+    }
+    expect((await listDefaultAppCredentials(vault, ref)).map((c) => [c.key, c.updatedAt])).toEqual(before);
+    expect((await getLinkedAccount(vault, ref)).name).toBe(ref.accountId);
+    const byKey = { 'x-api-key': apiKey };
+    const refused = await account(byKey, 'POST', { account_id: 'seeded-1', your_app: { auth_credentials: { region: 'mars' } } });
+    expect(refused.status).toBe(400);
+    await expect(getLinkedAccount(vault, { ...ACME, accountId: 'seeded-1' })).rejects.toMatchObject({ code: 'LINKED_ACCOUNT_NOT_FOUND' });
+    const created = await account(byKey, 'POST', { account_id: 'seeded-2', your_app: { auth_credentials: { region: 'eu', internal_id: 'i' } } });
+    expect(created.status).toBe(200);
+    const accepted = await account(bearer(token), 'PUT', { your_app: { auth_credentials: { region: 'eu' } } });
+    expect(accepted.status).toBe(200);
+    expect(await getDefaultAppCredential(vault, ref, 'region')).toBe('eu');
+  });
+
   it('lets an org API key write undeclared keys, but holds its declared fields to their type too', async () => {
     const headers = { ...asKey, 'x-api-key': apiKey };
     expect((await put(headers, 'internal_id', 'int_3')).status).toBe(200);
     const bad = await put(headers, 'region', 'mars');
     expect(bad.status).toBe(400);
-    expect(await getDefaultAppCredential(vault, ref, 'region')).toBe('us');
+    expect(await getDefaultAppCredential(vault, ref, 'region')).toBe('eu');
   });
 });
 
