@@ -35,7 +35,8 @@ export function resolveSessionToken(): AuthResolver {
     const match = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(authorization);
     if (match === null) throw new VaultError('INVALID_SESSION_TOKEN', 'Invalid token');
     const token = match[1] as string;
-    const identity = await verifySessionToken(vault, token);
+    // Page tokens are accepted here, marked, so that the handler keeps them to the page's endpoints.
+    const identity = await verifySessionToken(vault, token, { allowPageToken: true });
     return {
       kind: 'session',
       org: identity.org,

@@ -533,6 +533,9 @@ async function serve(flags: ServeFlags): Promise<void> {
   const address = server.address();
   const actualPort = typeof address === 'object' && address !== null ? address.port : flags.port;
   process.stdout.write(`credvault listening on http://${host}:${actualPort}\n`);
+  if (flags.appConfig !== undefined && flags.publicUrl === undefined && !['127.0.0.1', 'localhost', '::1'].includes(flags.host)) {
+    process.stderr.write("credvault: connect URLs are built from each request's Host header; behind a proxy or load balancer, set --public-url\n");
+  }
   // Only a hint: a store hiccup here must not leave a running server reported as failed.
   if (!(await anyApiKeyCreated(vault).catch(() => true))) {
     process.stderr.write(

@@ -50,6 +50,9 @@ export interface ServerOptions {
 
 export type ApiServerOptions = HandlerOptions & ServerOptions;
 
+/** A session or page token (`cvs_`) or an API key (`tk_`, `pk_`) in a request target: kept out of the log. */
+const SECRET_IN_URL = /\b(cvs_|tk_|pk_)[A-Za-z0-9_.%-]+/g;
+
 /**
  * One line per request once its answer is sent (or the client went away). Paths and queries
  * never carry a secret: tokens and keys travel in headers, the Connect page's in a fragment.
@@ -60,7 +63,8 @@ function logEachRequest(server: http.Server, log: (line: string) => void): void 
     res.once('close', () => {
       const status = res.writableFinished ? String(res.statusCode) : 'aborted';
       // Node refuses control characters in the request line; escape anything else unprintable anyway.
-      const target = (req.url ?? '').replace(/[^\x21-\x7e]/g, (c) => encodeURIComponent(c));
+      // Tokens never belong in a URL, but a mail client may turn a connect URL's `#` into `?` or `%23`.
+      const target = (req.url ?? '').replace(/[^\x21-\x7e]/g, (c) => encodeURIComponent(c)).replace(SECRET_IN_URL, '$1[redacted]');
       log(`credvault: ${req.method ?? '-'} ${target} ${status} ${(performance.now() - started).toFixed(1)}ms`);
     });
   });

@@ -123,6 +123,9 @@ export interface SettledDefaultApp {
 /** A declared field with `required` and `label` settled. */
 export type SettledField = DefaultAppField & { required: boolean; label: string };
 
+// A plain decimal number: no hex, binary or octal prefixes, no Infinity.
+const DECIMAL = /^-?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$/;
+
 // Deliberately loose: a mailbox, an @, a domain with a dot; the address's owner checks the rest.
 const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]+$/;
 
@@ -131,13 +134,18 @@ const EMAIL = /^[^\s@]{1,64}@[^\s@]+\.[^\s@]+$/;
  * Reasons name the field's label, never the value.
  */
 export function fieldValueProblem(field: SettledField, value: string): string | undefined {
+  if (value.trim() === '') return `${field.label} must not be blank`;
+  // Stored as sent: a value that only fits once trimmed would be stored untrimmed.
+  if (field.type !== 'password' && field.type !== 'text' && field.type !== 'textarea' && value !== value.trim()) {
+    return `${field.label} must not begin or end with spaces`;
+  }
   switch (field.type) {
     case 'select':
       return field.options?.some((option) => option.value === value) === true
         ? undefined
         : `${field.label} must be one of: ${(field.options ?? []).map((o) => o.value).join(', ')}`;
     case 'number':
-      return value.trim() !== '' && Number.isFinite(Number(value)) ? undefined : `${field.label} must be a number`;
+      return DECIMAL.test(value) && Number.isFinite(Number(value)) ? undefined : `${field.label} must be a number`;
     case 'url': {
       let url: URL | undefined;
       try {

@@ -151,15 +151,30 @@ const escapeHtml = (text: string) =>
   text.replace(/[&<>"']/g, (c) => ({ '&': '&amp;', '<': '&lt;', '>': '&gt;', '"': '&quot;', "'": '&#39;' })[c] as string);
 
 /**
+ * How the page reaches its files and the API: relative references, so that they still
+ * resolve behind a proxy that serves the vault under a path prefix (`publicUrl`).
+ * From `/a/connect`, the files are `connect/assets/...` and the API `../api/v2/public`.
+ */
+export function pageReferences(pagePath: string, apiBasePath: string): { assets: string; api: string } {
+  const segments = pagePath.split('/').slice(1);
+  const up = '../'.repeat(segments.length - 1);
+  return { assets: `${segments[segments.length - 1] as string}/assets`, api: `${up === '' ? './' : up}${apiBasePath.slice(1)}` };
+}
+
+/**
  * The file at `rest` under the page's path (`''` for the page itself), or `undefined`.
  * The page names the API's base path and its own asset paths; nothing else varies.
  */
 export function pageFile(settings: ConnectSettings, apiBasePath: string, rest: string): PageFile | undefined {
   if (rest === '') {
     const html = readOnce('connect.html', () => readFileSync(new URL('connect.html', ASSETS), 'utf8'));
+    const references = pageReferences(settings.path, apiBasePath);
+    // Replacement functions: a replacement string would expand `$&` and its kind.
+    const assets = escapeHtml(references.assets);
+    const api = escapeHtml(references.api);
     return {
       contentType: 'text/html; charset=utf-8',
-      body: html.replaceAll('{{ASSETS}}', escapeHtml(`${settings.path}/assets`)).replaceAll('{{API}}', escapeHtml(apiBasePath)),
+      body: html.replaceAll('{{ASSETS}}', () => assets).replaceAll('{{API}}', () => api),
     };
   }
   if (rest === '/assets/client.js') return { contentType: 'text/javascript; charset=utf-8', body: readOnce('client.js', clientBuild) };
@@ -171,7 +186,8 @@ export function pageFile(settings: ConnectSettings, apiBasePath: string, rest: s
     };
   }
   const match = /^\/assets\/([a-z.]+)$/.exec(rest);
-  const entry = match === null ? undefined : STATIC[match[1] as string];
+  const name = match?.[1];
+  const entry = name !== undefined && Object.hasOwn(STATIC, name) ? STATIC[name] : undefined;
   if (entry === undefined) return undefined;
   return { contentType: entry.contentType, body: readOnce(entry.file, () => readFileSync(new URL(entry.file, ASSETS), 'utf8')) };
 }

@@ -198,11 +198,22 @@ function parseToken(token: string): { account: AccountRef; tokenId: string; secr
 
 /**
  * Checks a session token against the store (one read); revocation, expiry and the
- * account's deletion take effect at once.
+ * account's deletion take effect at once. A Connect page token is refused unless
+ * `allowPageToken` is set: code that takes the identity as a session token's must never
+ * give a page token (which travels in URLs) a session token's powers. Allowed, it is
+ * marked `purpose: 'connect'` and also needs its session token alive (a second read).
  *
  * @throws VaultError `INVALID_SESSION_TOKEN`
+ * @example
+ * ```ts
+ * const { org, environment, accountId } = await verifySessionToken(vault, token);
+ * ```
  */
-export async function verifySessionToken(vault: Vault, token: string): Promise<SessionIdentity> {
+export async function verifySessionToken(
+  vault: Vault,
+  token: string,
+  options: { allowPageToken?: boolean } = {},
+): Promise<SessionIdentity> {
   const parsed = parseToken(token);
   if (parsed === undefined) throw invalidToken();
   const entry = await vault.store.get(accountGroup(parsed.account), sessionMember(parsed.tokenId));
@@ -211,6 +222,7 @@ export async function verifySessionToken(vault: Vault, token: string): Promise<S
   if (!secretsEqual(hashSecret(parsed.secret), record.hash)) throw invalidToken();
   const identity: SessionIdentity = { ...parsed.account, environment: parsed.account.environment as Environment, tokenId: parsed.tokenId };
   if (record.purpose === 'connect') {
+    if (options.allowPageToken !== true) throw invalidToken();
     // A page token ends with its session token: revoked, expired or its account deleted.
     if (record.parent === undefined || (await vault.store.get(accountGroup(parsed.account), sessionMember(record.parent))) === undefined) {
       throw invalidToken();
@@ -221,7 +233,8 @@ export async function verifySessionToken(vault: Vault, token: string): Promise<S
 }
 
 /**
- * Revokes a session token everywhere at once. Returns how many tokens it revoked (0 or 1).
+ * Revokes a session token (or a Connect page token) everywhere at once. Returns how many
+ * tokens it revoked (0 or 1).
  *
  * @example
  * ```ts
@@ -229,7 +242,8 @@ export async function verifySessionToken(vault: Vault, token: string): Promise<S
  * ```
  */
 export async function revokeSessionToken(vault: Vault, token: string): Promise<number> {
-  const identity = await verifySessionToken(vault, token);
+  // A page token may end itself; that gives it no power.
+  const identity = await verifySessionToken(vault, token, { allowPageToken: true });
   const event = {
     type: 'session_token.revoked',
     org: identity.org,

@@ -165,8 +165,13 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
     throw new VaultError('INVALID_CONFIGURATION', 'The Connect page (connect) needs the default app\'s fields (defaultApp)');
   }
   const connect = app === undefined ? undefined : settleConnect(options.connect);
-  if (connect !== undefined && (connect.path === basePath || connect.path.startsWith(`${basePath}/`) || basePath === '')) {
-    throw new VaultError('INVALID_CONFIGURATION', `connect.path (${connect.path}) must lie outside the API's base path`);
+  // The page's paths and the API's must not overlap either way: the page would answer for the API.
+  const overlaps = (a: string, b: string) => a === b || a.startsWith(`${b}/`) || b.startsWith(`${a}/`);
+  if (connect !== undefined && (basePath === '' || overlaps(connect.path, basePath))) {
+    throw new VaultError('INVALID_CONFIGURATION', `connect.path (${connect.path}) and the API's base path (${basePath || '/'}) must not contain one another`);
+  }
+  if (connect !== undefined && openApiPath !== undefined && (openApiPath === connect.path || openApiPath.startsWith(`${connect.path}/`))) {
+    throw new VaultError('INVALID_CONFIGURATION', `openApiPath (${openApiPath}) must lie outside connect.path (${connect.path})`);
   }
   const onPage = (path: string) => connect !== undefined && (path === connect.path || path.startsWith(`${connect.path}/`));
   const limiter = options.failedAuthLimit === false ? undefined : new FailedAuthLimiter(vault.store, options.failedAuthLimit);
@@ -228,8 +233,11 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
     const method = request.method.toUpperCase();
     const file = pageFile(settings, basePath, request.path.slice(settings.path.length));
     if (file === undefined) throw new VaultError('ROUTE_NOT_FOUND', `No route for ${method} ${request.path}`);
-    if (method !== 'GET') {
-      throw new VaultError('METHOD_NOT_ALLOWED', `Method ${method} is not allowed on ${request.path}; allowed: GET`, { details: { allow: 'GET' } });
+    // HEAD as GET: Node's HTTP server sends the headers and drops the body.
+    if (method !== 'GET' && method !== 'HEAD') {
+      throw new VaultError('METHOD_NOT_ALLOWED', `Method ${method} is not allowed on ${request.path}; allowed: GET, HEAD`, {
+        details: { allow: 'GET, HEAD' },
+      });
     }
     return { status: 200, headers: pageHeaders(settings, file.contentType), body: undefined, raw: file.body };
   }
@@ -243,7 +251,9 @@ export function createHandler(vault: Vault, options: HandlerOptions = {}): Credv
       if (host === undefined || !HOST.test(host)) {
         throw new VaultError('VALIDATION_ERROR', 'The Host header must name this server (host or host:port) to build a connect URL');
       }
-      const forwarded = trustProxyHops > 0 ? auth.headers['x-forwarded-proto']?.split(',')[0]?.trim().toLowerCase() : undefined;
+      // The entry the outermost trusted proxy added, as for the client address.
+      const protos = (auth.headers['x-forwarded-proto'] ?? '').split(',').map((s) => s.trim().toLowerCase()).filter(Boolean);
+      const forwarded = trustProxyHops > 0 ? (protos[protos.length - trustProxyHops] ?? protos[0]) : undefined;
       origin = `${forwarded === 'https' ? 'https' : 'http'}://${host}`;
     }
     // The fragment never reaches a server: not this one's logs, a proxy's, nor a Referer.

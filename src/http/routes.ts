@@ -272,8 +272,13 @@ export const routes: readonly Route[] = [
     response: schemas.genericSuccessResponse,
     errors: ['LINKED_ACCOUNT_NOT_FOUND', 'DEFAULT_APP_NOT_FOUND', 'CREDENTIAL_NOT_FOUND'],
     async run(context) {
-      const principal = credentialPrincipal(await context.caller(), context.auth);
+      const caller = await context.caller();
+      const principal = credentialPrincipal(caller, context.auth);
       const key = context.params['key'] as string;
+      // What a session token may not write, it may not delete either: the backend's own keys.
+      if (context.app !== undefined && caller.kind === 'session' && !context.app.byName.has(key)) {
+        throw new VaultError('VALIDATION_ERROR', `'${key}' is not a field of ${context.app.name}`);
+      }
       await deleteDefaultAppCredential(context.vault, principal, key);
       return wire.credentialDeletedToWire(key);
     },

@@ -8,7 +8,7 @@
  * every token (session and page) against every request URL and the server's output.
  */
 import { mkdir, writeFile } from 'node:fs/promises';
-import { createServer as createHttpServer, type Server as HttpServer } from 'node:http';
+import { createServer as createHttpServer, request as httpRequest, type Server as HttpServer } from 'node:http';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Browser, ConsoleMessage, Frame, Page, Request } from 'playwright-core';
@@ -337,7 +337,7 @@ suite.describe('Connect page in Chromium', () => {
       // Every control is named by its label.
       for (const field of APP_CONFIG.fields) {
         await expect(page.locator(`label[for="field-${field.name}"]`).count()).resolves.toBe(1);
-        await expect(page.locator(`#field-${field.name}`).getAttribute('name')).resolves.toBe(field.name);
+        await expect(page.locator(`#field-${field.name}`).count()).resolves.toBe(1);
       }
       const apiKey = page.getByLabel('API key');
       await expect(apiKey.getAttribute('id')).resolves.toBe('field-api_key');
@@ -644,6 +644,91 @@ suite.describe('Connect page in Chromium', () => {
         expectNoTokenInServerOutput();
       } finally {
         await partner.close();
+      }
+    });
+
+    /** A reverse proxy serving the vault under `/vault` (stripping the prefix), as a path-routing gateway does. */
+    async function prefixProxy(target: string): Promise<{ origin: string; close(): Promise<void> }> {
+      const proxy: HttpServer = createHttpServer((req, res) => {
+        const url = req.url ?? '/';
+        if (!url.startsWith('/vault/')) {
+          res.writeHead(404).end();
+          return;
+        }
+        const { hostname, port } = new URL(target);
+        const upstream = httpRequest(
+          { host: hostname, port: Number(port), method: req.method, path: url.slice('/vault'.length), headers: req.headers },
+          (answer) => {
+            res.writeHead(answer.statusCode ?? 502, answer.headers);
+            answer.pipe(res);
+          },
+        );
+        upstream.on('error', () => res.writeHead(502).end());
+        req.pipe(upstream);
+      });
+      await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+      const address = proxy.address();
+      if (address === null || typeof address === 'string') throw new Error('no port');
+      return { origin: `http://127.0.0.1:${address.port}`, close: () => new Promise<void>((resolve) => proxy.close(() => resolve())) };
+    }
+
+    it('works behind a proxy that adds a path prefix (--public-url), with field names a form would trip on', async () => {
+      const account = 'cust-proxied';
+      await linkedAccount(account);
+      // Names that are also properties and methods of a <form>: the page must not confuse them.
+      const hostile = {
+        name: 'Acme CRM',
+        fields: [
+          { name: 'addEventListener', type: 'password', required: true, label: 'Listener key' },
+          { name: 'hidden', type: 'text', label: 'Hidden' },
+        ],
+      };
+      const hostileConfig = path.join(dir as string, 'hostile.json');
+      await writeFile(hostileConfig, JSON.stringify(hostile));
+      // The public address only shapes the URL handed out; the browser below goes through the proxy.
+      const behind = await startServer([...store, '--framework', framework, '--app-config', hostileConfig, '--log-requests', '--public-url', 'http://127.0.0.1:1/vault']);
+      extraServers.push(behind);
+      const front = await prefixProxy(behind.url);
+      try {
+        const { token } = await sessionToken(account);
+        // Asked through the proxy, as the browser would; the URL names the configured public address.
+        const answer = await request(`${front.origin}/vault${API}/connect-url`, { method: 'POST', headers: { authorization: `Bearer ${token}` } });
+        expect(answer.status, answer.text).toBe(200);
+        const { url } = answer.body as { url: string };
+        expect(url.startsWith('http://127.0.0.1:1/vault/connect#token=cvs_')).toBe(true);
+        const pageToken = new URLSearchParams(new URL(url).hash.slice(1)).get('token') as string;
+        tokens.push(pageToken);
+        const watch = await openPage();
+        await watch.page.goto(`${front.origin}/vault/connect#token=${encodeURIComponent(pageToken)}`);
+        await waitForState(watch.page, 'ready');
+        expect(watch.page.url()).toBe(`${front.origin}/vault/connect`);
+        await watch.page.getByLabel('Listener key').fill('sk_behind_proxy');
+        await watch.page.getByLabel('Hidden').fill('visible');
+        await watch.page.getByLabel('Listener key').press('Enter');
+        await waitForState(watch.page, 'done');
+        expect(await stored(account)).toEqual({ addEventListener: 'sk_behind_proxy', hidden: 'visible' });
+        // Every request went through the prefix.
+        for (const req of watch.requests) expect(new URL(req.url()).pathname.startsWith('/vault/'), req.url()).toBe(true);
+        await expectClean(watch, { vault: front.origin });
+
+        // A link damaged on its way: a token no header can carry is "incomplete or damaged", never "reload".
+        const damaged = await openPage();
+        await damaged.page.goto(`${front.origin}/vault/connect#token=cvs_a%20b`);
+        await waitForState(damaged.page, 'failed');
+        await expect(damaged.page.locator('#form-error').textContent()).resolves.toMatch(/incomplete or damaged/);
+        await expectClean(damaged, { vault: front.origin });
+
+        // A mail client that turned the `#` into `?` sends the token to the server: the log redacts it.
+        expect((await request(`${behind.url}/connect?token=${pageToken}`)).status).toBe(200);
+        expect((await request(`${behind.url}/connect%23token=${pageToken}`)).status).toBe(404);
+        // The server writes a line once the answer is sent; its stderr reaches us a moment later.
+        const deadline = Date.now() + 5_000;
+        while (!logged(behind, 'GET', '/connect%23token=cvs_[redacted]', 404) && Date.now() < deadline) await sleep(50);
+        expect(logged(behind, 'GET', '/connect?token=cvs_[redacted]', 200), requestLog(behind).join('\n')).toBe(true);
+        expect(logged(behind, 'GET', '/connect%23token=cvs_[redacted]', 404), requestLog(behind).join('\n')).toBe(true);
+        expectNoTokenInServerOutput();
+      } finally {
+        await front.close();
       }
     });
 

@@ -87,7 +87,7 @@ describe('serve --app-config', () => {
       [['--app-config', await bad('type.json', JSON.stringify({ name: 'X', fields: [{ name: 'k', type: 'secret' }] }))], /defaultApp\.fields\.0\.type: must be one of/],
       [['--app-config', await bad('theme.json', JSON.stringify({ ...APP, theme: { accent: 'red' } }))], /connect\.theme\.accent must be a colour/],
       [['--app-config', appFile, '--frame-ancestors', '*'], /connect\.frameAncestors: '\*'/],
-      [['--app-config', appFile, '--connect-path', '/api/v2/public/x'], /must lie outside the API's base path/],
+      [['--app-config', appFile, '--connect-path', '/api/v2/public/x'], /and the API's base path \(\/api\/v2\/public\) must not contain one another/],
       [['--app-config', appFile, '--public-url', 'ftp://x'], /connect\.publicUrl must be an http or https URL/],
       [['--frame-ancestors', 'https://app.example.com'], /The Connect flags need --app-config/],
       [['--app-config', appFile, '--page-token-ttl', '0'], /page-token-ttl must be a positive whole number/],

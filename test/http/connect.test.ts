@@ -18,6 +18,7 @@ import {
   revokeSessionToken,
   rotateKeys,
   upsertLinkedAccount,
+  verifySessionToken,
   type DefaultAppDefinition,
   type HandlerOptions,
   type Vault,
@@ -82,8 +83,11 @@ describe.each(BINDINGS)('the Connect page on %s', (binding) => {
     // Nothing inline: every script and style is a file of this origin.
     expect(page.text).not.toMatch(/<script(?![^>]*\bsrc=)[^>]*>/);
     expect(page.text).not.toMatch(/<style|style=/);
-    expect(page.text).toContain('<script type="module" src="/connect/assets/connect.js"></script>');
-    expect(page.text).toContain('<meta name="credvault-api" content="/api/v2/public">');
+    // Relative references, so that the page holds behind a proxy adding a path prefix.
+    expect(page.text).toContain('<script type="module" src="connect/assets/connect.js"></script>');
+    expect(page.text).toContain('<meta name="credvault-api" content="./api/v2/public">');
+    const head = await call(`${server.url}/connect`, { method: 'HEAD' });
+    expect({ status: head.status, type: head.headers.get('content-type'), body: head.text }).toEqual({ status: 200, type: 'text/html; charset=utf-8', body: '' });
   });
 
   it('serves its files with their types, the theme as CSS variables, and the client build', async () => {
@@ -116,7 +120,11 @@ describe.each(BINDINGS)('the Connect page on %s', (binding) => {
     }
     const post = await call(`${server.url}/connect`, { method: 'POST', body: '{}' });
     expect(post.status).toBe(405);
-    expect(post.headers.get('allow')).toBe('GET');
+    expect(post.headers.get('allow')).toBe('GET, HEAD');
+    // Names an Object.prototype member rather than a file: still a 404, never a 500.
+    for (const name of ['constructor', 'tostring', '__proto__', 'hasownproperty']) {
+      expect((await call(`${server.url}/connect/assets/${name}`)).status).toBe(404);
+    }
     expect(post.body).toMatchObject({ error: 'METHOD_NOT_ALLOWED' });
     // A path that only starts like the page's is the application's own (the harness answers 418).
     expect((await call(`${server.url}/connectx`)).status).toBe(418);
@@ -233,6 +241,13 @@ describe('POST /connect-url and page tokens', () => {
     const deleted = await account();
     await deleteLinkedAccount(vault, { ...deleted.ref, actor: { type: 'system' } });
     expect((await fields(deleted.pageToken)).status).toBe(401);
+  });
+
+  it('is refused by verifySessionToken unless asked for, so code of the embedder never takes it for a session token', async () => {
+    const { token, pageToken } = await account();
+    await expect(verifySessionToken(vault, pageToken)).rejects.toMatchObject({ code: 'INVALID_SESSION_TOKEN' });
+    expect(await verifySessionToken(vault, pageToken, { allowPageToken: true })).toMatchObject({ purpose: 'connect' });
+    expect((await verifySessionToken(vault, token)).purpose).toBeUndefined();
   });
 
   it('revoking the page token ends it alone; the session token goes on', async () => {
@@ -352,11 +367,18 @@ describe('the fields endpoint and writes held to the declared fields', () => {
       ['other', 'x', "'other' is not a field of Acme CRM"],
       ['region', 'mars', 'region must be one of: eu, us'],
       ['seats', 'ten', 'seats must be a number'],
-      ['seats', ' ', 'seats must be a number'],
+      ['seats', ' ', 'seats must not be blank'],
       ['webhook', 'javascript:alert(1)', 'webhook must be an http or https URL'],
       ['webhook', 'ftp://example.com', 'webhook must be an http or https URL'],
       ['contact', 'not-an-address', 'contact must be an email address'],
       ['api_key', '', 'value must not be empty'],
+      ['api_key', '   ', 'API key must not be blank'],
+      ['seats', '0x1F', 'seats must be a number'],
+      ['seats', '1e400', 'seats must be a number'],
+      ['seats', 'Infinity', 'seats must be a number'],
+      ['seats', ' 12 ', 'seats must not begin or end with spaces'],
+      ['webhook', ' https://hooks.example.com ', 'webhook must not begin or end with spaces'],
+      ['region', 'eu ', 'region must not begin or end with spaces'],
     ];
     for (const [key, value, message] of cases) {
       const answer = await put(bearer(token), key, value);
@@ -374,7 +396,7 @@ describe('the fields endpoint and writes held to the declared fields', () => {
 
   it('takes values that fit, numbers and booleans coerced as always', async () => {
     expect((await put(bearer(token), 'region', 'us')).status).toBe(200);
-    expect((await put(bearer(token), 'seats', 12)).status).toBe(200);
+    for (const seats of ['-3', '1.5', '.5', '2e3', 12]) expect((await put(bearer(token), 'seats', seats)).status).toBe(200);
     expect((await put(bearer(token), 'webhook', 'https://hooks.example.com/x')).status).toBe(200);
     expect((await put(bearer(token), 'contact', 'ops@example.com')).status).toBe(200);
     expect(await getDefaultAppCredential(vault, ref, 'seats')).toBe('12');
@@ -399,6 +421,16 @@ describe('the fields endpoint and writes held to the declared fields', () => {
     const accepted = await account(bearer(token), 'PUT', { your_app: { auth_credentials: { region: 'eu' } } });
     expect(accepted.status).toBe(200);
     expect(await getDefaultAppCredential(vault, ref, 'region')).toBe('eu');
+  });
+
+  it('keeps a session token from deleting what it may not write; an org API key deletes any key', async () => {
+    const refused = await call(`${server.url}${FIELDS}/internal_id`, { method: 'DELETE', headers: bearer(token) });
+    expect(refused.status).toBe(400);
+    expect(refused.body).toMatchObject({ error: 'VALIDATION_ERROR', message: "'internal_id' is not a field of Acme CRM" });
+    expect(await getDefaultAppCredential(vault, ref, 'internal_id')).toBe('int_secret_2');
+    expect((await put({ ...asKey, 'x-api-key': apiKey }, 'scratch', 's')).status).toBe(200);
+    const byKey = await call(`${server.url}${FIELDS}/scratch`, { method: 'DELETE', headers: { ...asKey, 'x-api-key': apiKey } });
+    expect(byKey.status).toBe(200);
   });
 
   it('lets an org API key write undeclared keys, but holds its declared fields to their type too', async () => {
@@ -431,7 +463,10 @@ describe('the default app and Connect settings are checked when the handler is b
     ['options on a text field', { defaultApp: { name: 'X', fields: [field({ options: [{ label: 'a', value: 'a' }] })] } as never }, 'only a select field takes options'],
     ['an unknown attribute', { defaultApp: { name: 'X', fields: [field({ secret: true })] } as never }, 'defaultApp.fields.0'],
     ['connect without defaultApp', { connect: {} }, 'needs the default app'],
-    ['a page path inside the API', { defaultApp: APP, connect: { path: '/api/v2/public/connect' } }, 'must lie outside the API'],
+    ['a page path inside the API', { defaultApp: APP, connect: { path: '/api/v2/public/connect' } }, 'must not contain one another'],
+    ['a page path above the API', { defaultApp: APP, connect: { path: '/api' } }, 'must not contain one another'],
+    ['a page path that is the API', { defaultApp: APP, basePath: '/vault', connect: { path: '/vault' } }, 'must not contain one another'],
+    ['the OpenAPI path under the page', { defaultApp: APP, openApiPath: '/connect/openapi.json' }, 'openApiPath (/connect/openapi.json) must lie outside'],
     ['a relative page path', { defaultApp: APP, connect: { path: 'connect' } }, 'connect.path must be a path'],
     ['a page path with a trailing slash', { defaultApp: APP, connect: { path: '/connect/' } }, 'connect.path must be a path'],
     ['a framing wildcard', { defaultApp: APP, connect: { frameAncestors: ['*'] } }, "connect.frameAncestors: '*'"],

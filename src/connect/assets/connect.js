@@ -4,7 +4,7 @@
 import { createCredvaultClient, CredvaultError } from './client.js';
 
 const EXPIRED = 'This link has expired or was revoked. Ask for a new link to connect your account.';
-const MISSING = 'This link is incomplete: it carries no access token. Open the whole link you were given, or ask for a new one.';
+const MISSING = 'This link is incomplete or damaged. Open the whole link you were given, or ask for a new one.';
 const UNREACHABLE = 'The server could not be reached. Check your connection and try again.';
 
 const byId = (id) => document.getElementById(id);
@@ -90,8 +90,9 @@ function renderField(field) {
     control.spellcheck = false;
     control.autocapitalize = 'off';
   }
+  // No `name`: a form's named controls shadow its own properties (a field named `addEventListener`
+  // would replace the method); the page reads each control by its id, which has a prefix.
   control.id = controlId(field.name);
-  control.name = field.name;
   if (field.placeholder !== undefined && field.type !== 'select') control.placeholder = field.placeholder;
   if (field.is_set && field.type !== 'select') control.placeholder = 'Saved: leave empty to keep it';
   if (mustFill) control.setAttribute('aria-required', 'true');
@@ -136,8 +137,18 @@ async function main() {
     fail(MISSING);
     return;
   }
-  const baseUrl = document.querySelector('meta[name="credvault-api"]').content;
-  const client = createCredvaultClient({ baseUrl, token });
+  // Relative to the page, so that it holds behind a proxy that adds a path prefix.
+  const api = document.querySelector('meta[name="credvault-api"]').content;
+  const baseUrl = new URL(api, document.baseURI).href.replace(/\/$/, '');
+  let client;
+  try {
+    client = createCredvaultClient({ baseUrl, token });
+  } catch {
+    // A token no header can carry: the link was damaged on its way.
+    byId('app-name').textContent = 'Connect';
+    fail(MISSING);
+    return;
+  }
 
   let app;
   try {
