@@ -743,7 +743,9 @@ describe('openapi', () => {
     const printed = await runJson<{ openapi: string; paths: Record<string, Record<string, { operationId: string }>> }>(['openapi']);
     expect(printed.openapi).toBe('3.1.0');
     const ids = Object.values(printed.paths).flatMap((ops) => Object.values(ops).map((op) => op.operationId));
-    expect(ids).toHaveLength(10);
+    // The ten upstream operations and credvault's two extensions (the fields endpoint, POST /connect-url).
+    expect(ids).toHaveLength(12);
+    expect(ids).toContain('createConnectUrl');
     expect(ids).toContain('listLinkedAccounts');
     expect(ids).toContain('upsertDefaultAppAuthCredential');
     const server = await startServer(['--store', 'memory:']);
