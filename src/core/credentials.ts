@@ -56,6 +56,14 @@ export async function upsertDefaultAppCredential(
   const announced = vault.failClosedEvents && (await vault.store.get(group, member)) !== undefined;
   if (announced) await vault.emit({ type: 'credential.updated', ...event });
   let result: 'added' | 'updated' | undefined;
+  // The key this process last saw current, without reading the data key record: the put's
+  // fence (the key's marker) refuses it if the key moved on, and then the record is read.
+  const hinted = vault.dataKeys.current(group);
+  if (hinted !== undefined) {
+    const sealed = sealFor(hinted, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
+    const put = await vault.store.put(group, member, sealed, { requires: appKeyMember(hinted.id) });
+    if (put !== 'missing') result = put;
+  }
   for (let attempt = 0; result === undefined; attempt++) {
     const sealing = await sealingKey(vault, ref, DEFAULT_APP);
     if (sealing === undefined) throw await whyNoDefaultApp(vault, ref);

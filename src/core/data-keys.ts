@@ -142,6 +142,8 @@ export class DataKeyCache {
   readonly #entries = new Map<string, CachedKey>();
   /** The same entries by group, then id: the lookup on every read, with no string built. */
   readonly #byGroup = new Map<string, Map<string, CachedKey>>();
+  /** Per group, the id of the key its data key record last named current: a hint, see {@link current}. */
+  readonly #current = new Map<string, string>();
   #toZero: Buffer[] = [];
   #epoch = 0;
 
@@ -179,8 +181,8 @@ export class DataKeyCache {
   }
 
   /**
-   * Holds a copy of `dataKey` of `group`. Which key seals is not the cache's business: the
-   * vault reads the account's data key record on every write and fences the write on it.
+   * Holds a copy of `dataKey` of `group`. Which key seals is decided by the account's data
+   * key record and the fences on it; the cache keeps at most a hint of it ({@link markCurrent}).
    */
   set(group: string, dataKey: DataKey): void {
     if (this.maxEntries === 0 || this.ttlMs === 0) return;
@@ -195,6 +197,22 @@ export class DataKeyCache {
     this.#entries.set(`${group}\u0000${dataKey.id}`, entry);
     if (ids === undefined) this.#byGroup.set(group, (ids = new Map()));
     ids.set(dataKey.id, entry);
+  }
+
+  /**
+   * Notes that `group`'s data key record named `dekId` current when last read. Only a hint:
+   * a write sealed under it must still be fenced (the credential write requires the key's
+   * `app-key` marker, which exists only while the key is current), and falls back to reading
+   * the record when the fence says the key moved on.
+   */
+  markCurrent(group: string, dekId: string): void {
+    if (this.#byGroup.get(group)?.has(dekId) === true) this.#current.set(group, dekId);
+  }
+
+  /** The cached key `group`'s record last named current (see {@link markCurrent}), if still held. */
+  current(group: string): DataKey | undefined {
+    const dekId = this.#current.get(group);
+    return dekId === undefined ? undefined : this.get(group, dekId);
   }
 
   /** Forgets every key of `group` (its account was deleted or moved to a new key). */
@@ -223,6 +241,7 @@ export class DataKeyCache {
     const ids = this.#byGroup.get(group);
     ids?.delete(entry.dataKey.id);
     if (ids?.size === 0) this.#byGroup.delete(group);
+    if (this.#current.get(group) === entry.dataKey.id) this.#current.delete(group);
     this.zeroLater(entry.dataKey.key);
   }
 

@@ -141,6 +141,7 @@ export async function sealingKey(vault: Vault, ref: AccountRef, requires: string
   vault.dataKeys.zeroLater(dataKey.key);
   if (inserted) {
     vault.dataKeys.set(group, dataKey);
+    vault.dataKeys.markCurrent(group, dataKey.id);
     return { dataKey, fence: fenceOf(raw) };
   }
   // Another writer gave it one first, or the account is not there.
@@ -152,7 +153,9 @@ async function currentKey(vault: Vault, ref: AccountRef, group: string, raw: str
   const record = parseDataKeyRecord(raw);
   // A record that is not one cannot be repaired here: refusing beats sealing under a new key.
   if (record === undefined) throw unreadable();
-  return unwrapCached(vault, ref, group, record.keys[0] as StoredDataKey);
+  const dataKey = await unwrapCached(vault, ref, group, record.keys[0] as StoredDataKey);
+  vault.dataKeys.markCurrent(group, dataKey.id);
+  return dataKey;
 }
 
 /**

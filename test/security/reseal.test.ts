@@ -403,6 +403,41 @@ for (const suite of await backendSuites()) {
       expect(await vault.store.get(accountGroup(A), credentialMember('never'))).toBeUndefined();
     });
 
+    it('a writer remembers the current key: its next write reads no data key record; once a reseal elsewhere moves the key, the fence refuses the remembered one and the value lands under the new key', async () => {
+      await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
+      const calls: string[] = [];
+      const watching = wrapStore(openStore(), {
+        async get(args, forward) {
+          if (args[0] === accountGroup(A) && args[1] === DATA_KEY) calls.push('read key record');
+          return forward();
+        },
+        async put(args, forward) {
+          if (args[0] === accountGroup(A)) calls.push('put');
+          return forward();
+        },
+        async batch(args, forward) {
+          if (args[0] === accountGroup(A)) calls.push('batch');
+          return forward();
+        },
+      });
+      const writer = await open(watching);
+      expect(await upsertDefaultAppCredential(writer, A, 'api_key', marker('second'))).toEqual({ action: 'updated' });
+      expect(calls.splice(0)).toEqual(['read key record', 'put']);
+      expect(await upsertDefaultAppCredential(writer, A, 'api_key', marker('third'))).toEqual({ action: 'updated' });
+      expect(calls.splice(0), 'the remembered key, fenced by its marker: one put').toEqual(['put']);
+
+      const oldId = (await storedKeys(vault, A))[0]?.id as string;
+      expect(await rotateKeys(vault, { reseal: true })).toEqual({ rewrapped: 1, resealed: 1, alreadyCurrent: 0 });
+      const value = marker('after');
+      expect(await upsertDefaultAppCredential(writer, A, 'api_key', value)).toEqual({ action: 'updated' });
+      // Refused under the old key's marker, then the record read and the write sealed again.
+      expect(calls.splice(0)).toEqual(['put', 'read key record', 'put']);
+      const keys = await storedKeys(vault, A);
+      expect(keys.map((key) => key.id)).not.toContain(oldId);
+      expect(await sealingIds(vault, A)).toEqual(new Set([`cv2:${keys[0]?.id}`]));
+      expect(await getDefaultAppCredential(await open(), A, 'api_key')).toBe(value);
+    });
+
     it('a re-wrap (same data key, new record text) does not disturb a credential write: one conditional put', async () => {
       await createLinkedAccount(vault, A, { credentials: { api_key: marker('first') } });
       const calls: string[] = [];
