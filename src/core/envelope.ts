@@ -128,8 +128,9 @@ export const fenceOf = (raw: string): BatchWrite => ({ op: 'replace', member: DA
  */
 export async function sealingKey(vault: Vault, ref: AccountRef, requires: string = PROFILE): Promise<SealingKey | undefined> {
   const group = accountGroup(ref);
-  // The record is read on every seal (the cache only saves the unwrap), and the write is
-  // fenced on it, so a key another process destroyed is never sealed under.
+  // The record is read on every call here (the cache only saves the unwrap), and the write is
+  // fenced on it, so a key another process destroyed is never sealed under. (A credential write
+  // first tries the key the cache remembers as current, fenced by that key's marker instead.)
   const entry = await vault.store.get(group, DATA_KEY);
   if (entry !== undefined) return { dataKey: await currentKey(vault, ref, group, entry.value), fence: fenceOf(entry.value) };
   const run = await resealRunUnderWay(vault);
