@@ -616,7 +616,7 @@ suite.describe('Connect page in Chromium', () => {
       } finally {
         await partner.close();
       }
-    });
+    }, 90_000);
 
     it('refuses to be framed by default', async () => {
       const account = 'cust-refused';
@@ -669,7 +669,15 @@ suite.describe('Connect page in Chromium', () => {
       await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
       const address = proxy.address();
       if (address === null || typeof address === 'string') throw new Error('no port');
-      return { origin: `http://127.0.0.1:${address.port}`, close: () => new Promise<void>((resolve) => proxy.close(() => resolve())) };
+      return {
+        origin: `http://127.0.0.1:${address.port}`,
+        close: () =>
+          new Promise<void>((resolve) => {
+            // The browser keeps its connections alive: close them, or close() waits for them.
+            proxy.closeAllConnections();
+            proxy.close(() => resolve());
+          }),
+      };
     }
 
     it('works behind a proxy that adds a path prefix (--public-url), with field names a form would trip on', async () => {
@@ -730,7 +738,7 @@ suite.describe('Connect page in Chromium', () => {
       } finally {
         await front.close();
       }
-    });
+    }, 90_000);
 
     it('says the link has expired, at load and at submit, and stores nothing', async () => {
       if ('failed' in expiring) throw expiring.failed;
