@@ -167,15 +167,16 @@ export function pageReferences(pagePath: string, apiBasePath: string): { assets:
  */
 export function pageFile(settings: ConnectSettings, apiBasePath: string, rest: string): PageFile | undefined {
   if (rest === '') {
-    const html = readOnce('connect.html', () => readFileSync(new URL('connect.html', ASSETS), 'utf8'));
-    const references = pageReferences(settings.path, apiBasePath);
-    // Replacement functions: a replacement string would expand `$&` and its kind.
-    const assets = escapeHtml(references.assets);
-    const api = escapeHtml(references.api);
-    return {
-      contentType: 'text/html; charset=utf-8',
-      body: html.replaceAll('{{ASSETS}}', () => assets).replaceAll('{{API}}', () => api),
-    };
+    // Built once per page path and base path: the page is the same for every request.
+    const body = readOnce(`connect.html\u0000${settings.path}\u0000${apiBasePath}`, () => {
+      const html = readFileSync(new URL('connect.html', ASSETS), 'utf8');
+      const references = pageReferences(settings.path, apiBasePath);
+      // Replacement functions: a replacement string would expand `$&` and its kind.
+      const assets = escapeHtml(references.assets);
+      const api = escapeHtml(references.api);
+      return html.replaceAll('{{ASSETS}}', () => assets).replaceAll('{{API}}', () => api);
+    });
+    return { contentType: 'text/html; charset=utf-8', body };
   }
   if (rest === '/assets/client.js') return { contentType: 'text/javascript; charset=utf-8', body: readOnce('client.js', clientBuild) };
   if (rest === '/assets/theme.css') {

@@ -58,17 +58,18 @@ export async function upsertDefaultAppCredential(
   let result: 'added' | 'updated' | undefined;
   // The key this process last saw current, without reading the data key record: the put's
   // fence (the key's marker) refuses it if the key moved on, and then the record is read.
+  // Fields named one by one: object spread showed in the profile of every write.
+  const context = { org: ref.org, environment: ref.environment, accountId: ref.accountId, name };
   const hinted = vault.dataKeys.current(group);
   if (hinted !== undefined) {
-    const sealed = sealFor(hinted, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
+    const sealed = sealFor(hinted, plaintext, context);
     const put = await vault.store.put(group, member, sealed, { requires: appKeyMember(hinted.id) });
     if (put !== 'missing') result = put;
   }
   for (let attempt = 0; result === undefined; attempt++) {
     const sealing = await sealingKey(vault, ref, DEFAULT_APP);
     if (sealing === undefined) throw await whyNoDefaultApp(vault, ref);
-    // Fields named one by one: object spread showed in the profile of every write.
-    const sealed = sealFor(sealing.dataKey, plaintext, { org: ref.org, environment: ref.environment, accountId: ref.accountId, name });
+    const sealed = sealFor(sealing.dataKey, plaintext, context);
     // One conditional put: the marker of this data key exists only while the default app does
     // and this key is the account's current one, so the value never lands under a key destroyed
     // meanwhile, nor as an orphan of a deleted account.

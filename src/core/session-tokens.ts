@@ -163,20 +163,18 @@ async function findReusableToken(
 ): Promise<IssuedSessionToken | undefined> {
   const now = Date.now();
   const sessions = await vault.store.list(accountGroup(account), SESSION_PREFIX);
-  let best: (typeof sessions)[number] | undefined;
-  for (const item of sessions) {
-    // Page tokens are single-purpose: never handed out as session tokens.
-    if ((JSON.parse(item.entry.value) as SessionTokenRecord).purpose !== undefined) continue;
-    const remaining = (item.entry.expiresAt ?? 0) - now;
-    if (remaining > minRemainingSeconds * 1000 && (best === undefined || (item.entry.expiresAt ?? 0) > (best.entry.expiresAt ?? 0))) {
-      best = item;
-    }
+  let best: { member: string; expiresAt: number; sealed: string } | undefined;
+  for (const { member, entry } of sessions) {
+    const expiresAt = entry.expiresAt ?? 0;
+    if (expiresAt - now <= minRemainingSeconds * 1000 || (best !== undefined && expiresAt <= best.expiresAt)) continue;
+    // Page tokens keep no sealed copy: single-purpose, never handed out as session tokens.
+    const { sealed } = JSON.parse(entry.value) as SessionTokenRecord;
+    if (sealed !== undefined) best = { member, expiresAt, sealed };
   }
   if (best === undefined) return undefined;
   const tokenId = sessionTokenIdOf(best.member);
-  const record = JSON.parse(best.entry.value) as SessionTokenRecord;
-  const token = await openFor(vault, account, record.sealed as string, sessionTokenSealContext(account, tokenId));
-  return { token, expiresIn: Math.floor(((best.entry.expiresAt ?? now) - now) / 1000) };
+  const token = await openFor(vault, account, best.sealed, sessionTokenSealContext(account, tokenId));
+  return { token, expiresIn: Math.floor((best.expiresAt - now) / 1000) };
 }
 
 /** Splits a token into its account, id and secret; `undefined` if it is not one of ours. */

@@ -15,7 +15,7 @@ import {
 } from '../core/accounts.js';
 import { issuePageToken, issueSessionToken, revokeSessionToken } from '../core/session-tokens.js';
 import { listDefaultAppCredentials } from '../core/credentials.js';
-import { fieldValueProblem, type SettledDefaultApp } from '../connect/app.js';
+import { fieldValueProblem, type SettledDefaultApp, type SettledField } from '../connect/app.js';
 import { DEFAULT_MAX_VALUE_BYTES, linkedAccountIdSchema, parseInput } from '../core/validation.js';
 import type { AccountRef } from '../core/layout.js';
 import type { Principal } from '../core/principal.js';
@@ -204,25 +204,25 @@ function accountInput(fields: AccountBody | undefined, name: string | undefined)
  * writes only declared fields; anyone's value for a declared field must fit it.
  */
 function checkDeclaredField(app: SettledDefaultApp, caller: Caller, key: string, value: unknown): void {
-  const field = app.byName.get(key);
-  if (field === undefined) {
-    if (caller.kind === 'session') throw new VaultError('VALIDATION_ERROR', `'${key}' is not a field of ${app.name}`);
-    return;
-  }
+  const field = declaredField(app, caller, key);
+  // Values of other types are the core's to refuse, with its own message.
+  if (field === undefined || (typeof value !== 'string' && typeof value !== 'number' && typeof value !== 'boolean')) return;
   const problem = fieldValueProblem(field, String(value));
   if (problem !== undefined) throw new VaultError('VALIDATION_ERROR', problem);
+}
+
+/** The declared field `key`; a session token (the customer) may touch no other key. */
+function declaredField(app: SettledDefaultApp, caller: Caller, key: string): SettledField | undefined {
+  const field = app.byName.get(key);
+  if (field === undefined && caller.kind === 'session') throw new VaultError('VALIDATION_ERROR', `'${key}' is not a field of ${app.name}`);
+  return field;
 }
 
 /** Account input whose seeded credentials are held to the declared fields, as a credential write is. */
 function declaredInput(context: RouteContext, caller: Caller, input: CreateLinkedAccountInput): CreateLinkedAccountInput {
   const app = context.app;
   if (app === undefined || input.credentials === undefined) return input;
-  for (const key of Object.keys(input.credentials)) {
-    const value = input.credentials[key];
-    // Values of other types are the core's to refuse, with its own message.
-    if (typeof value === 'string' || typeof value === 'number' || typeof value === 'boolean') checkDeclaredField(app, caller, key, value);
-    else if (caller.kind === 'session' && !app.byName.has(key)) checkDeclaredField(app, caller, key, '');
-  }
+  for (const key of Object.keys(input.credentials)) checkDeclaredField(app, caller, key, input.credentials[key]);
   return input;
 }
 
@@ -276,9 +276,7 @@ export const routes: readonly Route[] = [
       const principal = credentialPrincipal(caller, context.auth);
       const key = context.params['key'] as string;
       // What a session token may not write, it may not delete either: the backend's own keys.
-      if (context.app !== undefined && caller.kind === 'session' && !context.app.byName.has(key)) {
-        throw new VaultError('VALIDATION_ERROR', `'${key}' is not a field of ${context.app.name}`);
-      }
+      if (context.app !== undefined) declaredField(context.app, caller, key);
       await deleteDefaultAppCredential(context.vault, principal, key);
       return wire.credentialDeletedToWire(key);
     },

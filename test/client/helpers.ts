@@ -4,6 +4,7 @@ import type { AddressInfo } from 'node:net';
 import { inspect } from 'node:util';
 import { expect } from 'vitest';
 import { CredvaultError } from '../../src/client/index.js';
+import { rejection } from '../helpers/rejection.js';
 
 /**
  * Awaits `promise`, expects a {@link CredvaultError} with these fields, and returns it.
@@ -14,13 +15,9 @@ import { CredvaultError } from '../../src/client/index.js';
  * ```
  */
 export async function failure(promise: Promise<unknown>, expected: Partial<Pick<CredvaultError, 'status_code' | 'http_error_type' | 'error' | 'message'>>): Promise<CredvaultError> {
-  const error = await promise.then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  expect(error).toBeInstanceOf(CredvaultError);
+  const error = await rejection(promise, CredvaultError);
   expect(error).toMatchObject({ name: 'CredvaultError', ...expected });
-  return error as CredvaultError;
+  return error;
 }
 
 /** Every text an error could show: message, stack, JSON, and everything inspect sees (causes, hidden properties). */
